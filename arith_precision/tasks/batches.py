@@ -58,10 +58,13 @@ def target_mask(spec: TaskSpec) -> np.ndarray:
 
 # ---- digits <-> tokens ------------------------------------------------------------------------
 def digits_to_tokens(digits: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """(..., w) base-p digits (MSB first) -> (..., ceil(w/c)) base-p^c tokens (MSB first)."""
+    """(..., w) base-p digits (MSB first) -> (..., ceil(w/c)) base-p^c tokens (MSB first).
+
+    With c = 1 the digits already are the tokens and are returned as they are (no copy).
+    """
     c = spec.chunk
     if c == 1:
-        return digits.astype(np.int32)
+        return digits
     w = digits.shape[-1]
     num_tokens = -(-w // c)
     pad = num_tokens * c - w  # groups are aligned at the least significant end
@@ -216,23 +219,20 @@ def batch_from_operand_digits(spec: TaskSpec, operand_digits: np.ndarray) -> Bat
         )
     batch = operand_digits.shape[0]
     ans = answer_digits(spec, operand_digits)  # (B, W)
-    op_tokens = digits_to_tokens(operand_digits, spec)  # (B, k, T_op)
-    separators = np.full((batch, spec.num_operands, 1), spec.separator_id, np.int32)
-    body = np.concatenate([op_tokens, separators], axis=2).reshape(batch, -1)[:, :-1]
-    inputs = np.concatenate(
-        [
-            np.full((batch, 1), spec.bos_id, np.int32),
-            body,
-            np.full((batch, 1), spec.equals_id, np.int32),
-        ],
-        axis=1,
-    )  # (B, T_in)
+    # Write every piece straight into one (B, T) array; inputs and answers are views of it.
+    tokens = np.empty((batch, spec.sequence_length), dtype=np.int32)  # (B, T)
+    width = spec.operand_tokens
+    tokens[:, 0] = spec.bos_id
+    for i in range(spec.num_operands):
+        start = 1 + i * (width + 1)
+        tokens[:, start : start + width] = digits_to_tokens(operand_digits[:, i], spec)
+        tokens[:, start + width] = spec.separator_id
+    tokens[:, spec.input_length - 1] = spec.equals_id  # overwrites the last separator
     answers = digits_to_tokens(ans, spec)  # (B, T_ans), MSB first
-    if spec.reverse_answer:
-        answers = answers[:, ::-1]
-    answers = np.ascontiguousarray(answers)
-    tokens = np.concatenate([inputs, answers, np.full((batch, 1), spec.eos_id, np.int32)], axis=1)
-    return Batch(operand_digits, ans, inputs, answers, tokens)
+    tokens[:, spec.input_length : -1] = answers[:, ::-1] if spec.reverse_answer else answers
+    tokens[:, -1] = spec.eos_id
+    return Batch(operand_digits, ans, tokens[:, : spec.input_length],
+                 tokens[:, spec.input_length : -1], tokens)
 
 
 def batch_from_operands(spec: TaskSpec, operands) -> Batch:
