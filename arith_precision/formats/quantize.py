@@ -1,0 +1,244 @@
+"""`quantize(x, fmt, rounding="nearest_even", key=None)`: round an array to a number format.
+
+The result is a carrier array (same dtype as `x`: float32 or float64) whose every element is a
+value of `fmt`, or inf / NaN where the format produces them. It is computed on the carrier's
+integer bit pattern (`rounding.py`), so it is exact on every backend, subnormals included (XLA:CPU
+float arithmetic flushes subnormals; integer arithmetic does not). It is jit-, vmap- and
+grad-compatible, for any shape.
+
+Semantics (see `float_format.py` / `fixed_format.py` for the formats):
+  * nearest_even: the value on the format's grid nearest to x (ties to the even multiple of the
+    quantum); a rounded magnitude above the largest finite value overflows: +-inf ("ieee"), NaN
+    ("fn" with NaN, "fnuz", "fnu"), or +-max (saturate, sub-byte "fn", fixed point). For the
+    ml_dtypes formats this is bit-for-bit what `x.astype(ml_dtypes_type).astype(x.dtype)` gives
+    for float32 x (values, signs of zeros, NaN vs inf; NaN payloads are canonical quiet NaNs).
+    For float64 x we round once, directly; ml_dtypes 0.6 casts float64 through float32 and so
+    double rounds (1 + 2^-4 + 2^-30 -> e4m3fn gives 1.0 there, 1.125 here).
+  * toward_zero: the grid value of largest magnitude not above |x|. As in IEEE 754, it never
+    overflows: finite inputs beyond the range give +-max. (ml_dtypes has no such cast.)
+  * stochastic: one of the two grid neighbours of x, the upper (in magnitude) with probability
+    proportional to the distance from the lower, so E[quantize(x)] = x for x within range
+    (exactly for every x whose discarded part fits 2 * carrier-width random bits; see
+    `rounding.stochastic_round_up`). Overflow as for nearest_even. Needs `key` (a jax.random
+    key); the same key gives the same result. For "fnu" the grid below 2^(1-b) is the true one
+    ({2^-b, 2^(1-b)}), values below 2^-b give 2^-b.
+  * Special inputs: NaN stays NaN (except the sub-byte "fn" formats, which have no NaN; see
+    `float_format.py`); +-inf stays +-inf in "ieee", becomes NaN where there is no infinity, or
+    +-max when saturating / in fixed point.
+
+Gradient: straight-through (identity) by default, via `jax.custom_jvp`; `straight_through=False`
+gives the true derivative of a step function, zero.
+
+Carrier rule: `x` must be float32 or float64 and the format must fit it (`carrier.py`), else a
+ValueError names the format and the carrier it needs: a wider format on float32 would silently
+double round. float64 inputs need `jax_enable_x64`; a NumPy float64 array given while x64 is off
+raises rather than being rounded to float32 first (JAX would do that silently). Python scalars
+follow JAX's weak typing and become the default float dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from arith_precision.formats import rounding as _rounding
+from arith_precision.formats.carrier import Carrier, carrier_for
+from arith_precision.formats.fixed_format import FixedFormat
+from arith_precision.formats.float_format import FloatFormat
+from arith_precision.formats.parsing import as_format
+
+ROUNDING_MODES = _rounding.ROUNDING_MODES
+
+
+def _u(value: int, carrier: Carrier):
+    return jnp.asarray(value, dtype=carrier.uint_dtype)
+
+
+def _nan_bits(negative, carrier: Carrier):
+    """Canonical quiet NaN (exponent all ones, top mantissa bit set) with the given sign."""
+    quiet = (2**carrier.exponent_bits - 1) << carrier.mantissa_bits | 1 << (
+        carrier.mantissa_bits - 1
+    )
+    return _signed(_u(quiet, carrier), negative, carrier)
+
+
+def _signed(mag, negative, carrier: Carrier):
+    sign = _u(1 << (carrier.width - 1), carrier)
+    return jnp.where(negative, mag | sign, mag)
+
+
+def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_words):
+    """The quantized bit pattern for a FloatFormat (see the module docstring)."""
+    negative, mag, field, finite = _rounding.decompose(bits, carrier)
+    is_nan = ~finite & ((mag & _u(2**carrier.mantissa_bits - 1, carrier)) != 0)
+    is_inf = ~finite & ~is_nan
+
+    # Quantum exponent of the format's grid in x's binade: max(e, emin) - M. ml_dtypes rounds
+    # "fnu" (e8m0) on the grid of an IEEE format with subnormals (emin = 1 - b) and then reads
+    # the zero code as 2^-b; the other modes use the true grid, whose smallest binade is -b.
+    emin = 1 - fmt.bias
+    if fmt.variant == "fnu" and rounding != "nearest_even":
+        emin = -fmt.bias
+    e = _rounding.binade_exponent(mag, field, carrier)
+    q = jnp.maximum(e, emin) - fmt.mantissa_bits
+    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words)
+
+    max_mag = _u(carrier.bits_of(fmt.max_exact), carrier)
+    overflow = rmag > max_mag
+    if fmt.flush_subnormals and fmt.variant != "fnu":
+        min_normal = _u(carrier.bits_of(fmt.min_normal_exact), carrier)
+        rmag = jnp.where(rmag < min_normal, jnp.zeros_like(rmag), rmag)
+    if fmt.variant == "fnu":
+        # No zero: what rounded to zero is the smallest value 2^-b (ml_dtypes' code 0).
+        min_mag = _u(carrier.bits_of(fmt.min_positive_exact), carrier)
+        rmag = jnp.where(rmag == 0, min_mag, rmag)
+    out = _signed(rmag, negative, carrier)
+    if not fmt.has_negative_zero:
+        out = jnp.where(rmag == 0, jnp.zeros_like(out), out)
+
+    inf = _u((2**carrier.exponent_bits - 1) << carrier.mantissa_bits, carrier)
+    signed_max = _signed(max_mag, negative, carrier)
+    if fmt.variant == "fnuz":
+        nan = _nan_bits(True, carrier)  # the fnuz NaN is the "-0" code: a negative NaN
+    elif fmt.variant == "fnu":
+        nan = _nan_bits(False, carrier)
+    else:
+        nan = _nan_bits(negative, carrier)
+
+    # Overflow of finite values.
+    saturating = fmt.saturate or not fmt.has_nan or rounding == "toward_zero"
+    if saturating:
+        overflow_value = signed_max
+    elif fmt.has_inf:
+        overflow_value = _signed(inf, negative, carrier)
+    else:
+        overflow_value = nan
+    out = jnp.where(overflow, overflow_value, out)
+
+    # Infinite inputs: kept where the format has infinities, else NaN or +-max (saturating).
+    if fmt.has_inf:
+        inf_value = _signed(inf, negative, carrier)
+    elif fmt.saturate or not fmt.has_nan:
+        inf_value = signed_max
+    else:
+        inf_value = nan
+    out = jnp.where(is_inf, inf_value, out)
+
+    # NaN inputs. The sub-byte "fn" formats have no NaN: ml_dtypes returns its quiet_NaN(),
+    # which for them is the -0 code, negated for negative inputs: NaN -> -0, -NaN -> +0.
+    if fmt.has_nan:
+        nan_value = nan
+    else:
+        nan_value = jnp.where(negative, jnp.zeros_like(out), _signed(_u(0, carrier), True, carrier))
+    out = jnp.where(is_nan, nan_value, out)
+
+    if fmt.variant == "fnu":
+        # Unsigned without zero: zeros and negative numbers (-0 and -inf included) are NaN.
+        out = jnp.where(negative | (mag == 0), nan, out)
+    return out
+
+
+def _fixed_bits(bits, fmt: FixedFormat, carrier: Carrier, rounding: str, random_words):
+    """The quantized bit pattern for a FixedFormat (uniform grid 2^-F, saturating)."""
+    negative, mag, field, finite = _rounding.decompose(bits, carrier)
+    is_nan = ~finite & ((mag & _u(2**carrier.mantissa_bits - 1, carrier)) != 0)
+    q = jnp.asarray(-fmt.frac_bits, jnp.int32)
+    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words)
+    # Two's complement: the negative end is one quantum further out than the positive end.
+    limit_pos = _u(carrier.bits_of(fmt.max_exact), carrier)
+    limit_neg = _u(carrier.bits_of(-fmt.min_exact), carrier)
+    limit = jnp.where(negative, limit_neg, limit_pos)
+    rmag = jnp.where(~finite | (rmag > limit), limit, rmag)  # +-inf saturate too
+    out = _signed(rmag, negative & (rmag != 0), carrier)  # a single zero: +0
+    return jnp.where(is_nan, _nan_bits(negative, carrier), out)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _quantize_value(x, key, fmt, rounding):
+    """The forward computation (no custom gradient). Jitted as a whole so that eager calls
+    compile one small program per (format, rounding, shape) instead of dispatching op by op."""
+    carrier = carrier_for(fmt, x.dtype)
+    if (
+        isinstance(fmt, FloatFormat)
+        and fmt.variant == "ieee"
+        and not fmt.flush_subnormals
+        and (fmt.exponent_bits, fmt.mantissa_bits, fmt.bias)
+        == (carrier.exponent_bits, carrier.mantissa_bits, carrier.bias)
+    ):
+        return x  # the carrier's own format: the identity, NaN payloads included
+    bits = lax.bitcast_convert_type(x, carrier.uint_dtype)
+    random_words = None
+    if rounding == "stochastic":
+        words = jax.random.bits(key, (2, *x.shape), carrier.uint_dtype)
+        random_words = (words[0], words[1])
+    if isinstance(fmt, FloatFormat):
+        out = _float_bits(bits, fmt, carrier, rounding, random_words)
+    else:
+        out = _fixed_bits(bits, fmt, carrier, rounding, random_words)
+    return lax.bitcast_convert_type(out, x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _quantize_ste(x, key, fmt, rounding):
+    return _quantize_value(x, key, fmt, rounding)
+
+
+@_quantize_ste.defjvp
+def _quantize_ste_jvp(fmt, rounding, primals, tangents):
+    x, key = primals
+    x_dot, _ = tangents
+    # Straight-through estimator: d quantize(x) / dx := 1.
+    return _quantize_ste(x, key, fmt, rounding), x_dot
+
+
+def _as_carrier_array(x):
+    """x as a JAX float array, refusing conversions that would round before quantize does."""
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return jnp.asarray(x, dtype=jnp.result_type(float))
+    if not isinstance(x, jax.Array):
+        dtype = np.asarray(x).dtype if not hasattr(x, "dtype") else np.dtype(x.dtype)
+        if dtype == np.float64 and not jax.config.jax_enable_x64:
+            raise ValueError(
+                f"quantize got float64 input ({type(x).__name__}) while jax_enable_x64 is off: "
+                "JAX would round it to float32 first (double rounding). Enable x64 or pass "
+                "float32."
+            )
+        x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"quantize needs a float32 or float64 array, got dtype {x.dtype}")
+    return x
+
+
+def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True):
+    """Round every element of `x` to the number format `fmt` (see the module docstring).
+
+    Args:
+        x: float32 or float64 array (the carrier), any shape; the result has its dtype.
+        fmt: a format string ("bf16", "e4m3fn", "fixed8.8", ...), format object or dtype.
+        rounding: "nearest_even" (default), "toward_zero" or "stochastic".
+        key: a jax.random key; required for (and only used by) "stochastic".
+        straight_through: identity gradient (default); False gives the true, zero, derivative.
+
+    Raises:
+        ValueError: unknown format or rounding mode; stochastic rounding without a key; an
+            input that is not float32/float64 or a format that does not fit its carrier.
+    """
+    fmt = as_format(fmt)
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+    if rounding == "stochastic" and key is None:
+        raise ValueError(
+            "rounding='stochastic' needs a jax.random key, e.g. "
+            "quantize(x, fmt, 'stochastic', key=jax.random.key(0)); got key=None"
+        )
+    x = _as_carrier_array(x)
+    carrier_for(fmt, x.dtype)  # raise the carrier error before tracing anything
+    if rounding != "stochastic":
+        key = jnp.zeros((), jnp.uint32)  # placeholder primal; never read
+    if not straight_through:
+        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding)
+    return _quantize_ste(x, key, fmt, rounding)

@@ -1,0 +1,58 @@
+"""From a run's `precision` config block to what the train step simulates.
+
+    name          what runs                                             simulated region
+    fp32          real float32, matmuls at precision "highest"          nothing
+    bf16, fp16,   compute in that format, fp32 master weights and      loss and gradient
+    any format    fp32 optimizer (mixed precision)
+    pure_<fmt>    everything in the format: parameters, gradients,     the whole train step
+    (pure_bf16)   optimizer moments and the update (like casting the
+                  whole model and optimizer to bf16)
+
+`accumulation` (once | sequential | pairwise) applies inside the simulated region; `native=True`
+uses real bf16/fp16 arrays instead of simulation (hardware accumulation, fast on accelerators).
+`param`, `accum`, `grad` optionally override the policy's formats (empty string: default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from arith_precision.simulate import Policy
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPrecision:
+    """`policy` is None for plain fp32; `whole_step` says whether the optimizer is simulated too."""
+
+    policy: Policy | None
+    whole_step: bool
+
+    @property
+    def description(self) -> str:
+        if self.policy is None:
+            return "fp32 (native)"
+        p = self.policy
+        where = "whole step" if self.whole_step else "loss+grad, fp32 master weights"
+        mode = "native" if p.native else f"simulated, accumulation={p.accumulation}"
+        return f"{p.compute} ({mode}; {where})"
+
+
+def step_precision(name: str, accumulation: str = "once", native: bool = False, param: str = "",
+                   accum: str = "", grad: str = "") -> StepPrecision:
+    """Resolve a precision preset or format name (see the module docstring)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"precision name must be a non-empty string, got {name!r}")
+    whole_step = name.startswith("pure_")
+    fmt = name[len("pure_"):] if whole_step else name
+    overrides = {k: v for k, v in (("param", param), ("accum", accum), ("grad", grad)) if v}
+    if fmt == "fp32" and accumulation == "once" and not overrides and not whole_step:
+        return StepPrecision(None, False)
+    try:
+        policy = Policy(compute=fmt, accumulation=accumulation, native=native, **overrides)
+    except ValueError as e:
+        raise ValueError(
+            f"bad precision {name!r}: expected fp32, bf16, fp16, pure_<format> or a format "
+            f"string ({e})") from None
+    if whole_step and "param" not in overrides:
+        policy = policy.replace(param=policy.compute)
+    return StepPrecision(policy, whole_step)

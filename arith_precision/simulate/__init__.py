@@ -1,0 +1,20 @@
+"""The dtype-simulation layer: run an unmodified JAX function at any number format.
+
+    from arith_precision.simulate import simulate, Policy
+    y = simulate(f, "bf16")(x)                                   # every op rounded to bf16
+    y = simulate(f, "e4m3", accumulation="sequential")(x)        # and sums rounded per addition
+    y = simulate(f, Policy("bf16", accum="fp32", grad="e5m2"))(x)
+
+See `simulate.py` (the wrapper), `sim_array.py` (the rounding rules), `accumulate.py` (summation
+orders) and `policy.py` (what gets which format).
+"""
+
+from arith_precision.simulate.accumulate import cumsum, dot_general, reduce_sum, sum_leading
+from arith_precision.simulate.policy import ACCUMULATIONS, Policy, as_policy, native_dtype
+from arith_precision.simulate.sim_array import SimArray, round_array
+from arith_precision.simulate.simulate import simulate
+
+__all__ = [
+    "ACCUMULATIONS", "Policy", "SimArray", "as_policy", "cumsum", "dot_general", "native_dtype",
+    "reduce_sum", "round_array", "simulate", "sum_leading",
+]

@@ -1,0 +1,113 @@
+"""A precision policy: which number format applies where.
+
+A policy names up to four formats (any format string or object `arith_precision.formats` accepts):
+
+  compute  every floating-point primitive output (the "activations", and under a simulated train
+           step also gradients and optimizer arithmetic) is rounded to it.
+  param    the arguments listed as parameters (`param_argnums` of `simulate`) are rounded to it on
+           entry. None: the compute format.
+  accum    partial sums inside reductions and contractions under `sequential` / `pairwise`
+           accumulation. None: the compute format. Under `once` the accumulation happens in the
+           carrier (float32 / float64), as on hardware with a wide accumulator, and only the result
+           is rounded to `compute`.
+  grad     if set, the cotangent flowing back into every rounded operation is rounded to it (for
+           `jax.grad` taken *outside* a simulated function). None: straight-through.
+
+`native=True` runs the function on real `jnp.bfloat16` / `jnp.float16` arrays instead of simulating
+(fast on accelerators, semantics of the hardware, `compute` must be fp32, bf16 or fp16).
+
+Presets (`Policy.preset(name)`): `fp32`, `bf16` (bf16 compute; fp32 master weights live outside the
+simulated step), `pure_bf16` (everything bf16, including parameters and their updates), `fp16`,
+and any format string (compute in that format).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from arith_precision import formats
+
+ACCUMULATIONS = ("once", "sequential", "pairwise")
+NATIVE_FORMATS = ("fp32", "bf16", "fp16")
+
+
+def _fmt(value):
+    return None if value is None else formats.as_format(value)
+
+
+def native_dtype(fmt):
+    """The JAX dtype that natively implements `fmt` (fp32, bf16, fp16), else None."""
+    import jax.numpy as jnp
+
+    for name, dtype in (("fp32", jnp.float32), ("bf16", jnp.bfloat16), ("fp16", jnp.float16)):
+        if fmt == formats.as_format(name):
+            return dtype
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """Formats for compute, parameters, accumulation and gradients (see the module docstring)."""
+
+    compute: Any
+    param: Any = None
+    accum: Any = None
+    grad: Any = None
+    accumulation: str = "once"
+    native: bool = False
+
+    def __post_init__(self):
+        if self.compute is None:
+            raise ValueError("Policy.compute must be a format, got None")
+        for name in ("compute", "param", "accum", "grad"):
+            object.__setattr__(self, name, _fmt(getattr(self, name)))
+        if self.accumulation not in ACCUMULATIONS:
+            raise ValueError(
+                f"unknown accumulation {self.accumulation!r}; expected one of {ACCUMULATIONS}")
+        if self.native:
+            for name in ("compute", "param"):
+                fmt = getattr(self, name)
+                if fmt is not None and native_dtype(fmt) is None:
+                    raise ValueError(
+                        f"native mode needs a hardware dtype for {name}, got {fmt}; "
+                        f"expected one of {NATIVE_FORMATS}")
+            if self.accumulation != "once":
+                raise ValueError(
+                    f"native mode accumulates as the hardware does ('once'), got "
+                    f"accumulation={self.accumulation!r}")
+
+    @property
+    def param_format(self):
+        return self.compute if self.param is None else self.param
+
+    @property
+    def accum_format(self):
+        return self.compute if self.accum is None else self.accum
+
+    def replace(self, **kwargs) -> Policy:
+        return dataclasses.replace(self, **kwargs)
+
+    @classmethod
+    def preset(cls, name: str, accumulation: str = "once", native: bool = False) -> Policy:
+        """`fp32`, `bf16`, `pure_bf16`, `fp16`, or any format string (compute in that format)."""
+        if name == "pure_bf16":
+            return cls(compute="bf16", param="bf16", accumulation=accumulation, native=native)
+        try:
+            return cls(compute=name, accumulation=accumulation, native=native)
+        except ValueError as e:
+            raise ValueError(
+                f"unknown precision {name!r}: expected fp32, bf16, pure_bf16, fp16 or a format "
+                f"string ({e})") from None
+
+
+def as_policy(fmt_or_policy, accumulation: str | None = None) -> Policy:
+    """A `Policy` from a policy, a format object or a format / preset string."""
+    if isinstance(fmt_or_policy, Policy):
+        policy = fmt_or_policy
+        if accumulation is not None and accumulation != policy.accumulation:
+            policy = policy.replace(accumulation=accumulation)
+        return policy
+    if isinstance(fmt_or_policy, str):
+        return Policy.preset(fmt_or_policy, accumulation=accumulation or "once")
+    return Policy(compute=fmt_or_policy, accumulation=accumulation or "once")

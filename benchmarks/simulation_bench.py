@@ -1,0 +1,79 @@
+"""Cost of the simulation layer, as ratios measured in one run.
+
+    python benchmarks/simulation_bench.py [--batch=32] [--seq=64] [--reps=20]
+
+  1. `quantize(x, "e8m7")` vs the native bf16 round trip `x.astype(bf16).astype(f32)` on the same
+     array (target <= 1.5x).
+  2. forward + backward of a 4-layer, d=128 Transformer under simulated bf16 (`once`) vs native
+     fp32 (target <= 1.2x).
+  3. the same under `sequential` vs `once` accumulation (target <= 10x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arith_precision import formats
+from arith_precision import model as model_lib
+from arith_precision.simulate import simulate
+
+
+def _time(fn, *args, reps: int) -> float:
+    jax.block_until_ready(fn(*args))  # compile
+    best = float("inf")
+    for _ in range(3):  # best of 3 blocks of `reps` calls: robust to a noisy machine
+        start = time.perf_counter()
+        for _ in range(reps):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / reps)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=64)
+    parser.add_argument("--reps", type=int, default=10)
+    args = parser.parse_args()
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
+    rows = []
+
+    x = jax.random.normal(jax.random.key(0), (4096, 1024), jnp.float32) * 100
+    ours = jax.jit(lambda v: formats.quantize(v, "e8m7"))
+    native = jax.jit(lambda v: v.astype(jnp.bfloat16).astype(jnp.float32))
+    np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(native(x)))  # same numbers
+    rows.append(("quantize e8m7 / native bf16 round trip",
+                 _time(ours, x, reps=args.reps) / _time(native, x, reps=args.reps), 1.5))
+
+    cfg = model_lib.TransformerConfig(vocab_size=32, max_len=args.seq, num_layers=4, d_model=128,
+                                      num_heads=4, d_ff=512)
+    params = model_lib.init_params(cfg, jax.random.key(1))
+    tokens = jax.random.randint(jax.random.key(2), (args.batch, args.seq), 0, 32)
+
+    def loss(p, t):
+        logits = model_lib.Transformer(cfg).apply({"params": p}, t)
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(
+            logits, t[..., None], -1)[..., 0])
+
+    grad = jax.value_and_grad(loss)
+    t_fp32 = _time(jax.jit(grad), params, tokens, reps=args.reps)
+    t_once = _time(jax.jit(simulate(grad, "bf16", "once")), params, tokens, reps=args.reps)
+    t_seq = _time(jax.jit(simulate(grad, "bf16", "sequential")), params, tokens,
+                  reps=max(1, args.reps // 5))
+    rows.append(("fwd+bwd 4x128 simulated bf16 (once) / native fp32", t_once / t_fp32, 1.2))
+    rows.append(("fwd+bwd sequential / once accumulation", t_seq / t_once, 10.0))
+
+    width = max(len(r[0]) for r in rows)
+    for name, ratio, target in rows:
+        verdict = "met" if ratio <= target else "MISSED"
+        print(f"{name:<{width}}  {ratio:7.2f}x  (target <= {target}x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
