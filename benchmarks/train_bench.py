@@ -1,0 +1,93 @@
+"""Overhead of the training pipeline, as a ratio measured in one run.
+
+    python benchmarks/train_bench.py [--config=task=add,base=10,n=8] [--steps=200]
+
+Runs `train_and_evaluate` for `--steps` steps (data generation, sharded device put, jitted step,
+orbax checkpoints every `--checkpoint-every` steps, metrics and progress lines: everything a real
+run does except the final evaluation, which is shrunk to one tiny batch) and reads its steps/s from
+`metrics.jsonl`, skipping the first logging window (it contains compilation). It then times a bare
+jitted train step of the same model, optimizer, precision and batch shape, fed one pre-built batch
+in a tight loop. Prints both rates, the ratio pipeline / bare (target >= 0.9x) and the pipeline's
+answer+prompt tokens per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from arith_precision import tasks, train
+from experiments.configs import train as train_config
+
+
+def _pipeline_steps_per_sec(config, workdir: str) -> float:
+    train.train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    if len(records) < 2:
+        raise SystemExit("need at least two logging windows: raise --steps or lower --log-every")
+    rates = [r["steps_per_sec"] for r in records[1:]]  # window 1 includes compilation
+    return len(rates) / sum(1.0 / r for r in rates)  # steps / total time over those windows
+
+
+def _bare_steps_per_sec(config, steps: int) -> float:
+    jax.config.update("jax_default_matmul_precision", "highest")  # as train_and_evaluate does
+    spec = train.task_spec(config.task)
+    mcfg = train.model_config(config)
+    tx, _ = train.optimizer(config)
+    step_fn = jax.jit(train.make_train_step(mcfg, spec, tx, train.precision_of(config)))
+    params = train.model_lib.init_params(mcfg, jax.random.key(config.seed))
+    state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0)}
+    tokens = jax.device_put(tasks.sample_batch(spec, data_seed=0, step=0,
+                                               batch_size=config.train.batch_size).tokens)
+    state, metrics = step_fn(state, tokens)  # compile
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = step_fn(state, tokens)
+    jax.block_until_ready((state, metrics))
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="task=add,base=10,n=8",
+                        help="ARGS of experiments/configs/train.py")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    args = parser.parse_args()
+    if args.steps < 2 * args.log_every:
+        parser.error(f"--steps={args.steps} must be at least 2 x --log-every={args.log_every}")
+
+    config = train_config.get_config(args.config)
+    config.unlock()
+    config.train.update(steps=args.steps, log_every=args.log_every,
+                        checkpoint_every=args.checkpoint_every)
+    config.eval.update(num_examples=8, batch_size=8)
+    config.lock()
+    spec = train.task_spec(config.task)
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} | {spec} | "
+          f"batch {config.train.batch_size} x {spec.sequence_length} tokens | "
+          f"precision {train.precision_of(config).description}")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        pipeline = _pipeline_steps_per_sec(config, workdir)
+    bare = _bare_steps_per_sec(config, steps=args.steps - args.log_every)
+    tokens_per_step = config.train.batch_size * spec.sequence_length
+    ratio = pipeline / bare
+    print(f"pipeline   {pipeline:8.2f} steps/s  {pipeline * tokens_per_step:10.0f} tokens/s")
+    print(f"bare step  {bare:8.2f} steps/s  {bare * tokens_per_step:10.0f} tokens/s")
+    verdict = "met" if ratio >= 0.9 else "MISSED"
+    print(f"pipeline / bare jitted step: {ratio:.3f}x  (target >= 0.9x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
