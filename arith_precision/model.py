@@ -47,7 +47,8 @@ subspaces of the residual stream; ``logits_from_residual`` maps the last one to 
 
 The code uses only ordinary jax ops (no precision machinery, no Python-side conversion of traced
 values), so it runs unchanged under the dtype-simulation wrapper, where every floating primitive
-output is rounded. ``dtype=jnp.bfloat16`` gives native bf16 compute; logits are always float32.
+output is rounded. ``dtype=jnp.bfloat16`` gives native bf16 compute; logits are float32 (float64
+when the compute dtype is float64, e.g. simulation on a float64 carrier).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class TransformerConfig:
         used under stop_gradient), "sinusoidal" (fixed, not a param) or "none".
       tied_embedding: logits = x @ embed.T (no unembedding bias) instead of an `unembed` Dense.
       use_bias: biases in every Dense layer and LayerNorm.
-      dtype: compute dtype (params are cast to it at use); logits are returned in float32.
+      dtype: compute dtype (params are cast to it at use); logits are returned in float32
+        (float64 for a float64 compute dtype).
       param_dtype: storage dtype of the parameters.
       norm_eps: epsilon of the LayerNorms.
     """
@@ -388,7 +390,7 @@ class Transformer(nn.Module):
             logits_BxLxV = jnp.einsum("bld,vd->blv", x_BxLxD, self.embed.astype(cfg.dtype))
         else:
             logits_BxLxV = self.unembed(x_BxLxD)
-        return logits_BxLxV.astype(jnp.float32)
+        return logits_BxLxV.astype(jnp.promote_types(cfg.dtype, jnp.float32))
 
     def __call__(
         self,
@@ -549,7 +551,8 @@ def greedy_decode(
     tokens_BxN = tokens_BxN.at[:, 0].set(jnp.argmax(first_BxV, axis=-1).astype(jnp.int32))
     logits_BxNxV = None
     if return_logits:
-        logits_BxNxV = jnp.zeros((batch, num_steps, config.vocab_size), jnp.float32)
+        logits_BxNxV = jnp.zeros((batch, num_steps, config.vocab_size),
+                                 jnp.promote_types(config.dtype, jnp.float32))
         logits_BxNxV = logits_BxNxV.at[:, 0].set(first_BxV)
 
     def step(n, carry):

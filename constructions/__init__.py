@@ -1,0 +1,41 @@
+"""Hand-built log-precision Transformers for ADD, IterADD and MUL, run by the project's own model.
+
+    from constructions import build
+    c = build("add", base=10, n=8)            # a Construction: spec, config, params, residual
+    print(c.summary()); print(c.explain([123, 456]))
+
+    python -m constructions.verify --task=add --base=10 --n=64 --format=bf16
+    python -m constructions.frontier --task=add --base=10 --n=4,8,16,32,64
+
+Modules: residual (named subspaces), builder (writes the parameter tree), blocks (attention and
+MLP building blocks with their math and precision needs), column_add (ADD and IterADD), mul (MUL),
+inputs (exhaustive / adversarial / random inputs), run (simulated decoding, exact checking),
+verify and frontier (CLIs).
+"""
+
+from __future__ import annotations
+
+from arith_precision import tasks
+from constructions.construction import Construction
+
+
+def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = None,
+          k: int = 2, l: int | None = None) -> Construction:
+    """The construction for a task (a TaskSpec, or task name with base, n, k, l)."""
+    if isinstance(task, tasks.TaskSpec):
+        spec = task
+    else:
+        if base is None or n is None:
+            raise ValueError("build(task, base, n, ...) needs base and n")
+        spec = tasks.TaskSpec(task, base=base, n=n, k=k if task == "iter_add" else 2,
+                              l=l if task == "mul" else None)
+    if spec.task in ("add", "iter_add"):
+        from constructions.column_add import build_column_add
+
+        return build_column_add(spec)
+    from constructions.mul import build_mul
+
+    return build_mul(spec)
+
+
+__all__ = ["Construction", "build"]

@@ -40,7 +40,8 @@ def angle_sharpness(period: int, gap: float = GAP) -> float:
 
 
 def match_head(b: ParamBuilder, layer: int, pointer: str, key: str, period: int,
-               values: list[tuple[dict[str, float], str]], gap: float = GAP) -> Head:
+               values: list[tuple[dict[str, float], str]], gap: float = GAP,
+               idle: tuple[str, str] | None = None) -> Head:
     """COPY (one matching key) or MEAN (several matching keys) by angle matching.
 
     score(q, k) = lam * <pointer(q), key(k)> = lam * cos(theta_q - theta_k), lam = gap / (1 -
@@ -55,12 +56,18 @@ def match_head(b: ParamBuilder, layer: int, pointer: str, key: str, period: int,
     arithmetic. Precision: the scores are ~lam ~ gap P^2 / (2 pi^2), and must be resolved to much
     better than `gap`, so the format needs about 2 log2(P) + 1 mantissa bits beyond the handful the
     softmax needs (P ~ S for position pointers: log precision), and an exponent range holding lam.
-    A query whose pointer is (0, 0) attends uniformly (used for "don't care" positions).
+    A query whose pointer is (0, 0) attends uniformly. With `idle=(flag, bos)`, a query whose
+    table flag x_flag is 0 instead scores 2 lam on the BOS key (x_bos = 1) and so reads BOS's
+    value, which is 0: the output is (up to leakage) exactly 0 off the flagged positions, so
+    later MLPs need no gating there.
     """
     lam = angle_sharpness(period, gap)
     h = b.new_head(layer)
     h.score_term({pointer + "_cos": lam}, 0.0, {key + "_cos": 1.0})
     h.score_term({pointer + "_sin": lam}, 0.0, {key + "_sin": 1.0})
+    if idle is not None:
+        flag, bos = idle
+        h.score_term({flag: -2 * lam}, 2 * lam, {bos: 1.0})
     for source, dest in values:
         h.value(source, dest)
     return h
@@ -126,20 +133,20 @@ def step(b: ParamBuilder, layer: int, x: dict[str, float], threshold: float,
          out: dict[str, float], gate: str | None = None, big: float = 0.0) -> None:
     """out += [X >= threshold] (times each output weight), for X = sum_i w_i x_i near an integer.
 
-    Two ReLU units: relu(2(X - th) + 1.5 - G) - relu(2(X - th) + 0.5 - G), G = big (1 - x_gate).
+    Two ReLU units: (relu(4(X - th) + 3 - G) - relu(4(X - th) + 1 - G)) / 2, G = big (1 - x_gate).
     For gate = 1 and X within 1/4 of an integer this is exactly 1 if X >= th and exactly 0 if
     X <= th - 1 (a clean step: small errors in X are removed, not propagated). For gate = 0 both
-    units are 0 provided big > 2 |X - th| + 1.5. Precision: X, th and the constants must be
-    representable to within 1/8: log2(max |X|) + 3 bits, and `big` must be representable.
+    units are 0 provided big > 4 |X - th| + 3. Weights and biases are small integers (and big, a
+    power of two), so they are exact in any format with enough bits for 4 max|X| + big:
+    log2(max |X|) + 3 bits.
     """
-    gate_in = {gate: big} if gate else {}
-    gate_bias = -big if gate else 0.0
-    scaled = {name: 2.0 * w for name, w in x.items()}
-    for name, w in gate_in.items():
-        scaled[name] = scaled.get(name, 0.0) + w
-    b.relu_unit(layer, scaled, -2.0 * threshold + 1.5 + gate_bias, out)
-    b.relu_unit(layer, scaled, -2.0 * threshold + 0.5 + gate_bias,
-                {name: -w for name, w in out.items()})
+    inputs = {name: 4.0 * w for name, w in x.items()}
+    bias = -4.0 * threshold
+    if gate:
+        inputs[gate] = inputs.get(gate, 0.0) + big
+        bias -= big
+    b.relu_unit(layer, inputs, bias + 3.0, {name: w / 2 for name, w in out.items()})
+    b.relu_unit(layer, inputs, bias + 1.0, {name: -w / 2 for name, w in out.items()})
 
 
 def equals(b: ParamBuilder, layer: int, x: dict[str, float], value: float,

@@ -32,7 +32,7 @@ Layers (residual coordinates named in `_residual`):
   4 attn  quadratic match N_k = N_q + 1 with npm_k = 1 -> c = g of that holder = f_{i-1}
   4 mlp   answer = (u_q + c) mod p; the unembedding turns it into logits 2 d answer - d^2.
 
-Width: d_model = 25 and 2 heads of dimension 4 for every n and k; d_ff = max(6, 2 floor(k(p-1)/p)
+Width: d_model = 27 and 2 heads of dimension 4 for every n and k; d_ff = max(6, 2 floor(k(p-1)/p)
 + 1) grows with k only through the lookup of floor(S / p) (Theorem 5.2 claims width independent
 of k; here the MLP width is linear in k, the residual width constant). Precision: the angle
 matches need ~2 log2(S) + 6 mantissa bits (S = sequence length) and the counts ~2 log2(n) + 8;
@@ -69,6 +69,8 @@ def _residual() -> Residual:
     for axis in ("cos", "sin"):
         r.add(f"fetch_{axis}", "table", "pointer from Q(i) to the holder of column i (else 0)")
     r.add("anchor", "table", "1 on the last operand's digits P(j), j = 0..n-1")
+    r.add("holder", "table", "1 on column holders: anchors and '='")
+    r.add("eq", "table", "1 on '='")
     r.add("sink", "table", "log(C - t): score of the BOS sink for SUM heads")
     r.add("S", "layer_0/attn", "column sum S_j (meaningful at anchors)")
     r.add("q", "layer_0/mlp", "floor(S / p) at anchors, else 0")
@@ -132,6 +134,9 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
         blocks.write_angle(b, holder[j], "prev", holder[j] - 1, pos_period)
     for j in range(n):
         b.table(holder[j], "anchor", 1.0)
+    for j in range(-1, n):
+        b.table(holder[j], "holder", 1.0)
+    b.table(eq, "eq", 1.0)
     for i in range(n + 1):
         blocks.write_angle(b, query[i], "fetch", holder[i - 1], pos_period)
     blocks.write_sink(b, "sink", total)
@@ -140,19 +145,25 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
     for j in range(n):
         b.table(holder[j], "npm", 1.0)  # minus [u == p - 1], from layer 1's MLP
 
-    big = 4.0 * (max_len + k * p + 2)  # gates: larger than any gated |2 X| + 2
+    # The only gate left (y = npm (2N - 1)) needs big > 2 max N + 1: the smallest power of two.
+    big = float(2 ** math.ceil(math.log2(2 * max_len + 4)))
 
     # ---- layer 0: column sums, then q = floor(S / p) and r = S - p q at anchors ----------------
-    blocks.match_head(b, 0, "col", "col", col_period, [({"digit": float(k)}, "S")])
-    blocks.gated_identity(b, 0, {"S": 1.0}, "anchor", big, {"r": 1.0})
+    # Off the anchors the head reads BOS (S = 0 there), so q = r = 0 without gating.
+    blocks.match_head(b, 0, "col", "col", col_period, [({"digit": float(k)}, "S")],
+                      idle=("anchor", "bos"))
+    b.relu_unit(0, {"S": 1.0}, 0.0, {"r": 1.0})
     for m in range(1, q_steps + 1):
-        blocks.step(b, 0, {"S": 1.0}, m * p, {"q": 1.0, "r": -float(p)}, gate="anchor", big=big)
+        blocks.step(b, 0, {"S": 1.0}, m * p, {"q": 1.0, "r": -float(p)})
 
     # ---- layer 1: u = r_next + q; generate and propagate ---------------------------------------
-    blocks.match_head(b, 1, "prev", "pos", pos_period, [({"r": 1.0}, "r_next")])
+    blocks.match_head(b, 1, "prev", "pos", pos_period, [({"r": 1.0}, "r_next")],
+                      idle=("holder", "bos"))
     u = {"r_next": 1.0, "q": 1.0}
-    blocks.step(b, 1, u, p, {"g": 1.0}, gate="anchor", big=big)
-    blocks.equals(b, 1, u, p - 1, {"npm": -1.0}, gate="anchor", big=big)
+    # u = 0 off the holders, so g = 0 and [u == p-1] = 0 there. At '=' column 0 never
+    # generates or propagates: shift u by -p (for g) and +p (for the propagate test) there.
+    blocks.step(b, 1, {**u, "eq": -float(p)}, p, {"g": 1.0})
+    blocks.equals(b, 1, {**u, "eq": float(p)}, p - 1, {"npm": -1.0})
 
     # ---- layer 2: N = number of non-propagating holders so far; y = npm (2N - 1) --------------
     blocks.sum_head(b, 2, "sink", "bos", total, [({"npm": 1.0}, "N")])

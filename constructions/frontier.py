@@ -1,0 +1,270 @@
+"""The precision frontier: the fewest bits for which a construction is still exact, against n.
+
+    python -m constructions.frontier --task=add --base=10 --n=2,4,8,16,32,64 [--k=K] [--l=L]
+        [--accumulation=once,sequential] [--random=200] [--out=DIR] [--json]
+
+For each n and accumulation mode it finds, by binary search, the fewest mantissa bits M such
+that the verifier passes on its full input set (exhaustive or adversarial + `--random` random
+inputs) in the float format e{E}m{M} (E = 8 exponent bits, float32's range, large enough for
+every construction value), and the fewest fraction bits F of fixed point fixed{I}.{F} (I = the
+integer bits the construction's largest value needs at that n, measured). The search assumes the
+verifier passes for every width above the frontier and checks it at the two ends: the reported M
+passes and M - 1 fails. It also reports, for each common format (bf16, fp16, e4m3, e5m2), the
+largest n of the list at which it still passes.
+
+Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
+with a least-squares line per mode). Without --out it prints the markdown tables (or the JSON
+with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from arith_precision import model as model_lib
+from arith_precision import tasks
+from arith_precision.simulate.policy import ACCUMULATIONS
+
+EXPONENT_BITS = 8
+MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
+MAX_FIXED_BITS = 25  # I + F on a float64 carrier
+COMMON_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")
+
+
+def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
+    from constructions import run
+
+    run.enable_carrier(fmt)
+    result = run.check(construction, operands, fmt, accumulation, batch_size,
+                       stop_at_first_failure=True)
+    return result["failures"] == 0
+
+
+def _search(passes, lo: int, hi: int) -> int | None:
+    """Smallest b in [lo, hi] with passes(b), assuming monotonicity; None if passes(hi) fails."""
+    if not passes(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def integer_bits(construction, operands) -> int:
+    """Integer bits (sign excluded) for the largest |value| of a float64 run: scores, residuals."""
+    import jax
+    import jax.numpy as jnp
+
+    from constructions import run
+
+    run.enable_carrier("e11m24")
+    config = construction.config
+    cfg64 = model_lib.TransformerConfig(**{**config.__dict__, "dtype": jnp.float64,
+                                           "param_dtype": jnp.float64})
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), construction.params)
+    spec = construction.spec
+    batch = tasks.batch_from_operands(spec, operands[:64])
+    tokens = np.concatenate([batch.input_tokens, batch.answer_tokens[:, :-1]], axis=1)
+    _, residuals = model_lib.Transformer(cfg64).apply({"params": params}, tokens,
+                                                      return_residuals=True)
+    largest = max(float(np.max(np.abs(np.asarray(v)))) for v in residuals.values())
+    largest = max(largest, max(float(np.max(np.abs(a))) for a in jax.tree.leaves(params)))
+    # Attention scores: |q.k| <= |q| |k| per head; bound by the products of the largest entries.
+    for layer in range(config.num_layers):
+        x = np.asarray(residuals["embed" if layer == 0 else f"layer_{layer - 1}/mlp"])
+        attn = params[f"layer_{layer}"]["attn"]
+        q = np.einsum("bld,dhk->blhk", x, attn["query"]["kernel"]) + attn["query"]["bias"]
+        k = np.einsum("bld,dhk->blhk", x, attn["key"]["kernel"]) + attn["key"]["bias"]
+        scores = np.einsum("blhk,bmhk->bhlm", q, k) / math.sqrt(config.effective_head_dim)
+        largest = max(largest, float(np.max(np.abs(scores))))
+    return max(1, math.ceil(math.log2(largest + 1)) + 1)
+
+
+def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
+                 num_random: int = 200, seed: int = 0, batch_size: int = 256,
+                 progress=print) -> dict:
+    """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats."""
+    from constructions import build, inputs
+
+    construction = build(spec)
+    operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
+    entry = {"n": spec.n, "checked": len(operands), "families": families,
+             "d_model": construction.d_model, "float_mantissa_bits": {},
+             "fixed": {}, "common": {}}
+    int_bits = integer_bits(construction, operands)
+    for acc in accumulations:
+        start = time.time()
+        m = _search(lambda b, acc=acc: _passes(construction, operands,
+                                               f"e{EXPONENT_BITS}m{b}", acc, batch_size),
+                    1, MAX_MANTISSA)
+        if m is not None and m > 1:  # the end check: one bit fewer must fail
+            assert not _passes(construction, operands, f"e{EXPONENT_BITS}m{m - 1}", acc,
+                               batch_size), (spec, acc, m)
+        entry["float_mantissa_bits"][acc] = m
+        max_frac = MAX_FIXED_BITS - int_bits
+        f = (_search(lambda b, acc=acc: _passes(construction, operands,
+                                                f"fixed{int_bits}.{b}", acc, batch_size),
+                     1, max_frac) if max_frac >= 1 else None)
+        entry["fixed"][acc] = {"int_bits": int_bits, "frac_bits": f}
+        entry["common"][acc] = {fmt: _passes(construction, operands, fmt, acc, batch_size)
+                                for fmt in COMMON_FORMATS}
+        progress(f"  {spec.task} p={spec.base} n={spec.n} [{acc}]: float M={m}, fixed "
+                 f"{int_bits}.{f}, common {entry['common'][acc]} ({time.time() - start:.0f}s)")
+    return entry
+
+
+def fit_line(ns, bits) -> tuple[float, float] | None:
+    """Least-squares bits = a log2(n) + b over the entries that have a value."""
+    pts = [(math.log2(n), b) for n, b in zip(ns, bits, strict=True) if b is not None]
+    if len(pts) < 2:
+        return None
+    x, y = np.array(pts).T
+    a, b = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+def to_markdown(result: dict) -> str:
+    lines = []
+    for acc in result["accumulations"]:
+        lines.append(f"**{result['label']}, accumulation `{acc}`**\n")
+        lines.append("| n | log2 n | float mantissa bits (e8mM) | fixed point (I.F) | checked |")
+        lines.append("|---|---|---|---|---|")
+        for e in result["entries"]:
+            fx = e["fixed"][acc]
+            fixed = (f"fixed{fx['int_bits']}.{fx['frac_bits']}" if fx["frac_bits"] is not None
+                     else f"none with I={fx['int_bits']}, I+F <= {MAX_FIXED_BITS}")
+            m = e["float_mantissa_bits"][acc]
+            lines.append(f"| {e['n']} | {math.log2(e['n']):.2f} | "
+                         f"{m if m is not None else '> ' + str(MAX_MANTISSA)} | {fixed} | "
+                         f"{e['checked']} |")
+        fit = result["fits"].get(acc)
+        if fit:
+            lines.append(f"\nFitted: mantissa bits ~ {fit[0]:.2f} log2 n + {fit[1]:.2f}\n")
+        lines.append("\n| format | largest n of the list that passes |")
+        lines.append("|---|---|")
+        for fmt in COMMON_FORMATS:
+            ok = [e["n"] for e in result["entries"] if e["common"][acc][fmt]]
+            fails = [e["n"] for e in result["entries"] if not e["common"][acc][fmt]]
+            if not ok:
+                text = f"fails at every n tested (from n={min(fails)})"
+            else:
+                text = str(max(ok)) + (f" (fails from n={min(n for n in fails if n > max(ok))})"
+                                       if any(n > max(ok) for n in fails) else " (passes all)")
+            lines.append(f"| {fmt} | {text} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for result in results:
+        ns = [e["n"] for e in result["entries"]]
+        for acc, style in zip(result["accumulations"], ("o-", "s--", "^:"), strict=False):
+            bits = [e["float_mantissa_bits"][acc] for e in result["entries"]]
+            pts = [(math.log2(n), b) for n, b in zip(ns, bits, strict=True) if b is not None]
+            if not pts:
+                continue
+            x, y = zip(*pts, strict=True)
+            line = ax.plot(x, y, style, label=f"{result['label']} ({acc})")[0]
+            fit = result["fits"].get(acc)
+            if fit:
+                xs = np.linspace(min(x), max(x), 20)
+                ax.plot(xs, fit[0] * xs + fit[1], color=line.get_color(), alpha=0.35, lw=3,
+                        label=f"fit {fit[0]:.2f} log2 n + {fit[1]:.1f}")
+    for name, m in (("bf16", 7), ("fp16", 10), ("e4m3/e5m2", 3)):
+        ax.axhline(m, color="gray", lw=0.6, ls=":")
+        ax.text(ax.get_xlim()[0], m + 0.2, name, fontsize=7, color="gray")
+    ax.set_xlabel("log2 n")
+    ax.set_ylabel("fewest mantissa bits that stay exact")
+    ax.set_title("Precision frontier of the constructions")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
+                 batch_size: int = 256, progress=print) -> dict:
+    entries = []
+    for n in ns:
+        spec = tasks.TaskSpec(n=n, **spec_kwargs)
+        entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
+                                    progress))
+    label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
+    if spec_kwargs["task"] == "iter_add":
+        label += f" k={spec_kwargs['k']}"
+    if spec_kwargs["task"] == "mul" and spec_kwargs.get("l"):
+        label += f" l={spec_kwargs['l']}"
+    fits = {acc: fit_line(ns, [e["float_mantissa_bits"][acc] for e in entries])
+            for acc in accumulations}
+    return {"label": label, "spec": spec_kwargs, "ns": ns, "accumulations": list(accumulations),
+            "exponent_bits": EXPONENT_BITS, "entries": entries, "fits": fits}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m constructions.frontier", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", required=True, choices=tasks.TASKS)
+    ap.add_argument("--base", type=int, required=True)
+    ap.add_argument("--n", required=True, help="comma-separated list, e.g. 2,4,8,16")
+    ap.add_argument("--k", type=int, default=None)
+    ap.add_argument("--l", type=int, default=None)
+    ap.add_argument("--accumulation", default="once,sequential")
+    ap.add_argument("--random", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--out", default=None, help="directory for frontier.{json,md,png}")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        ns = [int(x) for x in args.n.split(",") if x.strip()]
+        if not ns:
+            raise ValueError(f"--n={args.n!r} lists no sizes")
+        accs = [a.strip() for a in args.accumulation.split(",") if a.strip()]
+        bad = [a for a in accs if a not in ACCUMULATIONS]
+        if bad or not accs:
+            raise ValueError(f"--accumulation={args.accumulation!r}: expected a list of "
+                             f"{ACCUMULATIONS}")
+        kwargs = {"task": args.task, "base": args.base,
+                  "k": (args.k or 3) if args.task == "iter_add" else 2,
+                  "l": args.l if args.task == "mul" else None}
+        for n in ns:  # validate every size before the (long) search
+            tasks.TaskSpec(n=n, **kwargs)
+        if args.k is not None and args.task != "iter_add":
+            raise ValueError(f"--k={args.k} only applies to --task=iter_add")
+        if args.l is not None and args.task != "mul":
+            raise ValueError(f"--l={args.l} only applies to --task=mul")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log)
+    markdown = to_markdown(result)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "frontier.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        with open(os.path.join(args.out, "frontier.md"), "w") as f:
+            f.write(markdown + "\n")
+        plot([result], os.path.join(args.out, "frontier.png"))
+    print(json.dumps(result) if args.json else markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Run a construction autoregressively at a (simulated) precision and check it exactly.
+
+`predict` decodes the answer with the model's own greedy decoder (KV cache) under
+`arith_precision.simulate`, with every floating-point intermediate, and the parameters, rounded to
+the format. Formats that float32 cannot carry without double rounding (more than 10 mantissa bits
+other than fp32 itself, exponent wider than 8 bits, wide fixed point) run on a float64 carrier,
+which needs `jax_enable_x64` (`enable_carrier` switches it on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from arith_precision import formats, tasks
+from arith_precision import model as model_lib
+from arith_precision.simulate import Policy, simulate
+from constructions.construction import Construction
+
+
+def enable_carrier(fmt) -> None:
+    """Switch on float64 if `fmt` needs a float64 carrier (a process-wide JAX setting)."""
+    if formats.carrier_dtype(fmt) == np.float64 and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+
+
+@functools.lru_cache(maxsize=32)
+def _decoder(config: model_lib.TransformerConfig, steps: int, fmt, accumulation: str):
+    def decode(params, prompt_BxT):
+        return model_lib.greedy_decode(params, config, prompt_BxT, steps)
+
+    if not (fmt == formats.as_format("fp32") and accumulation == "once"):
+        decode = simulate(decode, Policy(compute=fmt, accumulation=accumulation),
+                          param_argnums=(0,))
+    return jax.jit(decode)
+
+
+def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
+            accumulation: str = "once", batch_size: int = 256) -> np.ndarray:
+    """Greedy answer tokens (num x W) for each operand list."""
+    fmt = formats.as_format(fmt)
+    carrier = formats.carrier_dtype(fmt)
+    if carrier == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(f"format {fmt} needs a float64 carrier: call "
+                         f"constructions.run.enable_carrier({str(fmt)!r}) (jax_enable_x64) first")
+    config = dataclasses.replace(construction.config, dtype=jnp.dtype(carrier),
+                                 param_dtype=jnp.dtype(carrier))
+    params = jax.tree.map(lambda a: np.asarray(a, carrier), construction.params)
+    decode = _decoder(config, construction.spec.answer_tokens, fmt, accumulation)
+    spec = construction.spec
+    outs = []
+    for start in range(0, len(operands), batch_size):
+        chunk = operands[start:start + batch_size]
+        pad = batch_size - len(chunk) if len(operands) > batch_size else 0
+        batch = tasks.batch_from_operands(spec, chunk + [chunk[-1]] * pad)  # one compiled shape
+        outs.append(np.asarray(decode(params, batch.input_tokens))[: len(chunk)])
+    return np.concatenate(outs) if outs else np.zeros((0, spec.answer_tokens), np.int32)
+
+
+def check(construction: Construction, operands: list[list[int]], fmt="fp32",
+          accumulation: str = "once", batch_size: int = 256,
+          stop_at_first_failure: bool = False) -> dict:
+    """Exact-match of the construction against Python integers on `operands`.
+
+    Returns {"exact_match", "checked", "failures", "first_failure", "first_failure_expected",
+    "first_failure_got"}; `first_failure` is the first failing operand list (input order) or None.
+    With `stop_at_first_failure`, checking stops after the first batch that contains a failure
+    (then `checked` counts only what was checked).
+    """
+    spec = construction.spec
+    checked = failures = 0
+    first = None
+    for start in range(0, len(operands), batch_size):
+        chunk = operands[start:start + batch_size]
+        got = predict(construction, chunk, fmt, accumulation, batch_size)
+        want = tasks.batch_from_operands(spec, chunk).answer_tokens
+        ok = np.all(got == want, axis=1)
+        checked += len(chunk)
+        failures += int((~ok).sum())
+        if first is None and not ok.all():
+            i = int(np.argmin(ok))
+            first = {"operands": chunk[i],
+                     "expected": tasks.decode_answer(spec, want[i]),
+                     "got_tokens": got[i].tolist()}
+            if stop_at_first_failure:
+                break
+    return {"exact_match": (checked - failures) / max(checked, 1), "checked": checked,
+            "failures": failures, "first_failure": None if first is None else first["operands"],
+            "first_failure_detail": first}

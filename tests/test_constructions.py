@@ -1,0 +1,131 @@
+"""The ADD / IterADD constructions are exact on the verifier's full input set, at constant width."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from arith_precision import tasks
+from constructions import build, inputs, run
+from constructions import verify as verify_lib
+
+
+def _verify(task, base, n, k=2, fmt="fp32", accumulation="once", num_random=300):
+    spec = tasks.TaskSpec(task, base=base, n=n, k=k)
+    return verify_lib.verify(spec, fmt, accumulation, num_random=num_random)
+
+
+@pytest.mark.parametrize("base,n", [(2, 1), (2, 4), (2, 8), (10, 1), (10, 2)])
+def test_add_exhaustive(base, n):
+    result = _verify("add", base, n)
+    assert result["families"] == {"exhaustive": (base ** n) ** 2}
+    assert result["exact_match"] == 1.0 and result["failures"] == 0, result["first_failure"]
+
+
+@pytest.mark.parametrize("base,n", [(2, 32), (10, 16), (10, 32), (7, 20)])
+def test_add_adversarial_and_random(base, n):
+    result = _verify("add", base, n)
+    assert result["families"]["adversarial"] > 0 and result["families"]["random"] > 0
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,n", [(2, 64), (10, 64), (2, 128), (10, 128), (2, 256),
+                                    (10, 256)])
+def test_add_large_n(base, n):
+    result = _verify("add", base, n, num_random=1000)
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.parametrize("base,n,k", [(10, 3, 5), (10, 16, 5), (3, 12, 3), (10, 8, 10)])
+def test_iter_add_k_at_most_p(base, n, k):
+    result = _verify("iter_add", base, n, k)
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+def test_width_is_independent_of_n():
+    small, large = build("add", 10, 8), build("add", 10, 256)
+    assert small.d_model == large.d_model
+    assert small.config.d_ff == large.config.d_ff
+    assert small.config.num_layers == large.config.num_layers
+    assert small.config.num_heads == large.config.num_heads
+    assert build("iter_add", 10, 8, k=5).d_model == build("iter_add", 10, 128, k=5).d_model
+
+
+def test_sequential_accumulation_exact_at_fp32():
+    result = _verify("add", 10, 16, accumulation="sequential", num_random=100)
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+def test_low_precision_fails_and_reports_the_first_failure():
+    result = _verify("add", 10, 32, fmt="bf16", num_random=50)
+    assert result["exact_match"] < 1.0
+    first = result["first_failure"]
+    assert first is not None and len(first) == 2
+    spec = tasks.TaskSpec("add", base=10, n=32)
+    got = run.predict(build(spec), [first], "bf16")[0]
+    assert list(got) != list(tasks.batch_from_operands(spec, [first]).answer_tokens[0])
+
+
+def test_adversarial_families_contain_the_longest_carry_chains():
+    spec = tasks.TaskSpec("add", base=10, n=6)
+    adv = inputs.adversarial(spec)
+    assert [999999, 1] in adv and [999999, 999999] in adv and [99999, 1] in adv
+    assert [999998, 1] in adv  # the chain stops one column early
+
+
+def test_explain_names_the_residual_stream():
+    c = build("add", 10, 3)
+    text = c.explain([123, 989])
+    for name in ("digit", "S", "g", "npm", "N", "c", "answer"):
+        assert f"\n{name} " in text
+    assert "layer_4/mlp" in text
+    assert "column sum" in c.residual.legend()
+
+
+def test_construction_rejects_what_it_cannot_build():
+    with pytest.raises(ValueError, match="chunk"):
+        build(tasks.TaskSpec("add", base=10, n=4, chunk=2))
+    with pytest.raises(ValueError, match="reverse_answer"):
+        build(tasks.TaskSpec("add", base=10, n=4, reverse_answer=True))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "constructions.verify", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_verify_cli_json_and_inputs_file(tmp_path):
+    path = tmp_path / "ops.jsonl"
+    path.write_text("[99999, 1]\n[12345, 67890]\n\n[0, 0]\n")
+    proc = _cli("--task=add", "--base=10", "--n=5", f"--inputs={path}", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["checked"] == 3 and result["exact_match"] == 1.0
+    assert result["first_failure"] is None
+
+    proc = _cli("--task=add", "--base=10", "--n=16", "--format=e8m4", "--random=20", "--json")
+    assert proc.returncode == 1
+    result = json.loads(proc.stdout)
+    assert result["exact_match"] < 1.0 and result["first_failure"] is not None
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task=add", "--base=1", "--n=4"], "base"),
+    (["--task=add", "--base=10", "--n=4", "--format=e9x"], "e9x"),
+    (["--task=add", "--base=10", "--n=4", "--k=3"], "--k=3"),
+])
+def test_verify_cli_rejects_bad_arguments(args, needle):
+    proc = _cli(*args)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+
+
+def test_verify_cli_rejects_bad_inputs_file(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("[1, 2]\n[1, 100000]\n")
+    proc = _cli("--task=add", "--base=10", "--n=5", f"--inputs={path}")
+    assert proc.returncode == 2 and ":2:" in proc.stderr
