@@ -1,42 +1,51 @@
-"""ADD_p(n) and IterADD_p(n, k) (k <= p) at logarithmic precision: 5 layers, width independent of n.
+"""ADD_p(n) and IterADD_p(n, k) at logarithmic precision: 5 layers, width independent of n.
 
-Layout (tasks' tokenizer, c = 1): BOS a_1 + ... + a_k = s_n ... s_0, operands padded to n digits,
-the answer to W = n + 1 digits (k <= p), most significant first. E = k (n + 1) is the position of
-'='; the digit of significance j of the LAST operand sits at P(j) = E - 1 - j (so P(-1) = E), and
-the answer digit of significance i is predicted at Q(i) = E + n - i.
+Layout (tasks' tokenizer, c = 1): BOS a_1 + ... + a_k = s_{W-1} ... s_0, operands padded to n
+digits, the answer to W = n + ceil(log_p k) digits, most significant first. E = k (n + 1) is the
+position of '='; the digit of significance j of the LAST operand sits at E - 1 - j, and the answer
+digit of significance i is predicted at Q(i) = E + W - 1 - i.
 
-Arithmetic. Column sums S_j = sum_r a_{r,j} = p q_j + r_j (0 <= r_j < p). Because k <= p every
-carry c_j is at most k - 1 < p, so c_{j+1} = q_j + f_j with a single "step fired" bit
-f_j = [r_j + c_j >= p] = [u_j + f_{j-1} >= p], where u_j = r_j + q_{j-1} is local (columns j and
-j-1) and f_{-1} = 0. So f is an ADD-style carry chain on u: column j *generates* if u_j >= p,
-*propagates* if u_j = p - 1, *kills* otherwise, and f_{i-1} is the generate bit of the nearest
-non-propagating column below i. Column 0 never propagates (f_0 = [r_0 >= p] = 0). Finally
-s_i = (u_i + f_{i-1}) mod p, with u_i + f_{i-1} <= 2p - 1. For ADD (k = 2) this is the usual
-generate/propagate chain.
+Columns. Digits are grouped L at a time into base-B columns, B = p^L, with L = 1 when k <= p and
+L = ceil(log_p k) otherwise, so that k <= B (the SPEC's hint suggests L + 1 digits; L suffices).
+Column J holds significances L J .. L J + L - 1; its anchor (holder) is the last operand's digit
+of significance L J, the latest position of the column.
 
-Finding "the nearest non-propagating column below i" exactly, with attention scores bilinear in
+Arithmetic. In base B the column sums are S_J = B q_J + r_J (0 <= r_J < B). Because k <= B
+every carry c_J is at most k - 1 < B, so c_{J+1} = q_J + f_J with a single "step fired" bit
+f_J = [r_J + c_J >= B] = [u_J + f_{J-1} >= B], where u_J = r_J + q_{J-1} is local (columns J and
+J - 1) and f_{-1} = 0. So f is an ADD-style carry chain on u: column J *generates* if u_J >= B,
+*propagates* if u_J = B - 1, *kills* otherwise, and f_{J-1} is the generate bit of the nearest
+non-propagating column below J. Column 0 never propagates (f_0 = [r_0 >= B] = 0). The answer
+column is T_J = u_J + f_{J-1} <= 2B - 1 and the answer digit of significance i = L J + m is digit
+m of (T_J mod B). For ADD (k = 2, L = 1) this is the usual generate/propagate chain.
+
+Finding "the nearest non-propagating column below J" exactly, with attention scores bilinear in
 small features, is done by counting (the SPEC's hint): N[t] = number of non-propagating column
 holders at positions <= t. Holders are ordered from high to low significance, so the wanted holder
-is the unique non-propagating one with N = N[holder of i] + 1, found by a quadratic-match head.
+is the unique non-propagating one with N = N[holder of J] + 1, found by a quadratic-match head.
 
-Layers (residual coordinates named in `_residual`):
-  0 attn  MEAN over the k digits of the query's column (angle match on the significance) x k -> S
-  0 mlp   at the last operand's digits: q = floor(S / p), r = S - p q (clean steps)
-  1 attn  COPY r from the previous position -> r_next (so P(j) holds column j + 1's u = r_{j+1}
-          + q_j; '=' holds u_0 = r_0)
-  1 mlp   g = [u >= p], npm = [holder is non-propagating] (u != p - 1; '=' always; the first
+Layers (residual coordinates named in `_residual`; `Construction.explain` prints them):
+  0 attn  L heads: head m averages the k digits of significance L J + m (angle match) -> S_J
+          = sum_m p^m (k x mean) at anchors; every other position reads BOS (S = 0)
+  0 mlp   q = floor(S / B), r = S - B q (clean steps)
+  1 attn  COPY r of the column above -> r_next (so anchor J holds u_{J+1} = r_{J+1} + q_J, and
+          '=' holds u_0 = r_0)
+  1 mlp   g = [u >= B], npm = [holder is non-propagating] (u != B - 1; '=' always; the first
           answer position is a sentinel "column -1" that never generates)
   2 attn  SUM of npm over earlier positions (BOS sink) -> N
   2 mlp   y = npm (2N - 1) (a bit times an integer, exact)
-  3 attn  SUM of y -> N2 = N^2 at holders; COPY (u, N) of the holder of column i to Q(i)
-  4 attn  quadratic match N_k = N_q + 1 with npm_k = 1 -> c = g of that holder = f_{i-1}
-  4 mlp   answer = (u_q + c) mod p; the unembedding turns it into logits 2 d answer - d^2.
+  3 attn  SUM of y -> N2 = N^2 at holders; COPY (u, N) of the holder of column J to Q(i)
+  4 attn  quadratic match N_k = N_q + 1 with npm_k = 1 -> c = g of that holder = f_{J-1}
+  4 mlp   answer = digit (i mod L) of ((u_q + c) mod B); the unembedding turns it into logits
+          2 d answer - d^2.
 
-Width: d_model = 27 and 2 heads of dimension 4 for every n and k; d_ff = max(6, 2 floor(k(p-1)/p)
-+ 1) grows with k only through the lookup of floor(S / p) (Theorem 5.2 claims width independent
-of k; here the MLP width is linear in k, the residual width constant). Precision: the angle
-matches need ~2 log2(S) + 6 mantissa bits (S = sequence length) and the counts ~2 log2(n) + 8;
-see the precision frontier for measured numbers.
+Width: d_model = 26 + 3L (+ L query flags when L > 1) and max(2, L) heads of dimension 4: for
+fixed (p, k) it does not depend on n. Dependence on k: through L = ceil(log_p k) only, for the
+residual and the heads; the MLP width d_ff grows linearly in k (the lookup of floor(S / B) has
+k - 1 steps, and for L > 1 the digit extraction has O(B) = O(p k) steps). Theorem 5.2 claims width
+independent of k; this construction's residual width grows like log k and its MLP like k.
+Precision: the angle matches need about 2 log2(sequence length) + 6 mantissa bits and the counts
+about 2 log2(n) + 8; see the precision frontier for measured numbers.
 """
 
 from __future__ import annotations
@@ -56,7 +65,7 @@ NUM_HEADS = 2
 LOGIT_SCALE = 8.0
 
 
-def _residual() -> Residual:
+def _residual(group: int) -> Residual:
     r = Residual()
     r.add("digit", "embed", "value of a digit token (0 for specials)")
     r.add("bos", "embed", "1 on BOS: the key of the summing sink")
@@ -64,19 +73,26 @@ def _residual() -> Residual:
         r.add(f"pos_{axis}", "table", "angle of the position (key side of COPY heads)")
     for axis in ("cos", "sin"):
         r.add(f"col_{axis}", "table", "angle of the significance j on operand digits (else 0)")
+    for m in range(group):
+        for axis in ("cos", "sin"):
+            r.add(f"sub{m}_{axis}", "table",
+                  f"at anchor J: angle of the significance L J + {m} (column-sum head {m})")
+        r.add(f"sub{m}_on", "table", f"1 where column-sum head {m} has digits to read")
+    if group > 1:
+        for m in range(group):
+            r.add(f"qm{m}", "table", f"1 on queries Q(i) with i mod L = {m}")
     for axis in ("cos", "sin"):
         r.add(f"prev_{axis}", "table", "pointer to position t-1 on column holders (else 0)")
     for axis in ("cos", "sin"):
         r.add(f"fetch_{axis}", "table", "pointer from Q(i) to the holder of column i (else 0)")
-    r.add("anchor", "table", "1 on the last operand's digits P(j), j = 0..n-1")
     r.add("holder", "table", "1 on column holders: anchors and '='")
     r.add("eq", "table", "1 on '='")
     r.add("sink", "table", "log(C - t): score of the BOS sink for SUM heads")
-    r.add("S", "layer_0/attn", "column sum S_j (meaningful at anchors)")
-    r.add("q", "layer_0/mlp", "floor(S / p) at anchors, else 0")
-    r.add("r", "layer_0/mlp", "S mod p at anchors, else 0")
+    r.add("S", "layer_0/attn", "column sum S_J in base B = p^L at anchors, else 0")
+    r.add("q", "layer_0/mlp", "floor(S / B)")
+    r.add("r", "layer_0/mlp", "S mod B")
     r.add("r_next", "layer_1/attn", "r of the previous position: r_{j+1} at P(j), r_0 at '='")
-    r.add("g", "layer_1/mlp", "generate bit of the held column: [u >= p]")
+    r.add("g", "layer_1/mlp", "generate bit of the held column: [u >= B]")
     r.add("npm", "table+layer_1/mlp", "1 on non-propagating holders ('=' and the sentinel too)")
     r.add("N", "layer_2/attn", "number of non-propagating holders at positions <= t")
     r.add("y", "layer_2/mlp", "npm (2N - 1): summed, gives N^2")
@@ -84,7 +100,7 @@ def _residual() -> Residual:
     r.add("u_q", "layer_3/attn", "u_i = r_i + q_{i-1} copied to the query Q(i)")
     r.add("N_q", "layer_3/attn", "N of the holder of column i, copied to Q(i)")
     r.add("c", "layer_4/attn", "f_{i-1}: the carry bit into column i")
-    r.add("answer", "layer_4/mlp", "(u_q + c) mod p: the answer digit predicted at Q(i)")
+    r.add("answer", "layer_4/mlp", "the answer digit predicted at Q(i)")
     return r
 
 
@@ -99,19 +115,22 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
         raise ValueError("the constructions generate the answer most significant digit first; "
                          "reverse_answer=True is not supported")
     p, n, k = spec.base, spec.n, spec.num_operands
-    if k > p:
-        raise ValueError(f"k={k} > base={p}: carries exceed one digit; this construction needs "
-                         f"k <= p (grouping digits into base p^L columns is not implemented)")
+    group = 1 if k <= p else tasks.ceil_log(k, p)  # L digits per column, base B = p^L >= k
+    base = p ** group
     width = spec.answer_tokens
-    assert width == n + 1, (spec, width)
+    assert width == n + group, (spec, width)
+    num_cols = -(-n // group)  # super columns holding operand digits
 
-    residual = _residual()
+    residual = _residual(group)
     max_len = spec.sequence_length
-    q_steps = (k * (p - 1)) // p  # floor(S / p) <= q_steps
-    d_ff = max(6, 2 * q_steps + 1)
+    q_steps = (k * (base - 1)) // base  # floor(S / B) <= q_steps
+    answer_units = 3 if group == 1 else sum(
+        2 * sum(1 for t in range(1, 2 * base) if _digit(t, m, p, base) != _digit(t - 1, m, p, base))
+        for m in range(group))
+    d_ff = max(6, 2 * q_steps + 1, answer_units)
     config = model_lib.TransformerConfig(
         vocab_size=spec.vocab_size, max_len=max_len, num_layers=NUM_LAYERS,
-        d_model=residual.size, num_heads=NUM_HEADS, head_dim=HEAD_DIM, d_ff=d_ff,
+        d_model=residual.size, num_heads=max(NUM_HEADS, group), head_dim=HEAD_DIM, d_ff=d_ff,
         activation="relu", norm="none", pos="table", tied_embedding=False, use_bias=True)
     b = ParamBuilder(config, residual)
 
@@ -120,50 +139,60 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
         b.embed(d, "digit", d)
     b.embed(spec.bos_id, "bos", 1.0)
     eq = k * (n + 1)  # E: position of '='
-    holder = {j: eq - 1 - j for j in range(-1, n)}  # P(j); holder of column j+1 (and '=' of 0)
-    query = {i: eq + n - i for i in range(0, n + 1)}  # Q(i)
+    # holder[J]: anchor of super column J (the last operand's digit of significance L J), which
+    # holds super column J + 1; holder[-1] = '=' holds super column 0.
+    holder = {J: eq - 1 - group * J for J in range(num_cols)}
+    holder[-1] = eq
+    query = {i: eq + width - 1 - i for i in range(width)}  # Q(i)
     pos_period = max_len
-    col_period = n + 1
+    col_period = n + group + 1
     total = max_len + 1.0  # C of the SUM heads
     for t in range(max_len):
         blocks.write_angle(b, t, "pos", t, pos_period)
     for r_ in range(k):
         for j in range(n):
             blocks.write_angle(b, 1 + r_ * (n + 1) + (n - 1 - j), "col", j, col_period)
-    for j in range(-1, n):  # anchors P(0..n-1) and '=' copy r from the previous position
-        blocks.write_angle(b, holder[j], "prev", holder[j] - 1, pos_period)
-    for j in range(n):
-        b.table(holder[j], "anchor", 1.0)
-    for j in range(-1, n):
-        b.table(holder[j], "holder", 1.0)
+    for J in range(num_cols):
+        for m in range(group):
+            if group * J + m < n:
+                blocks.write_angle(b, holder[J], f"sub{m}", group * J + m, col_period)
+                b.table(holder[J], f"sub{m}_on", 1.0)
+    for J in range(-1, num_cols):  # copy r of the super column above (BOS's r = 0 at the top)
+        above = holder[J + 1] if J + 1 < num_cols else 0
+        blocks.write_angle(b, holder[J], "prev", above, pos_period)
+        b.table(holder[J], "holder", 1.0)
     b.table(eq, "eq", 1.0)
-    for i in range(n + 1):
-        blocks.write_angle(b, query[i], "fetch", holder[i - 1], pos_period)
+    for i in range(width):
+        blocks.write_angle(b, query[i], "fetch", holder[i // group - 1], pos_period)
+        if group > 1:
+            b.table(query[i], f"qm{i % group}", 1.0)
     blocks.write_sink(b, "sink", total)
     b.table(eq, "npm", 1.0)  # '=' holds column 0, which never propagates
-    b.table(eq + 1, "npm", 1.0)  # sentinel "column -1" (g = 0) for the last answer digit
-    for j in range(n):
-        b.table(holder[j], "npm", 1.0)  # minus [u == p - 1], from layer 1's MLP
+    b.table(eq + 1, "npm", 1.0)  # sentinel "column -1" (g = 0) for the last answer column
+    for J in range(num_cols):
+        b.table(holder[J], "npm", 1.0)  # minus [u == B - 1], from layer 1's MLP
 
-    # The only gate left (y = npm (2N - 1)) needs big > 2 max N + 1: the smallest power of two.
-    big = float(2 ** math.ceil(math.log2(2 * max_len + 4)))
+    # The gates need big > 2 max N + 1 (y) and > 8 B + 3 (digit lookups): a power of two.
+    big = float(2 ** math.ceil(math.log2(max(2 * max_len + 4, 8 * base + 4))))
 
-    # ---- layer 0: column sums, then q = floor(S / p) and r = S - p q at anchors ----------------
-    # Off the anchors the head reads BOS (S = 0 there), so q = r = 0 without gating.
-    blocks.match_head(b, 0, "col", "col", col_period, [({"digit": float(k)}, "S")],
-                      idle=("anchor", "bos"))
+    # ---- layer 0: column sums S_J = sum_m p^m S_{LJ+m}; q = floor(S / B), r = S - B q --------
+    # Head m averages the k digits of significance L J + m (x k, x p^m). Off the anchors (and for
+    # missing digits of a partial top column) heads read BOS, so S = 0 there: no gating needed.
+    for m in range(group):
+        blocks.match_head(b, 0, f"sub{m}", "col", col_period,
+                          [({"digit": float(k * p ** m)}, "S")], idle=(f"sub{m}_on", "bos"))
     b.relu_unit(0, {"S": 1.0}, 0.0, {"r": 1.0})
     for m in range(1, q_steps + 1):
-        blocks.step(b, 0, {"S": 1.0}, m * p, {"q": 1.0, "r": -float(p)})
+        blocks.step(b, 0, {"S": 1.0}, m * base, {"q": 1.0, "r": -float(base)})
 
     # ---- layer 1: u = r_next + q; generate and propagate ---------------------------------------
     blocks.match_head(b, 1, "prev", "pos", pos_period, [({"r": 1.0}, "r_next")],
                       idle=("holder", "bos"))
     u = {"r_next": 1.0, "q": 1.0}
-    # u = 0 off the holders, so g = 0 and [u == p-1] = 0 there. At '=' column 0 never
-    # generates or propagates: shift u by -p (for g) and +p (for the propagate test) there.
-    blocks.step(b, 1, {**u, "eq": -float(p)}, p, {"g": 1.0})
-    blocks.equals(b, 1, {**u, "eq": float(p)}, p - 1, {"npm": -1.0})
+    # u = 0 off the holders, so g = 0 and [u == B-1] = 0 there. At '=' column 0 never
+    # generates or propagates: shift u by -B (for g) and +B (for the propagate test) there.
+    blocks.step(b, 1, {**u, "eq": -float(base)}, base, {"g": 1.0})
+    blocks.equals(b, 1, {**u, "eq": float(base)}, base - 1, {"npm": -1.0})
 
     # ---- layer 2: N = number of non-propagating holders so far; y = npm (2N - 1) --------------
     blocks.sum_head(b, 2, "sink", "bos", total, [({"npm": 1.0}, "N")])
@@ -176,9 +205,14 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
 
     # ---- layer 4: the carry bit, then the answer digit -----------------------------------------
     blocks.quadratic_match_head(b, 4, {"N_q": 1.0}, 1.0, "N", "N2", "npm", [({"g": 1.0}, "c")])
-    total_digit = {"u_q": 1.0, "c": 1.0}
-    b.relu_unit(4, total_digit, 0.0, {"answer": 1.0})
-    blocks.step(b, 4, total_digit, p, {"answer": -float(p)})
+    total_digit = {"u_q": 1.0, "c": 1.0}  # T = u + f in [0, 2B - 1]
+    if group == 1:  # answer = T mod p
+        b.relu_unit(4, total_digit, 0.0, {"answer": 1.0})
+        blocks.step(b, 4, total_digit, p, {"answer": -float(p)})
+    else:  # answer = digit m of (T mod B), m = i mod L, selected by the query's flag
+        for m in range(group):
+            blocks.lookup(b, 4, total_digit, {t: _digit(t, m, p, base) for t in range(2 * base)},
+                          "answer", gate=f"qm{m}", big=big)
 
     # ---- unembedding: logit_d = A (2 d answer - d^2); specials far below ------------------------
     for d in range(p):
@@ -187,11 +221,17 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
     for tok in range(p, spec.vocab_size):
         b.unembed_bias(tok, -LOGIT_SCALE * (4 * p * p + 8))
 
-    notes = (f"layers={NUM_LAYERS}; d_model={residual.size} (independent of n and k); "
-             f"heads={NUM_HEADS}x{HEAD_DIM}; d_ff={d_ff} (2*floor(k(p-1)/p)+1 or 6); "
+    notes = (f"layers={NUM_LAYERS}; digits per column L={group} (base {base}); "
+             f"d_model={residual.size} (independent of n: 26 + 3L, + L more when L > 1); "
+             f"heads={config.num_heads}x{HEAD_DIM}; d_ff={d_ff}; "
              f"MLP units used per layer {b.units_used()}")
     return Construction(spec=spec, config=config, params=b.params(), residual=residual,
                         notes=notes)
+
+
+def _digit(t: int, m: int, p: int, base: int) -> int:
+    """Digit m (base p) of t mod B."""
+    return ((t % base) // p ** m) % p
 
 
 def column_add_bits_hint(spec: tasks.TaskSpec) -> float:

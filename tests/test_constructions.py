@@ -40,9 +40,19 @@ def test_add_large_n(base, n):
     assert result["exact_match"] == 1.0, result["first_failure"]
 
 
-@pytest.mark.parametrize("base,n,k", [(10, 3, 5), (10, 16, 5), (3, 12, 3), (10, 8, 10)])
-def test_iter_add_k_at_most_p(base, n, k):
+@pytest.mark.parametrize("base,n,k", [
+    (10, 3, 5), (10, 16, 5), (10, 32, 5), (3, 12, 3), (10, 8, 10),  # k <= p: one digit a column
+    (2, 4, 3), (2, 16, 3), (2, 32, 3), (2, 9, 5), (3, 7, 10), (10, 5, 11),  # k > p: grouped
+])
+def test_iter_add(base, n, k):
     result = _verify("iter_add", base, n, k)
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,n,k", [(2, 64, 3), (10, 64, 5), (2, 128, 3), (10, 128, 5)])
+def test_iter_add_large_n(base, n, k):
+    result = _verify("iter_add", base, n, k, num_random=1000)
     assert result["exact_match"] == 1.0, result["first_failure"]
 
 
@@ -52,7 +62,10 @@ def test_width_is_independent_of_n():
     assert small.config.d_ff == large.config.d_ff
     assert small.config.num_layers == large.config.num_layers
     assert small.config.num_heads == large.config.num_heads
-    assert build("iter_add", 10, 8, k=5).d_model == build("iter_add", 10, 128, k=5).d_model
+    for base, k in ((10, 5), (2, 3), (3, 10)):
+        a, b = build("iter_add", base, 8, k=k), build("iter_add", base, 128, k=k)
+        assert (a.d_model, a.config.d_ff, a.config.num_heads) == (
+            b.d_model, b.config.d_ff, b.config.num_heads)
 
 
 def test_sequential_accumulation_exact_at_fp32():
