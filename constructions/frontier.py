@@ -38,13 +38,21 @@ MAX_FIXED_BITS = 25  # I + F on a float64 carrier
 COMMON_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")
 
 
+_CACHE: dict = {}
+
+
 def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
+    """Does the verifier pass on `operands`? Cached per (construction, format, accumulation)."""
+    from arith_precision import formats
     from constructions import run
 
-    run.enable_carrier(fmt)
-    result = run.check(construction, operands, fmt, accumulation, batch_size,
-                       stop_at_first_failure=True)
-    return result["failures"] == 0
+    key = (id(construction), len(operands), str(formats.as_format(fmt)), accumulation)
+    if key not in _CACHE:
+        run.enable_carrier(fmt)
+        result = run.check(construction, operands, fmt, accumulation, batch_size,
+                           stop_at_first_failure=True)
+        _CACHE[key] = result["failures"] == 0
+    return _CACHE[key]
 
 
 def _search(passes, lo: int, hi: int) -> int | None:
@@ -91,7 +99,7 @@ def integer_bits(construction, operands) -> int:
 
 
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
-                 num_random: int = 200, seed: int = 0, batch_size: int = 256,
+                 num_random: int = 200, seed: int = 0, batch_size: int = 512,
                  progress=print) -> dict:
     """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats."""
     from constructions import build, inputs
@@ -199,7 +207,7 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
-                 batch_size: int = 256, progress=print) -> dict:
+                 batch_size: int = 512, progress=print) -> dict:
     entries = []
     for n in ns:
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--accumulation", default="once,sequential")
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--out", default=None, help="directory for frontier.{json,md,png}")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

@@ -1,0 +1,77 @@
+r"""The paper's Figure 2 grid: exact match against n, float32 vs bfloat16 training.
+
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py --workdir=DIR \
+        --workers=4                                    # the full grid, on a GPU
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py:quick --workdir=DIR
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR
+
+Grid (Feng et al. 2024, Section 6): ADD, 3-number IterADD (k=3) and MUL (full product, l=2n);
+bases 2 and 10; 3 and 5 layers; `fp32` vs `bf16` (bf16 compute for loss and gradient with fp32
+master weights, simulated with a wide accumulator -- see arith_precision/precision.py; the
+paper's exact bf16 recipe is not stated, `precisions=fp32;pure_bf16` casts everything);
+batch 512, 100k steps (the paper's), seeds 0,1,2. The n grids bracket where the paper sees the
+collapse:
+    ADD      4, 8, 16, 24, 32 (both bases; the paper: above ~94% to 32 digits in both precisions)
+    IterADD  base 2: 4..14 step 2 (bf16 collapses around 7-10 digits); base 10: 2..6, 8
+    MUL      base 2: 4..12 step 2 (bf16 collapses around 9); base 10: 2..5 (around 3-4)
+Expect fp32 near-perfect everywhere, bf16 falling for IterADD and MUL past those n, ADD flat.
+
+ARGS (comma-separated; lists use ';'):
+    quick          1 seed, 3 layers, 20k steps: the same n grids at a fifth of the budget
+    smoke          plumbing only: tiny models, 20 steps, n=3, base 2, 2 layers, 1 seed (6 cells)
+    tasks=add;mul  bases=2  ns=4;8  layers=3  precisions=fp32;bf16;pure_bf16  seeds=S (0..S-1)
+    steps=S  batch=B  native=1 (real bf16 arrays: much faster on a GPU, hardware accumulation)
+Unknown keys or values are errors.
+
+Runtime (ESTIMATES, not measured on a GPU): the full grid is 372 cells (124 per seed). Measured
+on a shared 2-core CPU (d=128, 3 layers, batch 512, IterADD n=10): fp32, simulated bf16 and
+pure_bf16 all ran at 0.3-0.5 steps/s, so simulation costs little where matmuls dominate. On one
+H100 a 100k-step cell is guessed at ~10 min in fp32 and ~15-30 min in simulated bf16 (the extra
+elementwise rounding is memory-bound there), i.e. ~3-5 GPU-days serially. These models are far
+too small to fill a GPU: run 4-8 `--workers` per GPU (~1 day), `native=1` (real bf16 arrays,
+about fp32 speed) and/or `--shard=i/N` over machines.
+`quick`: 62 cells at a fifth of the steps, ~1/30 of the full cost (~2-4 GPU-hours serially).
+`smoke`: 6 cells, about a minute on a 2-core CPU (measured: 50 s).
+"""
+
+from __future__ import annotations
+
+from experiments import sweep_lib
+
+
+def full_grid() -> dict:
+    return dict(
+        tasks=("add", "iter_add", "mul"),
+        bases=(2, 10),
+        ns=dict(add=(4, 8, 16, 24, 32),
+                iter_add_b2=(4, 6, 8, 10, 12, 14), iter_add_b10=(2, 3, 4, 5, 6, 8),
+                mul_b2=(4, 6, 8, 10, 12), mul_b10=(2, 3, 4, 5)),
+        ks=(3,),
+        ls=(0,),  # full product
+        precisions=("fp32", "bf16"),
+        accumulations=("once",),
+        layers=(3, 5),
+        seeds=(0, 1, 2),
+    )
+
+
+def get_config(arg: str | None = None):
+    args = sweep_lib.parse_args(arg, switches=("quick", "smoke"), keys=sweep_lib.GRID_ARGS)
+    if "quick" in args and "smoke" in args:
+        raise ValueError("choose one of 'quick' and 'smoke'")
+    grid = full_grid()
+    train_args, overrides = "batch=512,steps=100000", {}
+    if "quick" in args:
+        grid.update(layers=(3,), seeds=(0,))
+        overrides = {"train": {"steps": 20000}, "optim": {"warmup_steps": 500}}
+    if "smoke" in args:
+        grid.update(bases=(2,), ns=dict(default=(3,)), layers=(2,), seeds=(0,))
+        train_args = "smoke"
+    c = sweep_lib.sweep_config(
+        "paper_fig2" + ("_quick" if "quick" in args else "_smoke" if "smoke" in args else ""),
+        description="Feng et al. (2024) Figure 2: exact match against n, fp32 vs bf16, "
+                    "ADD / IterADD (k=3) / MUL in bases 2 and 10.",
+        train_args=train_args, grid=grid, overrides=overrides)
+    sweep_lib.apply_grid_args(c, args)
+    sweep_lib.check_sweep_config(c)
+    return c

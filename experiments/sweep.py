@@ -1,0 +1,69 @@
+r"""Launch a sweep: a grid of training runs, then results.csv, report.md and PNG plots.
+
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR \
+        [--workers=W] [--shard=i/N] [--dry_run] [--aggregate_only] [--config.grid.seeds=(0,1)]
+
+Re-running the same command skips finished cells (completed or diverged), resumes interrupted
+ones from their checkpoints and retries failed ones. `--shard=i/N` runs the cells whose index
+is i mod N (e.g. one shard per machine or per GPU, all into one shared DIR); every shard
+aggregates over all cells present when it ends, and `--aggregate_only` rebuilds the outputs
+without training. Logic: `experiments/sweep_lib.py`; the grids: `experiments/configs/*.py`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a sweep config file, optionally with :ARGS.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one sub-directory per cell.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", 1, "Cells run in parallel, each in its own spawned process (1: in this process).",
+    lower_bound=1)
+_SHARD = flags.DEFINE_string("shard", None, "i/N: run only the cells with index % N == i.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List this shard's cells and their status; run "
+                             "nothing.")
+_AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only rebuild results.csv, "
+                                    "report.md and the plots from the cells in --workdir.")
+flags.mark_flags_as_required(["workdir"])  # --config too, except with --aggregate_only
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from experiments import sweep_lib
+
+    workdir = _WORKDIR.value
+    try:
+        if _AGGREGATE_ONLY.value:
+            for name, path in sweep_lib.aggregate(workdir).items():
+                print(f"{name}: {path}")
+            return
+        if _CONFIG.value is None:
+            raise ValueError("--config is required (except with --aggregate_only)")
+        shard = sweep_lib.parse_shard(_SHARD.value)
+        if _DRY_RUN.value:
+            cells = sweep_lib.select_shard(sweep_lib.expand(_CONFIG.value), shard)
+            for cell in cells:
+                status = sweep_lib.cell_status(f"{workdir}/{cell.name}")
+                print(f"{cell.index:5d}  {cell.name}  {status}")
+            print(f"{len(cells)} cells")
+            return
+        result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value,
+                                     shard=shard)
+    except ValueError as e:
+        _fail(str(e))
+    ran = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "none"
+    print(f"done: {result['cells']} cells; {result['skipped']} were already done; run now: {ran}")
+
+
+if __name__ == "__main__":
+    app.run(main)
