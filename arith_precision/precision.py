@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from arith_precision.simulate import Policy
 
 
@@ -55,4 +57,16 @@ def step_precision(name: str, accumulation: str = "once", native: bool = False, 
             f"string ({e})") from None
     if whole_step and "param" not in overrides:
         policy = policy.replace(param=policy.compute)
+    if not policy.native:
+        # Training runs on float32 carriers; a format float32 cannot carry exactly would only
+        # fail deep inside the first step, so reject it here, by name.
+        from arith_precision import formats
+
+        for role in ("compute", "param", "accum", "grad"):
+            fmt = getattr(policy, role, None)
+            if fmt is not None and formats.carrier_dtype(fmt) != np.float32:
+                raise ValueError(
+                    f"bad precision {name!r}: the {role} format {fmt} needs a float64 carrier, "
+                    f"but training simulates on float32 (formats with at most 10 mantissa and 8 "
+                    f"exponent bits, fixed point with I + F <= 11)")
     return StepPrecision(policy, whole_step)

@@ -25,8 +25,9 @@ Layers:
 
 Width: d_model = 4 + 2n + n(p-1) + 5C + L + 2 with C = ceil(l / L) columns: O(n p); d_ff =
 max(n^2 (p-1) products, sum_J 2 floor(max S_J / B) steps, O(B) lookups): O(n^2 p) for fixed p, so
-d_model + d_ff <= c n^2. Precision: exact integer arithmetic on values up to about n^2 p^2 (log
-precision) and one angle match per gather head (about 2 log2(sequence length) + 6 mantissa bits).
+d_model + d_ff <= c n^2 (tested: d_model <= 30 n^2, d_ff <= 12 p n^2).
+Precision: exact integer arithmetic on values up to about n^2 p^2 (log precision) and one angle
+match per gather head (about 2 log2(sequence length) + 6 mantissa bits).
 """
 
 from __future__ import annotations

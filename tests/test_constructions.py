@@ -142,3 +142,48 @@ def test_verify_cli_rejects_bad_inputs_file(tmp_path):
     path.write_text("[1, 2]\n[1, 100000]\n")
     proc = _cli("--task=add", "--base=10", "--n=5", f"--inputs={path}")
     assert proc.returncode == 2 and ":2:" in proc.stderr
+
+
+def _verify_mul(base, n, l=None, num_random=300, fmt="fp32"):
+    spec = tasks.TaskSpec("mul", base=base, n=n, l=l)
+    return verify_lib.verify(spec, fmt, "once", num_random=num_random)
+
+
+@pytest.mark.parametrize("base,n,l", [(2, 1, None), (2, 3, None), (2, 5, None), (2, 5, 3),
+                                      (10, 1, None), (10, 2, None), (10, 2, 1), (3, 4, 5)])
+def test_mul_exhaustive(base, n, l):
+    result = _verify_mul(base, n, l)
+    assert "exhaustive" in result["families"]
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.parametrize("base,n,l", [(10, 4, None), (10, 6, None), (10, 6, 4), (10, 6, 11),
+                                      (2, 12, None), (2, 12, 7)])
+def test_mul_adversarial_and_random(base, n, l):
+    result = _verify_mul(base, n, l, num_random=200)
+    assert result["families"]["adversarial"] > 0
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,n,l", [(2, 8, None), (2, 16, None), (10, 8, None),
+                                      (10, 12, None), (10, 16, None), (10, 16, 9)])
+def test_mul_large(base, n, l):
+    result = _verify_mul(base, n, l, num_random=500)
+    assert result["exact_match"] == 1.0, result["first_failure"]
+
+
+@pytest.mark.parametrize("base", [2, 10])
+def test_mul_width_is_quadratic(base):
+    # Stated bound (docstring of constructions/mul.py): d_model <= 30 n^2 and d_ff <= 12 p n^2.
+    for n in (1, 2, 4, 8, 16, 32):
+        c = build("mul", base, n)
+        assert c.d_model <= 30 * n * n, (n, c.d_model)
+        assert c.config.d_ff <= 12 * base * n * n, (n, c.config.d_ff)
+        assert c.config.num_layers == 6
+
+
+def test_mul_adversarial_family_has_maximal_products():
+    spec = tasks.TaskSpec("mul", base=10, n=4)
+    adv = inputs.adversarial(spec)
+    assert [9999, 9999] in adv and [9999, 1] in adv
