@@ -10,7 +10,9 @@ every construction value), and the fewest fraction bits F of fixed point fixed{I
 integer bits the construction's largest value needs at that n, measured). The search assumes the
 verifier passes for every width above the frontier and checks it at the two ends: the reported M
 passes and M - 1 fails. It also reports, for each common format (bf16, fp16, e4m3, e5m2), the
-largest n of the list at which it still passes.
+largest n of the list at which it still passes (sizes are visited in increasing order; a format
+is not re-checked at larger n once it has failed, and the searches start from the previous n's
+answer).
 
 Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
 with a least-squares line per mode). Without --out it prints the markdown tables (or the JSON
@@ -68,6 +70,20 @@ def _search(passes, lo: int, hi: int) -> int | None:
     return lo
 
 
+def _search_from(passes, start: int, lo: int, hi: int) -> int | None:
+    """Like `_search`, walking from a guess (the previous n's answer): usually 2 checks."""
+    start = min(max(start, lo), hi)
+    if passes(start):
+        while start > lo and passes(start - 1):
+            start -= 1
+        return start
+    while start < hi:
+        start += 1
+        if passes(start):
+            return start
+    return None
+
+
 def integer_bits(construction, operands) -> int:
     """Integer bits (sign excluded) for the largest |value| of a float64 run: scores, residuals."""
     import jax
@@ -100,8 +116,13 @@ def integer_bits(construction, operands) -> int:
 
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
                  num_random: int = 200, seed: int = 0, batch_size: int = 512,
-                 progress=print) -> dict:
-    """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats."""
+                 progress=print, previous: dict | None = None) -> dict:
+    """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats.
+
+    `previous` (the entry of the next smaller n) warm-starts the searches, and a common format
+    that already failed there is not checked again (recorded as failing, "not re-checked").
+    Every reported minimum is still checked at both ends (M passes, M - 1 fails).
+    """
     from constructions import build, inputs
 
     construction = build(spec)
@@ -112,20 +133,32 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
     int_bits = integer_bits(construction, operands)
     for acc in accumulations:
         start = time.time()
-        m = _search(lambda b, acc=acc: _passes(construction, operands,
-                                               f"e{EXPONENT_BITS}m{b}", acc, batch_size),
-                    1, MAX_MANTISSA)
+        def float_ok(b, acc=acc):
+            return _passes(construction, operands, f"e{EXPONENT_BITS}m{b}", acc, batch_size)
+
+        prev_m = previous["float_mantissa_bits"].get(acc) if previous else None
+        m = (_search_from(float_ok, prev_m, 1, MAX_MANTISSA) if prev_m is not None
+             else _search(float_ok, 1, MAX_MANTISSA))
         if m is not None and m > 1:  # the end check: one bit fewer must fail
             assert not _passes(construction, operands, f"e{EXPONENT_BITS}m{m - 1}", acc,
                                batch_size), (spec, acc, m)
         entry["float_mantissa_bits"][acc] = m
         max_frac = MAX_FIXED_BITS - int_bits
-        f = (_search(lambda b, acc=acc: _passes(construction, operands,
-                                                f"fixed{int_bits}.{b}", acc, batch_size),
-                     1, max_frac) if max_frac >= 1 else None)
+        def fixed_ok(b, acc=acc):
+            return _passes(construction, operands, f"fixed{int_bits}.{b}", acc, batch_size)
+
+        prev_f = previous["fixed"][acc]["frac_bits"] if previous else None
+        if max_frac < 1:
+            f = None
+        elif prev_f is not None:
+            f = _search_from(fixed_ok, prev_f, 1, max_frac)
+        else:
+            f = _search(fixed_ok, 1, max_frac)
         entry["fixed"][acc] = {"int_bits": int_bits, "frac_bits": f}
-        entry["common"][acc] = {fmt: _passes(construction, operands, fmt, acc, batch_size)
-                                for fmt in COMMON_FORMATS}
+        entry["common"][acc] = {
+            fmt: (False if previous and not previous["common"][acc][fmt]
+                  else _passes(construction, operands, fmt, acc, batch_size))
+            for fmt in COMMON_FORMATS}
         progress(f"  {spec.task} p={spec.base} n={spec.n} [{acc}]: float M={m}, fixed "
                  f"{int_bits}.{f}, common {entry['common'][acc]} ({time.time() - start:.0f}s)")
     return entry
@@ -208,11 +241,12 @@ def plot(results: list[dict], path: str) -> None:
 
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
                  batch_size: int = 512, progress=print) -> dict:
+    ns = sorted(ns)
     entries = []
     for n in ns:
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
-                                    progress))
+                                    progress, previous=entries[-1] if entries else None))
     label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
     if spec_kwargs["task"] == "iter_add":
         label += f" k={spec_kwargs['k']}"

@@ -187,3 +187,52 @@ def test_mul_adversarial_family_has_maximal_products():
     spec = tasks.TaskSpec("mul", base=10, n=4)
     adv = inputs.adversarial(spec)
     assert [9999, 9999] in adv and [9999, 1] in adv
+
+
+@pytest.mark.slow
+def test_frontier_small(tmp_path):
+    from constructions import frontier
+
+    result = frontier.run_frontier({"task": "add", "base": 2, "k": 2, "l": None}, [3, 1],
+                                   ("once",), num_random=10, seed=0, progress=lambda *a: None)
+    assert result["ns"] == [1, 3]
+    bits = [e["float_mantissa_bits"]["once"] for e in result["entries"]]
+    assert all(b is not None and 1 <= b <= frontier.MAX_MANTISSA for b in bits)
+    assert bits[0] <= bits[1]
+    for e in result["entries"]:  # the reported minimum passes and one bit fewer fails
+        spec = tasks.TaskSpec("add", base=2, n=e["n"])
+        c, m = build(spec), e["float_mantissa_bits"]["once"]
+        ops, _ = inputs.verification_set(spec, num_random=10)
+        run.enable_carrier(f"e8m{m}")
+        assert run.check(c, ops, f"e8m{m}")["failures"] == 0
+        if m > 1:
+            assert run.check(c, ops, f"e8m{m - 1}")["failures"] > 0
+    md = frontier.to_markdown(result)
+    assert "| format | largest n" in md and "bf16" in md
+    frontier.plot([result], str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_frontier_cli_rejects_bad_sizes():
+    proc = subprocess.run([sys.executable, "-m", "constructions.frontier", "--task=add",
+                           "--base=10", "--n=4,0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "n" in proc.stderr
+
+
+def test_frontier_searches_find_the_threshold():
+    from constructions import frontier
+
+    for threshold in (1, 5, 13, 24):
+        calls = []
+
+        def passes(b, t=threshold, calls=calls):
+            calls.append(b)
+            return b >= t
+
+        assert frontier._search(passes, 1, 24) == threshold
+        for start in (1, 7, 24):
+            assert frontier._search_from(passes, start, 1, 24) == threshold
+    assert frontier._search(lambda b: False, 1, 24) is None
+    assert frontier._search_from(lambda b: False, 3, 1, 24) is None
+    fit = frontier.fit_line([2, 4, 8, 16], [5, 7, 9, None])
+    assert fit == pytest.approx((2.0, 3.0))
