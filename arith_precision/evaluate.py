@@ -31,15 +31,20 @@ def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy 
 
 def evaluate(params, config: model_lib.TransformerConfig, spec: tasks.TaskSpec, *,
              num_examples: int, batch_size: int, data_seed: int,
-             policy: Policy | None = None) -> dict[str, float]:
-    """Exact match and per-digit accuracy on `num_examples` held-out examples of `spec`."""
+             policy: Policy | None = None, decode=None) -> dict[str, float]:
+    """Exact match and per-digit accuracy on `num_examples` held-out examples of `spec`.
+
+    `decode` replaces the default `decoder(config, W, policy)`: any `(params, prompt_BxT) ->
+    tokens_BxW` function, e.g. a quaxified decoder for quantized or LoRA parameters.
+    """
     if num_examples < 1 or batch_size < 1:
         raise ValueError(f"num_examples and batch_size must be >= 1, got {num_examples}, "
                          f"{batch_size}")
     if spec.sequence_length > config.max_len:
         raise ValueError(f"{spec} needs {spec.sequence_length} positions; the model has "
                          f"max_len={config.max_len}")
-    decode = decoder(config, spec.answer_tokens, policy)
+    if decode is None:
+        decode = decoder(config, spec.answer_tokens, policy)
     exact, digits, done, index = [], [], 0, 0
     while done < num_examples:
         size = min(batch_size, num_examples - done)

@@ -443,23 +443,6 @@ def evaluate_quantized(params, config: model_lib.TransformerConfig, spec: tasks.
         return evaluate_lib.evaluate(dequantize_params(params), config, spec,
                                      num_examples=num_examples, batch_size=batch_size,
                                      data_seed=data_seed, policy=policy)
-    if num_examples < 1 or batch_size < 1:
-        raise ValueError(f"num_examples and batch_size must be >= 1, got {num_examples}, "
-                         f"{batch_size}")
-    if spec.sequence_length > config.max_len:
-        raise ValueError(f"{spec} needs {spec.sequence_length} positions; the model has "
-                         f"max_len={config.max_len}")
-    decode = implicit_decoder(config, spec.answer_tokens)
-    exact, digits, done, index = [], [], 0, 0
-    while done < num_examples:
-        size = min(batch_size, num_examples - done)
-        batch = tasks.sample_batch(spec, data_seed=data_seed, step=index, batch_size=size,
-                                   split="eval")
-        predicted = np.asarray(decode(params, batch.input_tokens))
-        exact.append(tasks.exact_match(spec, predicted, batch.answer_tokens))
-        digits.append(tasks.digit_accuracy(spec, predicted, batch.answer_tokens))
-        done += size
-        index += 1
-    return {"exact_match": float(np.concatenate(exact).mean()),
-            "digit_accuracy": float(np.concatenate(digits).mean()),
-            "num_examples": int(num_examples)}
+    return evaluate_lib.evaluate(params, config, spec, num_examples=num_examples,
+                                 batch_size=batch_size, data_seed=data_seed,
+                                 decode=implicit_decoder(config, spec.answer_tokens))

@@ -187,3 +187,32 @@ def lookup(b: ParamBuilder, layer: int, x: dict[str, float], table: dict[int, fl
         if delta == 0:
             continue
         step(b, layer, x, m, {out: delta}, gate, big)  # at m = lo: f(lo) [X >= lo]
+
+
+# ---- readout -----------------------------------------------------------------------------------
+
+
+def check_spec(spec, task_names: tuple[str, ...]) -> None:
+    """The constructions use the one-digit tokenizer and most-significant-first answers."""
+    if spec.task not in task_names:
+        raise ValueError(f"this construction builds {task_names}, not {spec.task!r}")
+    if spec.chunk != 1:
+        raise ValueError(f"the constructions need the one-digit tokenizer (chunk=1), got "
+                         f"chunk={spec.chunk}")
+    if spec.reverse_answer:
+        raise ValueError("the constructions generate the answer most significant digit first; "
+                         "reverse_answer=True is not supported")
+
+
+def digit_readout(b: ParamBuilder, spec, name: str, scale: float = 8.0) -> None:
+    """Unembedding: logit_d = A (2 d x_name - d^2) for digit tokens d; specials far below.
+
+    logit_d = A (x^2 - (x - d)^2): the argmax is the digit nearest to x, with a margin of at least
+    A (1 - 2 |x - round(x)|) over the runner-up. All weights are small integers times A.
+    """
+    p = spec.base
+    for d in range(p):
+        b.unembed(name, d, scale * 2 * d)
+        b.unembed_bias(d, -scale * d * d)
+    for tok in range(p, spec.vocab_size):
+        b.unembed_bias(tok, -scale * (4 * p * p + 8))

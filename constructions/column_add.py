@@ -106,14 +106,7 @@ def _residual(group: int) -> Residual:
 
 def build_column_add(spec: tasks.TaskSpec) -> Construction:
     """The ADD / IterADD construction for `spec` (task add or iter_add, chunk 1, k <= base)."""
-    if spec.task not in ("add", "iter_add"):
-        raise ValueError(f"column_add builds add and iter_add, not {spec.task!r}")
-    if spec.chunk != 1:
-        raise ValueError(f"the constructions need the one-digit tokenizer (chunk=1), got "
-                         f"chunk={spec.chunk}")
-    if spec.reverse_answer:
-        raise ValueError("the constructions generate the answer most significant digit first; "
-                         "reverse_answer=True is not supported")
+    blocks.check_spec(spec, ("add", "iter_add"))
     p, n, k = spec.base, spec.n, spec.num_operands
     group = 1 if k <= p else tasks.ceil_log(k, p)  # L digits per column, base B = p^L >= k
     base = p ** group
@@ -215,11 +208,7 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
                           "answer", gate=f"qm{m}", big=big)
 
     # ---- unembedding: logit_d = A (2 d answer - d^2); specials far below ------------------------
-    for d in range(p):
-        b.unembed("answer", d, LOGIT_SCALE * 2 * d)
-        b.unembed_bias(d, -LOGIT_SCALE * d * d)
-    for tok in range(p, spec.vocab_size):
-        b.unembed_bias(tok, -LOGIT_SCALE * (4 * p * p + 8))
+    blocks.digit_readout(b, spec, "answer", LOGIT_SCALE)
 
     notes = (f"layers={NUM_LAYERS}; digits per column L={group} (base {base}); "
              f"d_model={residual.size} (independent of n: 26 + 3L, + L more when L > 1); "

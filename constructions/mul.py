@@ -55,14 +55,7 @@ def _pairs(j: int, n: int) -> list[tuple[int, int]]:
 
 
 def build_mul(spec: tasks.TaskSpec) -> Construction:
-    if spec.task != "mul":
-        raise ValueError(f"build_mul builds mul, not {spec.task!r}")
-    if spec.chunk != 1:
-        raise ValueError(f"the constructions need the one-digit tokenizer (chunk=1), got "
-                         f"chunk={spec.chunk}")
-    if spec.reverse_answer:
-        raise ValueError("the constructions generate the answer most significant digit first; "
-                         "reverse_answer=True is not supported")
+    blocks.check_spec(spec, ("mul",))
     p, n, l = spec.base, spec.n, spec.answer_digits
     group = 1
     while p ** group < n * (p - 1):
@@ -176,11 +169,7 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
         blocks.lookup(b, 5, {"T": 1.0}, {t: _digit(t, m, p, base) for t in range(2 * base)},
                       "answer", gate=f"qm{m}", big=big)
 
-    for d in range(p):
-        b.unembed("answer", d, LOGIT_SCALE * 2 * d)
-        b.unembed_bias(d, -LOGIT_SCALE * d * d)
-    for tok in range(p, spec.vocab_size):
-        b.unembed_bias(tok, -LOGIT_SCALE * (4 * p * p + 8))
+    blocks.digit_readout(b, spec, "answer", LOGIT_SCALE)
 
     notes = (f"layers={NUM_LAYERS}; columns of L={group} digits (base {base}), C={ncol}; "
              f"d_model={r.size}; heads={2 * n}x{HEAD_DIM}; d_ff={d_ff}; "
