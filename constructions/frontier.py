@@ -16,7 +16,8 @@ answer).
 
 Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
 with a least-squares line per mode). Without --out it prints the markdown tables (or the JSON
-with --json).
+with --json). `python -m constructions.frontier --merge=DIR1,DIR2,... --out=DIR` combines several
+runs into one table file and one plot.
 """
 
 from __future__ import annotations
@@ -258,7 +259,36 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
             "exponent_bits": EXPONENT_BITS, "entries": entries, "fits": fits}
 
 
+def merge(directories: list[str], out: str) -> str:
+    """Combine several `--out` directories into one frontier.md and one frontier.png in `out`."""
+    results = []
+    for d in directories:
+        with open(os.path.join(d, "frontier.json")) as f:
+            results.append(json.load(f))
+    os.makedirs(out, exist_ok=True)
+    markdown = "\n".join(to_markdown(r) for r in results)
+    with open(os.path.join(out, "frontier.md"), "w") as f:
+        f.write(markdown + "\n")
+    with open(os.path.join(out, "frontier.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    plot(results, os.path.join(out, "frontier.png"))
+    return markdown
+
+
 def main(argv=None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if any(a.startswith("--merge") for a in argv):
+        mp = argparse.ArgumentParser(prog="python -m constructions.frontier --merge")
+        mp.add_argument("--merge", required=True, help="comma-separated --out directories")
+        mp.add_argument("--out", required=True)
+        margs = mp.parse_args(argv)
+        try:
+            print(merge([d for d in margs.merge.split(",") if d], margs.out))
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     ap = argparse.ArgumentParser(prog="python -m constructions.frontier", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", required=True, choices=tasks.TASKS)

@@ -236,3 +236,26 @@ def test_frontier_searches_find_the_threshold():
     assert frontier._search_from(lambda b: False, 3, 1, 24) is None
     fit = frontier.fit_line([2, 4, 8, 16], [5, 7, 9, None])
     assert fit == pytest.approx((2.0, 3.0))
+
+
+def test_frontier_merge_combines_runs(tmp_path):
+    from constructions import frontier
+
+    def fake(task, bits):
+        entries = [{"n": n, "checked": 10, "families": {}, "d_model": 29,
+                    "float_mantissa_bits": {"once": b},
+                    "fixed": {"once": {"int_bits": 12, "frac_bits": b}},
+                    "common": {"once": {f: b <= 7 for f in frontier.COMMON_FORMATS}}}
+                   for n, b in zip((2, 4, 8), bits, strict=True)]
+        return {"label": task, "spec": {}, "ns": [2, 4, 8], "accumulations": ["once"],
+                "exponent_bits": 8, "entries": entries,
+                "fits": {"once": frontier.fit_line([2, 4, 8], bits)}}
+
+    for name, bits in (("a", [5, 7, 9]), ("b", [6, 8, 10])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "frontier.json").write_text(json.dumps(fake(name, bits)))
+    md = frontier.merge([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "out"))
+    assert "**a, accumulation `once`**" in md and "**b, accumulation `once`**" in md
+    assert "2.00 log2 n + 3.00" in md
+    assert "| bf16 | 4 (fails from n=8) |" in md
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 1000
