@@ -1,0 +1,94 @@
+"""The notebooks in colabs/: each runs top to bottom with SMOKE=1, and git holds them stripped.
+
+Each notebook executes in a fresh kernel of *this* interpreter (a kernelspec written to a
+temporary JUPYTER_PATH, so the test does not depend on which `python` a global kernelspec
+names), with the working directory a temporary directory and SMOKE=1 in the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COLABS = ROOT / "colabs"
+NOTEBOOKS = sorted(COLABS.glob("*.ipynb"))
+KERNEL = "python3"
+# No cell may run longer than this (seconds). The slowest SMOKE cell is 02's precision frontier
+# (about 15 simulated decoders compiled: 1.5-3.5 minutes on a busy 2-core CPU).
+CELL_TIMEOUT = 900
+
+
+@pytest.fixture(scope="session")
+def kernel_path(tmp_path_factory):
+    """A JUPYTER_PATH holding a `python3` kernelspec that runs sys.executable."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    data_dir = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(str(data_dir / "kernels" / KERNEL),
+                      overrides={"display_name": "Python 3 (tests)"})
+    return str(data_dir)
+
+
+def test_there_are_notebooks():
+    names = [p.name for p in NOTEBOOKS]
+    for name in ("01_number_formats.ipynb", "02_constructions.ipynb",
+                 "03_precision_training.ipynb", "04_quantization.ipynb"):
+        assert name in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        [kernel_path, *filter(None, [os.environ.get("JUPYTER_PATH")])]))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile.mkdtemp() work dirs
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    start = time.time()
+    client.execute()  # raises CellExecutionError on the first failing cell
+    elapsed = time.time() - start
+    print(f"{path.name}: {elapsed:.1f}s")
+    errors = [out for cell in nb.cells if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+    assert not errors, errors
+    assert all(cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code")
+
+
+def _tracked_notebooks() -> list[pathlib.Path]:
+    """Notebooks git tracks (or, outside a git checkout, every notebook in colabs/)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "--", "colabs/*.ipynb"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return NOTEBOOKS
+    tracked = [ROOT / line for line in out.splitlines() if line.strip()]
+    return tracked or NOTEBOOKS
+
+
+def test_notebooks_are_stripped():
+    for path in _tracked_notebooks():
+        nb = json.loads(path.read_text())
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] != "code":
+                continue
+            assert cell.get("outputs") == [], f"{path.name} cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} was executed"
+
+
+def test_notebooks_match_their_generator():
+    result = subprocess.run([sys.executable, str(COLABS / "_make_notebooks.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
