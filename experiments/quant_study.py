@@ -1,0 +1,663 @@
+r"""The paper's int4 / QLoRA study on our own models: post-training quantization, LoRA vs QLoRA.
+
+    python -m experiments.quant_study --workdir=DIR [--smoke | --quick] \
+        [--sweep=SWEEP_DIR | --runs=RUN_DIR,RUN_DIR,...] [--schemes=int8,int4,...] \
+        [--finetune_steps=S] [--examples=N]
+
+Feng et al. (2024, Section 6) fine-tune LLaMA-3.1-8B on arithmetic with LoRA (bf16 base) and
+QLoRA (int4 base) and find int4 / QLoRA behind, the gap widening with the number of digits. Here
+the "LLM" is one of our own fp32-trained Transformers (one per task and n):
+
+1. Base models: fp32 training runs, restored from their orbax checkpoints (`train.py` saves the
+   state {"params", "opt_state", "step"}; the restored parameters are checked against the run's
+   `params_sha256`). They come from a sweep directory (`--sweep`: its completed fp32 cells), from
+   run directories (`--runs`), or, with neither, are trained here into `DIR/bases/`.
+2. Post-training weight quantization (`arith_precision.quantized`: quax implicit arrays, the
+   model code unchanged; embeddings and unembedding stay fp32, as in bitsandbytes/QLoRA) with
+   each scheme: int8 and int4 per output channel, int4 in groups, NF4 in blocks, and plain number
+   formats (e4m3, e5m2, bf16); exact match and digit accuracy on held-out examples of the run's
+   own task and n (the run's evaluation stream, so the fp32 row repeats the run's own summary).
+3. A short fine-tune on the same task: LoRA on the frozen fp32 base against QLoRA (the same LoRA
+   on the frozen int4 base, `--qlora_scheme`), same steps, rank, learning rate and data.
+
+Outputs in DIR: `quant_results.csv` (one row per run x stage x scheme), `quant_report.md`
+(tables), `quant_exact_match.png` (exact match against n, one line per scheme, one panel per
+task) and `quant_lora.png` (fp32 / int4 before, LoRA / QLoRA after, against n). Finished rows are
+cached in `quant_rows.jsonl`: re-running skips them.
+
+Settings (`--smoke`, `--quick`, default full; the bases only when trained here):
+  smoke  the fp32 ADD cell of `experiments.reproduce --smoke` (base 2, n=3, 2 layers, d=32, 10
+         steps), schemes int8 and int4, 5-step LoRA/QLoRA, 32 examples: measured 1m13s on a
+         busy 2-core CPU; checks the plumbing only.
+  quick  the fp32 cells of `experiments.reproduce --quick` (ADD base 2 n=6, IterADD base 2 k=3
+         n=4 and 6, MUL base 2 n=4; 2 layers, d=64, 1000-2000 steps), every default scheme,
+         100-step LoRA/QLoRA, 256 examples: ~2.5 min for the study itself on a busy 2-core CPU
+         (measured inside the main job), plus ~5-8 min to train the 4 bases when not given.
+  full   ADD base 10 n=4/8/16, IterADD base 2 k=3 n=4..12, MUL base 2 n=4/6/8 (3 layers,
+         d=128, batch 512, 20k steps), 1000-step LoRA/QLoRA, 2000 examples: a GPU job (an
+         estimate, not measured: ~1 GPU-hour for the bases, minutes for the study itself).
+Result of the quick settings (measured, one seed): int8, bf16 and e4m3 stay within ~0.05 of
+fp32; int4 per channel loses the most, more at larger n (IterADD base 2: fp32 1.000 / 0.875 at
+n=4 / 6, int4 0.602 / 0.168); grouped int4 and NF4 (g32) sit in between (0.73-0.78 / 0.43-0.44);
+100 QLoRA steps recover the int4 loss to within 0.02 of LoRA (n=6: LoRA 0.938, QLoRA 0.918).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+TASKS = ("add", "iter_add", "mul")
+DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16")
+STAGES = ("ptq", "lora", "qlora")
+COLUMNS = ("run", "task", "base", "k", "n", "layers", "d_model", "stage", "scheme",
+           "bits_per_weight", "exact_match", "digit_accuracy", "finetune_steps", "final_loss",
+           "num_examples", "wall_time_s")
+ROWS_FILE = "quant_rows.jsonl"
+
+
+# ---- base runs ---------------------------------------------------------------------------------
+
+
+class BaseRun:
+    """A restored fp32 training run: `name`, `run_dir`, `config`, `spec`, `mcfg`, `params`."""
+
+    def __init__(self, name, run_dir, config, spec, mcfg, params, summary):
+        self.name, self.run_dir, self.config, self.spec = name, run_dir, config, spec
+        self.mcfg, self.params, self.summary = mcfg, params, summary
+
+    @property
+    def data_seed(self) -> int:
+        return int(self.config.data_seed)
+
+
+def load_run(run_dir: str, *, name: str | None = None) -> BaseRun:
+    """Restore the final parameters of a finished training run from its orbax checkpoint.
+
+    Raises:
+        ValueError: no summary.json / checkpoints, a run that did not complete, a run not trained
+            in fp32, or restored parameters whose SHA-256 differs from the summary's.
+    """
+    import jax
+    import ml_collections
+    import orbax.checkpoint as ocp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from arith_precision import model as model_lib
+    from arith_precision import train
+
+    summary_path = os.path.join(run_dir, "summary.json")
+    ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    if not os.path.isfile(summary_path) or not os.path.isdir(ckpt_dir):
+        raise ValueError(f"{run_dir!r} is not a finished training run (expected summary.json and "
+                         f"checkpoints/ from train_and_evaluate)")
+    with open(summary_path) as f:
+        summary = json.load(f)
+    if summary.get("status") != "completed":
+        raise ValueError(f"run {run_dir!r} has status {summary.get('status')!r}, not 'completed'")
+    config = ml_collections.ConfigDict(summary["config"])
+    if config.precision.name != "fp32" or config.precision.get("native", False):
+        raise ValueError(f"run {run_dir!r} was trained in {config.precision.name!r}; the study "
+                         f"quantizes fp32-trained models")
+    mcfg = train.model_config(config)
+    tx, _ = train.optimizer(config)
+
+    def init_state():
+        params = model_lib.init_params(mcfg, jax.random.key(config.seed))
+        return {"params": params, "opt_state": tx.init(params), "step": jax.numpy.int32(0)}
+
+    mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    replicated = NamedSharding(mesh, P())
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                          jax.eval_shape(init_state))
+    with ocp.CheckpointManager(ckpt_dir) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise ValueError(f"run {run_dir!r} has no checkpoint in {ckpt_dir}")
+        state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    params = jax.device_get(state["params"])
+    if summary.get("params_sha256") and train.params_sha256(params) != summary["params_sha256"]:
+        raise ValueError(f"run {run_dir!r}: the checkpoint at step {step} does not hold the "
+                         f"parameters summary.json describes (params_sha256 differs)")
+    return BaseRun(name or os.path.basename(os.path.normpath(run_dir)), run_dir, config,
+                   train.task_spec(config.task), mcfg, params, summary)
+
+
+def sweep_runs(sweep_dir: str, *, tasks: Iterable[str] | None = None) -> dict[str, str]:
+    """{cell name: cell dir} of the completed fp32 cells of a sweep directory (sorted by name)."""
+    if not os.path.isdir(sweep_dir):
+        raise ValueError(f"sweep directory {sweep_dir!r} does not exist")
+    wanted = set(tasks) if tasks is not None else None
+    out = {}
+    for name in sorted(os.listdir(sweep_dir)):
+        cell_dir = os.path.join(sweep_dir, name)
+        meta, summary = (os.path.join(cell_dir, f) for f in ("cell.json", "summary.json"))
+        if not (os.path.isfile(meta) and os.path.isfile(summary)):
+            continue
+        with open(meta) as f:
+            coords = json.load(f)["coords"]
+        with open(summary) as f:
+            status = json.load(f)["status"]
+        if (coords["precision"] == "fp32" and coords["accumulation"] == "once"
+                and status == "completed" and (wanted is None or coords["task"] in wanted)):
+            out[name] = cell_dir
+    return out
+
+
+def train_bases(workdir: str, configs: Mapping[str, Any], progress=print) -> dict[str, str]:
+    """Train (or resume, or skip when finished) one fp32 run per config into workdir/bases/NAME."""
+    from arith_precision import train
+
+    out = {}
+    for name, config in configs.items():
+        run_dir = os.path.join(workdir, "bases", name)
+        summary = os.path.join(run_dir, "summary.json")
+        if os.path.isfile(summary):
+            with open(summary) as f:
+                done = json.load(f).get("status") == "completed"
+        else:
+            done = False
+        if not done:
+            start = time.time()
+            progress(f"[quant] training base {name} ({config.train.steps} steps)")
+            train.train_and_evaluate(config, run_dir)
+            progress(f"[quant] trained base {name} in {time.time() - start:.0f}s")
+        out[name] = run_dir
+    return out
+
+
+# ---- the study ---------------------------------------------------------------------------------
+
+
+def _key(row: Mapping[str, Any]) -> str:
+    return json.dumps([row["run"], row["stage"], row["scheme"], row["n"], row["num_examples"],
+                       row.get("settings", "")])
+
+
+def _load_rows(path: str) -> dict[str, dict]:
+    rows = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[_key(row)] = row
+    return rows
+
+
+def _check_positive(name: str, value, lo: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+
+
+def _as_runs(base_runs) -> dict[str, str]:
+    if isinstance(base_runs, str):
+        base_runs = [base_runs]
+    if isinstance(base_runs, Mapping):
+        runs = dict(base_runs)
+    else:
+        runs = {os.path.basename(os.path.normpath(d)): d for d in base_runs}
+    if not runs:
+        raise ValueError("base_runs is empty: give at least one fp32 training run directory")
+    return runs
+
+
+def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str],
+                    schemes: Sequence[str] = DEFAULT_SCHEMES, ns: Iterable[int] | None = None,
+                    finetune_steps: int = 200, finetune_runs: Iterable[str] | None = None,
+                    qlora_scheme: str = "int4", lora_rank: int = 8, lora_alpha: float = 16.0,
+                    lora_lr: float = 1e-3, lora_batch: int = 64, num_examples: int = 512,
+                    eval_batch: int = 256, seed: int = 0,
+                    progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Quantize fp32-trained runs post-training, evaluate, fine-tune LoRA vs QLoRA; write outputs.
+
+    Args:
+        workdir: output directory (created).
+        base_runs: finished fp32 run directories (a list, or {name: dir}); `sweep_runs` lists a
+            sweep's.
+        schemes: `quantized.parse_scheme` strings, applied to every run (fp32 is always the
+            reference row).
+        ns: keep only the runs trained at these n (None: all). Each run is evaluated at its own
+            n: a model trained on n-digit layouts does not transfer to other n.
+        finetune_steps: LoRA and QLoRA steps (0: no fine-tuning).
+        finetune_runs: names of the runs to fine-tune (None: all of them).
+        qlora_scheme: the frozen quantized base of QLoRA (the paper: int4).
+        lora_rank, lora_alpha, lora_lr, lora_batch: the LoRA settings (both arms).
+        num_examples, eval_batch: held-out examples per evaluation and the decoding batch.
+        seed: LoRA initialisation; fine-tuning data is the run's data_seed + 1 training stream.
+        progress: called with one line per finished evaluation (elapsed time included).
+
+    Returns:
+        {"rows": [...], "csv", "report", "plots": [paths], "skipped": cached rows reused}.
+
+    Raises:
+        ValueError: bad arguments, an unknown scheme or one that does not fit a run's kernels
+            (group size), an unknown finetune run, or a run that `load_run` rejects; all checked
+            before any evaluation.
+    """
+    import jax
+
+    from arith_precision import evaluate as evaluate_lib
+    from arith_precision import lora, quantized
+
+    start = time.time()
+    runs = _as_runs(base_runs)
+    schemes = tuple(schemes)
+    for s in (*schemes, qlora_scheme):
+        quantized.parse_scheme(s)
+    _check_positive("finetune_steps", finetune_steps, 0)
+    for name, value in (("lora_rank", lora_rank), ("lora_batch", lora_batch),
+                        ("num_examples", num_examples), ("eval_batch", eval_batch)):
+        _check_positive(name, value)
+    if not lora_lr > 0 or not lora_alpha > 0:
+        raise ValueError(f"lora_lr and lora_alpha must be > 0, got {lora_lr!r}, {lora_alpha!r}")
+    finetune_set = set(runs) if finetune_runs is None else set(finetune_runs)
+    unknown = sorted(finetune_set - set(runs))
+    if unknown:
+        raise ValueError(f"finetune_runs {unknown} are not among the base runs {sorted(runs)}")
+    loaded = [load_run(d, name=name) for name, d in runs.items()]
+    if ns is not None:
+        ns = set(ns)
+        loaded = [r for r in loaded if r.spec.n in ns]
+        if not loaded:
+            raise ValueError(f"no base run was trained at n in {sorted(ns)}")
+    for run in loaded:  # fail before any work on a scheme that does not fit a run's kernels
+        for s in (*schemes, qlora_scheme):
+            try:
+                quantized.quantize_params(run.params, s)
+            except ValueError as e:
+                raise ValueError(f"scheme {s!r} does not fit run {run.name}: {e}") from None
+
+    os.makedirs(workdir, exist_ok=True)
+    rows_path = os.path.join(workdir, ROWS_FILE)
+    cache = _load_rows(rows_path)
+    rows, skipped = [], 0
+    lora_settings = json.dumps(dict(steps=finetune_steps, rank=lora_rank, alpha=lora_alpha,
+                                    lr=lora_lr, batch=lora_batch, seed=seed,
+                                    qlora=qlora_scheme), sort_keys=True)
+
+    def record(run: BaseRun, stage: str, scheme: str, compute: Callable[[], dict]) -> dict:
+        nonlocal skipped
+        cfg = run.config
+        row = dict(run=run.name, task=run.spec.task, base=run.spec.base,
+                   k=run.spec.k if run.spec.task == "iter_add" else "", n=run.spec.n,
+                   layers=cfg.model.num_layers, d_model=cfg.model.d_model, stage=stage,
+                   scheme=scheme, num_examples=num_examples,
+                   settings=lora_settings if stage != "ptq" else "")
+        key = _key(row)
+        if key in cache:
+            skipped += 1
+            rows.append(cache[key])
+            return cache[key]
+        t0 = time.time()
+        row.update(compute())
+        row["wall_time_s"] = round(time.time() - t0, 2)
+        with open(rows_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        cache[key] = row
+        rows.append(row)
+        tail = (f" after {row['finetune_steps']} steps (loss {row['final_loss']:.3f})"
+                if stage != "ptq" else "")
+        progress(f"[quant] {run.name} {stage:5s} {scheme:9s}: exact match "
+                 f"{row['exact_match']:.3f}, digits {row['digit_accuracy']:.3f}{tail} "
+                 f"({row['wall_time_s']:.0f}s; elapsed {time.time() - start:.0f}s)")
+        return row
+
+    def evaluate(run: BaseRun, params) -> dict:
+        kwargs = dict(num_examples=num_examples, batch_size=eval_batch, data_seed=run.data_seed)
+        if any(quantized.is_implicit(x) for x in
+               jax.tree.leaves(params, is_leaf=quantized.is_implicit)):
+            return quantized.evaluate_quantized(params, run.mcfg, run.spec, **kwargs)
+        return evaluate_lib.evaluate(params, run.mcfg, run.spec, **kwargs)
+
+    for run in loaded:
+        for scheme in ("fp32", *schemes):
+            def ptq(run=run, scheme=scheme):
+                params = run.params if scheme == "fp32" else \
+                    quantized.quantize_params(run.params, scheme)
+                bits = 32.0 if scheme == "fp32" else \
+                    quantized.memory_report(params)["bits_per_quantized_weight"]
+                m = evaluate(run, params)
+                return dict(exact_match=m["exact_match"], digit_accuracy=m["digit_accuracy"],
+                            bits_per_weight=round(bits, 3), finetune_steps=0, final_loss="")
+            record(run, "ptq", scheme, ptq)
+        if finetune_steps and run.name in finetune_set:
+            for stage, scheme in (("lora", "fp32"), ("qlora", qlora_scheme)):
+                def tune(run=run, stage=stage, scheme=scheme):
+                    base = run.params if stage == "lora" else \
+                        quantized.quantize_params(run.params, scheme)
+                    result = lora.finetune(base, run.mcfg, run.spec, steps=finetune_steps,
+                                           rank=lora_rank, alpha=lora_alpha, lr=lora_lr,
+                                           batch_size=lora_batch, data_seed=run.data_seed + 1,
+                                           seed=seed)
+                    m = result.evaluate(num_examples=num_examples, batch_size=eval_batch,
+                                        data_seed=run.data_seed)
+                    bits = 32.0 if stage == "lora" else \
+                        quantized.memory_report(base)["bits_per_quantized_weight"]
+                    return dict(exact_match=m["exact_match"], digit_accuracy=m["digit_accuracy"],
+                                bits_per_weight=round(bits, 3), finetune_steps=finetune_steps,
+                                final_loss=float(result.losses[-1]))
+                record(run, stage, scheme, tune)
+    out = write_outputs(workdir, rows, schemes=("fp32", *schemes), qlora_scheme=qlora_scheme)
+    progress(f"[quant] {len(rows)} rows ({skipped} cached) in {time.time() - start:.0f}s: "
+             f"{out['csv']}, {out['report']}")
+    return dict(out, rows=rows, skipped=skipped)
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+
+
+def _fmt(x) -> str:
+    return "-" if x is None or x == "" else f"{float(x):.3f}"
+
+
+def _bits(x) -> str:
+    return "?" if x is None or x == "" else f"{float(x):.3g}"
+
+
+def _panel(row) -> tuple:
+    return (TASKS.index(row["task"]), row["base"], row["k"] or 0)
+
+
+def _panel_title(key) -> str:
+    task, base, k = TASKS[key[0]], key[1], key[2]
+    name = {"add": "ADD", "iter_add": f"IterADD (k={k})", "mul": "MUL"}[task]
+    return f"{name}, base {base}"
+
+
+def _mean_by_n(rows: Iterable[Mapping]) -> dict[int, float]:
+    """Exact match averaged over the runs at each n (several seeds or depths)."""
+    acc = collections.defaultdict(list)
+    for r in rows:
+        acc[int(r["n"])].append(float(r["exact_match"]))
+    return {n: sum(v) / len(v) for n, v in sorted(acc.items())}
+
+
+def comparison(rows: Sequence[Mapping], qlora_scheme: str = "int4") -> list[dict]:
+    """Per run that was fine-tuned: fp32, the QLoRA scheme before tuning, LoRA, QLoRA."""
+    by_run = collections.defaultdict(dict)
+    for r in rows:
+        by_run[r["run"]][(r["stage"], r["scheme"])] = r
+    out = []
+    for name, d in by_run.items():
+        if ("lora", "fp32") not in d or ("qlora", qlora_scheme) not in d:
+            continue
+        first = d[("lora", "fp32")]
+        out.append(dict(run=name, task=first["task"], base=first["base"], k=first["k"],
+                        n=first["n"], steps=first["finetune_steps"],
+                        fp32=d.get(("ptq", "fp32"), {}).get("exact_match"),
+                        quant=d.get(("ptq", qlora_scheme), {}).get("exact_match"),
+                        lora=first["exact_match"],
+                        qlora=d[("qlora", qlora_scheme)]["exact_match"]))
+    return sorted(out, key=lambda c: (_panel(c), c["n"], c["run"]))
+
+
+def report_markdown(rows: Sequence[Mapping], schemes: Sequence[str],
+                    qlora_scheme: str = "int4", image_prefix: str = "") -> str:
+    """The tables (and plot links, relative with `image_prefix`) of the study as markdown."""
+    ptq = [r for r in rows if r["stage"] == "ptq"]
+    bits = {}
+    for r in ptq:
+        bits.setdefault(r["scheme"], r["bits_per_weight"])
+    lines = ["Post-training weight quantization of fp32-trained models (embeddings and "
+             "unembedding stay fp32; bits are per quantized weight, scales included). Entries: "
+             "exact match on held-out examples at the run's own n.", "",
+             f"![quantization: exact match against n]({image_prefix}quant_exact_match.png)", ""]
+    panels = collections.defaultdict(list)
+    for r in ptq:
+        panels[_panel(r)].append(r)
+    for key in sorted(panels):
+        members = panels[key]
+        present = [s for s in schemes if any(r["scheme"] == s for r in members)]
+        lines += [f"**{_panel_title(key)}**", "",
+                  "| run | n | " + " | ".join(f"{s} ({_bits(bits.get(s))} b)" for s in present)
+                  + " |",
+                  "|---|---|" + "---|" * len(present)]
+        by = {(r["run"], r["scheme"]): r for r in members}
+        for run, n in sorted({(r["run"], int(r["n"])) for r in members}, key=lambda x: x[1]):
+            lines.append(f"| {run} | {n} | " + " | ".join(
+                _fmt(by.get((run, s), {}).get("exact_match")) for s in present) + " |")
+        lines.append("")
+    comp = comparison(rows, qlora_scheme)
+    if comp:
+        lines += ["LoRA on the frozen fp32 base against QLoRA (the same LoRA on the frozen "
+                  f"{qlora_scheme} base): exact match before and after the same fine-tune.", "",
+                  f"![LoRA vs QLoRA]({image_prefix}quant_lora.png)", "",
+                  f"| run | task | n | steps | fp32 | {qlora_scheme} | LoRA (fp32 base) | "
+                  f"QLoRA ({qlora_scheme} base) | LoRA - QLoRA |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in comp:
+            lines.append(f"| {c['run']} | {c['task']} | {c['n']} | {c['steps']} | "
+                         f"{_fmt(c['fp32'])} | {_fmt(c['quant'])} | {_fmt(c['lora'])} | "
+                         f"{_fmt(c['qlora'])} | {c['lora'] - c['qlora']:+.3f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
+    """Exact match against n, one line per scheme, one panel per (task, base, k)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ptq = [r for r in rows if r["stage"] == "ptq"]
+    keys = sorted({_panel(r) for r in ptq})
+    fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
+                             figsize=(4.6 * max(1, len(keys)), 3.6))
+    palette = plt.get_cmap("tab10")
+    for ax, key in zip(axes[0], keys, strict=False):
+        members = [r for r in ptq if _panel(r) == key]
+        for i, s in enumerate(schemes):
+            pts = _mean_by_n(r for r in members if r["scheme"] == s)
+            if pts:
+                ax.plot(list(pts), list(pts.values()), "o-" if s != "fp32" else "s-", ms=4,
+                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % 10))
+        ax.set_xticks(sorted({int(r["n"]) for r in members}))
+        ax.set_title(_panel_title(key), fontsize=10)
+        ax.set_xlabel("n (digits)")
+        ax.set_ylabel("exact match")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Post-training weight quantization of fp32-trained models", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_lora(comp: Sequence[Mapping], path: str, qlora_scheme: str) -> None:
+    """fp32 and the quantized base before fine-tuning, LoRA and QLoRA after, against n."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({_panel(c) for c in comp})
+    fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
+                             figsize=(4.6 * max(1, len(keys)), 3.6))
+    series = (("fp32", "fp32 (before)", "s:", "tab:blue"),
+              ("quant", f"{qlora_scheme} (before)", "v:", "tab:red"),
+              ("lora", "LoRA on fp32", "o-", "tab:blue"),
+              ("qlora", f"QLoRA on {qlora_scheme}", "o-", "tab:red"))
+    for ax, key in zip(axes[0], keys, strict=False):
+        members = [c for c in comp if _panel(c) == key]
+        for field, label, style, color in series:
+            acc = collections.defaultdict(list)
+            for c in members:
+                if c[field] is not None:
+                    acc[int(c["n"])].append(float(c[field]))
+            ns = sorted(acc)
+            ax.plot(ns, [sum(acc[n]) / len(acc[n]) for n in ns], style, color=color, ms=5,
+                    label=label, alpha=0.6 if "before" in label else 1.0)
+        ax.set_xticks(sorted({int(c["n"]) for c in members}))
+        ax.set_title(f"{_panel_title(key)}: {members[0]['steps']} fine-tuning steps",
+                     fontsize=10)
+        ax.set_xlabel("n (digits)")
+        ax.set_ylabel("exact match")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[str],
+                  qlora_scheme: str = "int4") -> dict[str, Any]:
+    """quant_results.csv, quant_report.md, quant_exact_match.png and (if any) quant_lora.png."""
+    out = {"csv": os.path.join(workdir, "quant_results.csv"),
+           "report": os.path.join(workdir, "quant_report.md"), "plots": []}
+    with open(out["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: "" if r.get(c) is None else r.get(c, "") for c in COLUMNS})
+    plot(rows, os.path.join(workdir, "quant_exact_match.png"), schemes)
+    out["plots"].append(os.path.join(workdir, "quant_exact_match.png"))
+    comp = comparison(rows, qlora_scheme)
+    if comp:
+        plot_lora(comp, os.path.join(workdir, "quant_lora.png"), qlora_scheme)
+        out["plots"].append(os.path.join(workdir, "quant_lora.png"))
+    with open(out["report"], "w") as f:
+        f.write("# Quantization study: int4 / QLoRA vs fp32 / LoRA\n\n")
+        f.write(report_markdown(rows, schemes, qlora_scheme) + "\n")
+    return out
+
+
+# ---- settings of the standalone CLI ------------------------------------------------------------
+
+MODES = ("smoke", "quick", "full")
+
+
+def base_configs(mode: str) -> dict[str, Any]:
+    """The fp32 base runs the CLI trains when given no --sweep / --runs.
+
+    smoke / quick: the fp32 cells of `experiments.reproduce`'s sweep of that mode (the same
+    models the main job quantizes); full: paper-sized fp32 models (see the module docstring).
+    """
+    from experiments import sweep_lib
+    from experiments.configs import train as train_config
+
+    if mode in ("smoke", "quick"):
+        from experiments import reproduce
+
+        settings = reproduce.SETTINGS[mode]()
+        cells = sweep_lib.expand(settings.sweep())
+        return {c.name: c.config for c in cells
+                if c.coords["precision"] == "fp32" and c.coords["task"] in settings.quant_tasks}
+    if mode != "full":
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    configs = {}
+    for task, base, ns in (("add", 10, (4, 8, 16)), ("iter_add", 2, (4, 6, 8, 10, 12)),
+                           ("mul", 2, (4, 6, 8))):
+        k = ",k=3" if task == "iter_add" else ""
+        for n in ns:
+            configs[f"{task}_b{base}_n{n}"] = train_config.get_config(
+                f"task={task},base={base},n={n}{k},batch=512,steps=20000")
+    return configs
+
+
+def study_settings(mode: str) -> dict[str, Any]:
+    """`run_quant_study` keyword arguments of a mode (the main job's, `experiments.reproduce`)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    from experiments import reproduce
+
+    return dict(reproduce.SETTINGS[mode]().quant)
+
+
+def _finetune_tasks(mode: str, arg: str | None) -> set[str] | None:
+    """The tasks to fine-tune: None for all, else a set (the mode's default without `arg`)."""
+    if arg is None:
+        from experiments import reproduce
+
+        return set(reproduce.SETTINGS[mode]().quant_finetune_tasks)
+    if arg.strip() == "all":
+        return None
+    tasks = set(_split(arg))
+    bad = sorted(tasks - set(TASKS))
+    if bad or not tasks:
+        raise ValueError(f"--finetune_tasks={arg!r}: expected 'all' or tasks from {TASKS}")
+    return tasks
+
+
+def _run_task(run_dir: str) -> str | None:
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(path):
+        return None  # load_run reports it
+    with open(path) as f:
+        return json.load(f)["config"]["task"]["task"]
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.quant_study", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="output directory")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny everything (plumbing only)")
+    mode.add_argument("--quick", action="store_true", help="CPU-sized settings")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--sweep", default=None, help="use the completed fp32 cells of this sweep")
+    src.add_argument("--runs", default=None, help="comma-separated fp32 run directories")
+    ap.add_argument("--schemes", default=None, help="comma-separated quantization schemes")
+    ap.add_argument("--qlora_scheme", default="int4")
+    ap.add_argument("--finetune_steps", type=int, default=None)
+    ap.add_argument("--finetune_tasks", default=None,
+                    help="comma-separated tasks whose runs get LoRA / QLoRA (default: the "
+                         "mode's, e.g. iter_add in --quick; 'all' for every run)")
+    ap.add_argument("--examples", type=int, default=None, help="held-out examples per evaluation")
+    args = ap.parse_args(argv)
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    try:
+        settings = study_settings(name)
+        if args.schemes is not None:
+            settings["schemes"] = tuple(_split(args.schemes))
+            if not settings["schemes"]:
+                raise ValueError(f"--schemes={args.schemes!r} lists no scheme")
+        if args.finetune_steps is not None:
+            settings["finetune_steps"] = args.finetune_steps
+        if args.examples is not None:
+            settings["num_examples"] = args.examples
+            settings["eval_batch"] = min(settings["eval_batch"], max(args.examples, 1))
+        from arith_precision import quantized
+
+        for s in (*settings["schemes"], args.qlora_scheme):
+            quantized.parse_scheme(s)  # fail before training anything
+        if args.sweep is not None:
+            runs = sweep_runs(args.sweep)
+            if not runs:
+                raise ValueError(f"sweep directory {args.sweep!r} has no completed fp32 cell")
+        elif args.runs is not None:
+            runs = _split(args.runs)
+            missing = [d for d in runs if not os.path.isdir(d)]
+            if missing or not runs:
+                raise ValueError(f"--runs: not a directory: {missing or args.runs!r}")
+        else:
+            runs = train_bases(args.workdir, base_configs(name))
+        tasks = _finetune_tasks(name, args.finetune_tasks)
+        runs = _as_runs(runs)
+        finetune = [r for r, d in runs.items() if tasks is None or _run_task(d) in tasks]
+        run_quant_study(args.workdir, base_runs=runs, qlora_scheme=args.qlora_scheme,
+                        finetune_runs=finetune, **settings)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,824 @@
+r"""The main job: reproduce the paper's three claims in one command and write DIR/REPORT.md.
+
+    python -m experiments.reproduce --workdir=DIR --quick     # <= 20 min on a 2-core CPU
+    python -m experiments.reproduce --workdir=DIR             # the GPU-sized grid (days)
+    python -m experiments.reproduce --workdir=DIR --smoke     # plumbing only, ~1-2 min
+        [--workers=W] [--phases=frontier,sweep,quant,report]
+
+Phases (each prints progress lines with its elapsed time; re-running reuses finished work):
+  1. frontier  The hand-built ADD / IterADD / MUL Transformers (`constructions/`): the fewest
+               float mantissa bits (e8mM) for which each stays exact at size n, against n. The
+               paper's positive results say log precision suffices, so the bits should grow
+               like log n and any fixed format (bf16 = e8m7) should fail past some n.
+               Cached in DIR/frontier/*.json.
+  2. sweep     Training from scratch in fp32 vs bf16 (bf16 compute of loss and gradients, fp32
+               master weights, simulated; `experiments/sweep_lib.py`), exact match against n. The
+               paper: ADD unaffected, IterADD and MUL collapsing in bf16. DIR/sweep/ (resumable
+               cell by cell).
+  3. quant     `experiments/quant_study.py` on the sweep's fp32 models: post-training int8 / int4
+               / NF4 / fp8 / bf16 weights, then LoRA on the fp32 base vs QLoRA on the int4 base.
+               The paper (LLaMA-3.1-8B): int4 and QLoRA behind bf16 and LoRA, more so at larger
+               n. DIR/quant/ (rows cached).
+  4. report    DIR/REPORT.md: every table and plot (relative links) and one paragraph per claim
+               stating, with this run's numbers, what was and was not shown.
+
+Modes:
+  --smoke  ADD base 2 frontier at n=2,3; a 2 x 2 sweep (ADD, IterADD at n=3; fp32, bf16; 10
+           steps); the quant study on the ADD model with int8 / int4 and 5-step LoRA / QLoRA.
+           Checks that every phase and the report work; the numbers mean nothing.
+  --quick  Frontiers (mantissa bits only, accumulation `once`, 30 random inputs on top of the
+           exhaustive / adversarial sets): ADD base 10 n=4,8,16,32; IterADD base 2 k=3 n=4,8,16;
+           MUL base 2 n=2,4,16. Sweep (2 workers, one seed, 2 layers, d_model 64, batch 64, lr
+           3e-3, fp32 and bf16): ADD base 2 n=6 (1500 steps), IterADD base 2 k=3 n=4 (1000)
+           and n=6 (2000), MUL base 2 n=4 (1500): 8 cells. Quant study on the 4 fp32 cells, 7
+           schemes, 100-step LoRA / QLoRA on the IterADD cells.
+           Measured on a shared, overloaded 2-core CPU (load average 6-9): 12m30s-13m wall
+           (frontier ~3 min, sweep ~8 min, quant ~1.5 min); limit 20 min.
+           What it shows: the frontier growing with log n (the constructions need no training),
+           and int4 post-training quantization losing exact match, more at larger n. What it
+           cannot: a few thousand CPU steps are ~1% of the paper's 100k-step runs, so fp32 does
+           not become near-perfect on IterADD / MUL at the lengths where the paper sees bf16
+           collapse; the report says so with the numbers.
+  full     Frontiers with `constructions.frontier.run_frontier` (float and fixed point, bf16 /
+           fp16 / e4m3 / e5m2, accumulation once and sequential, 200 random inputs): ADD base 10
+           n=4..128, IterADD base 2 k=3 n=4..64, MUL base 2 n=2..16. The sweep is
+           `experiments/configs/paper_fig2.py` (372 cells: 3 tasks x 2 bases x 2 depths x 3 seeds
+           x fp32/bf16, batch 512, 100k steps). The quant study on every fp32 cell (1000-step
+           LoRA / QLoRA on IterADD and MUL, 2000 examples).
+           Runtime (an ESTIMATE, not measured): the sweep dominates, ~3-5 GPU-days serially,
+           ~1 day on one H100 with --workers=8 (or --phases=sweep with `experiments.sweep
+           --shard=i/N` over machines, then re-run this command to finish); the frontiers take
+           ~2-6 hours of CPU (the sequential accumulation is the slow part); the quant study
+           ~1-2 GPU-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+PHASES = ("frontier", "sweep", "quant", "report")
+MODES = ("smoke", "quick", "full")
+MAX_MANTISSA = 24  # e8m24: the widest a float64 carrier simulates exactly (constructions.frontier)
+BF16_MANTISSA = 7  # bf16 is e8m7 (IEEE-like, 8 exponent bits)
+LEARNED = 0.5  # an fp32 model "learned" its task when its exact match reaches this
+NEAR_PERFECT = 0.9  # the paper's fp32 models are near-perfect; its contrast needs this
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a mode decides.
+
+    Attributes:
+        name: smoke | quick | full.
+        frontiers: ((spec kwargs for tasks.TaskSpec without n, ns), ...).
+        frontier_full: True: `constructions.frontier.run_frontier` (float, fixed point, common
+            formats, every accumulation); False: a lean search for the float mantissa bits only.
+        frontier_accumulations: accumulation modes of the frontier.
+        frontier_random: random inputs on top of the adversarial set (when not exhaustive).
+        sweep: builds the sweep config (`experiments.sweep_lib.sweep_config`).
+        workers: sweep worker processes.
+        quant_tasks: the sweep tasks whose fp32 cells the quant study uses.
+        quant_finetune_tasks: of those, the tasks whose cells get LoRA / QLoRA.
+        quant: keyword arguments of `quant_study.run_quant_study`.
+    """
+
+    name: str
+    frontiers: tuple
+    frontier_full: bool
+    frontier_accumulations: tuple[str, ...]
+    frontier_random: int
+    sweep: Callable[[], Any]
+    workers: int
+    quant_tasks: tuple[str, ...]
+    quant_finetune_tasks: tuple[str, ...]
+    quant: dict
+
+
+def _spec(task: str, base: int, k: int = 2) -> dict:
+    return {"task": task, "base": base, "k": k if task == "iter_add" else 2, "l": None}
+
+
+def _small_sweep(name: str, *, tasks, ns, train_args: str, overrides, rules=()):
+    from experiments import sweep_lib
+
+    grid = dict(tasks=tasks, bases=(2,), ns=ns, ks=(3,), ls=(0,), precisions=("fp32", "bf16"),
+                accumulations=("once",), layers=(2,), seeds=(0,))
+    return sweep_lib.sweep_config(
+        name, description="fp32 vs bf16 training (bf16 compute, fp32 master weights), exact "
+                          "match against n.", train_args=train_args, grid=grid,
+        overrides=overrides, rules=rules)
+
+
+def smoke_settings() -> Settings:
+    def sweep():
+        return _small_sweep("reproduce_smoke", tasks=("add", "iter_add"), ns={"default": (3,)},
+                            train_args="smoke,steps=10",
+                            overrides={"train": {"log_every": 5, "checkpoint_every": 10}})
+
+    return Settings(
+        name="smoke", frontiers=((_spec("add", 2), (2, 3)),), frontier_full=False,
+        frontier_accumulations=("once",), frontier_random=10, sweep=sweep, workers=2,
+        quant_tasks=("add",), quant_finetune_tasks=("add",),
+        quant=dict(schemes=("int8", "int4"), finetune_steps=5, lora_rank=2, lora_batch=8,
+                   num_examples=32, eval_batch=32))
+
+
+def quick_settings() -> Settings:
+    def sweep():
+        return _small_sweep(
+            "reproduce_quick", tasks=("add", "iter_add", "mul"),
+            ns={"add": (6,), "iter_add": (4, 6), "mul": (4,)},
+            train_args="layers=2,d_model=64,heads=4,batch=64,lr=3e-3,steps=1500",
+            overrides={"model": {"d_ff": 256}, "optim": {"warmup_steps": 100},
+                       "train": {"log_every": 250, "checkpoint_every": 1000},
+                       "eval": {"num_examples": 256, "batch_size": 256}},
+            rules=({"when": {"task": "iter_add", "n": 4}, "set": {"train": {"steps": 1000}}},
+                   {"when": {"task": "iter_add", "n": 6}, "set": {"train": {"steps": 2000}}}))
+
+    return Settings(
+        name="quick",
+        frontiers=((_spec("add", 10), (4, 8, 16, 32)), (_spec("iter_add", 2, 3), (4, 8, 16)),
+                   (_spec("mul", 2), (2, 4, 16))),
+        frontier_full=False, frontier_accumulations=("once",), frontier_random=30, sweep=sweep,
+        workers=2, quant_tasks=("add", "iter_add", "mul"), quant_finetune_tasks=("iter_add",),
+        quant=dict(schemes=("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16"),
+                   finetune_steps=100, lora_rank=8, lora_batch=64, lora_lr=1e-3,
+                   num_examples=256, eval_batch=256))
+
+
+def full_settings() -> Settings:
+    def sweep():
+        from experiments.configs import paper_fig2
+
+        return paper_fig2.get_config()
+
+    return Settings(
+        name="full",
+        frontiers=((_spec("add", 10), (4, 8, 16, 32, 64, 128)),
+                   (_spec("iter_add", 2, 3), (4, 8, 16, 32, 64)),
+                   (_spec("mul", 2), (2, 3, 4, 6, 10, 16))),
+        frontier_full=True, frontier_accumulations=("once", "sequential"), frontier_random=200,
+        sweep=sweep, workers=4, quant_tasks=("add", "iter_add", "mul"),
+        quant_finetune_tasks=("iter_add", "mul"),
+        quant=dict(schemes=("int8", "int4", "int4_g64", "nf4_g64", "e4m3", "e5m2", "bf16"),
+                   finetune_steps=1000, lora_rank=16, lora_batch=256, lora_lr=1e-3,
+                   num_examples=2000, eval_batch=500))
+
+
+SETTINGS = {"smoke": smoke_settings, "quick": quick_settings, "full": full_settings}
+
+
+# ---- phase 1: construction frontiers -----------------------------------------------------------
+
+
+def _label(spec_kwargs: dict) -> str:
+    label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
+    return label + (f" k={spec_kwargs['k']}" if spec_kwargs["task"] == "iter_add" else "")
+
+
+def lean_frontier(spec_kwargs: dict, ns: Sequence[int], accumulation: str = "once",
+                  num_random: int = 30, seed: int = 0, batch_size: int = 512,
+                  first_guess: int = 6, progress: Callable[[str], None] = print) -> dict:
+    """Fewest e8mM mantissa bits for which the construction is exact, for each n.
+
+    The verifier set is `constructions.inputs.verification_set` (exhaustive when small, else
+    adversarial + `num_random` random inputs). The search starts from the previous n's answer
+    plus one bit per doubling of n (`first_guess` for the first) and walks down while one bit
+    fewer still passes, or up until one passes, so the reported M is checked at both ends: M
+    passes and M - 1 fails. It assumes, as
+    `constructions.frontier` does, that every width above a passing one passes too. Returns a
+    dict shaped like `frontier.run_frontier`'s (label, ns, accumulations, entries with
+    float_mantissa_bits, fits) so `frontier.plot` draws it; fixed point and the common formats
+    are left out (`bf16` passes exactly when M <= 7: bf16 is e8m7).
+    """
+    from arith_precision import tasks
+    from constructions import build, frontier, inputs, run
+
+    entries, guess, prev_n = [], first_guess, None
+    for n in ns:
+        if prev_n is not None:  # about one more bit per doubling of n (what the theory predicts)
+            guess += max(0, round(math.log2(n / prev_n)))
+        start = time.time()
+        spec = tasks.TaskSpec(n=n, **spec_kwargs)
+        construction = build(spec)
+        operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
+        probes = {}
+
+        def passes(m, construction=construction, operands=operands, probes=probes):
+            if m not in probes:
+                fmt = f"e8m{m}"
+                run.enable_carrier(fmt)
+                probes[m] = run.check(construction, operands, fmt, accumulation, batch_size,
+                                      stop_at_first_failure=True)["failures"] == 0
+            return probes[m]
+
+        m = min(max(guess, 1), MAX_MANTISSA)
+        if passes(m):
+            while m > 1 and passes(m - 1):
+                m -= 1
+        else:
+            while m < MAX_MANTISSA and not passes(m + 1):
+                m += 1
+            m = m + 1 if m < MAX_MANTISSA else None
+        if m is not None:
+            guess, prev_n = m, n
+        entries.append({"n": n, "checked": len(operands), "families": families,
+                        "d_model": construction.d_model, "float_mantissa_bits": {accumulation: m},
+                        "probes": {str(k): v for k, v in sorted(probes.items())},
+                        "bf16_exact": m is not None and m <= BF16_MANTISSA,
+                        "seconds": round(time.time() - start, 1)})
+        progress(f"[frontier]   {_label(spec_kwargs)} n={n}: {m} mantissa bits "
+                 f"({len(operands)} inputs, {len(probes)} probes, {time.time() - start:.0f}s)")
+    fits = {accumulation: frontier.fit_line(list(ns), [e["float_mantissa_bits"][accumulation]
+                                                       for e in entries])}
+    return {"label": _label(spec_kwargs), "spec": spec_kwargs, "ns": list(ns),
+            "accumulations": [accumulation], "exponent_bits": 8, "entries": entries,
+            "fits": fits, "lean": True}
+
+
+def _frontier_key(s: Settings, spec_kwargs: dict, ns) -> dict:
+    return {"spec": spec_kwargs, "ns": list(ns), "full": s.frontier_full,
+            "accumulations": list(s.frontier_accumulations), "random": s.frontier_random}
+
+
+def _frontier_path(workdir: str, spec_kwargs: dict) -> str:
+    slug = _label(spec_kwargs).replace(" ", "_").replace("=", "")
+    return os.path.join(workdir, "frontier", f"{slug}.json")
+
+
+def _read_frontier(path: str, key: dict) -> dict | None:
+    """The cached result at `path` if it was computed with settings `key`."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        cached = json.load(f)
+    return cached["result"] if cached.get("settings") == key else None
+
+
+def run_frontiers(workdir: str, s: Settings, log: Callable[[str], None]) -> list[dict]:
+    """Compute (or reuse the cached) frontier of every task; write frontier.{md,png}."""
+    from constructions import frontier
+
+    out_dir = os.path.join(workdir, "frontier")
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for spec_kwargs, ns in s.frontiers:
+        key, path = _frontier_key(s, spec_kwargs, ns), _frontier_path(workdir, spec_kwargs)
+        cached = _read_frontier(path, key)
+        if cached is not None:
+            log(f"[frontier] {_label(spec_kwargs)}: reusing {path}")
+            results.append(dict(cached, reused=True))
+            continue
+        start = time.time()
+        log(f"[frontier] {_label(spec_kwargs)} n={list(ns)}")
+        if s.frontier_full:
+            result = frontier.run_frontier(spec_kwargs, list(ns), s.frontier_accumulations,
+                                           s.frontier_random, 0, 512, log)
+        else:
+            result = lean_frontier(spec_kwargs, ns, s.frontier_accumulations[0],
+                                   s.frontier_random, progress=log)
+        result["seconds"] = round(time.time() - start, 1)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"settings": key, "result": result}, f, indent=1)
+        os.replace(tmp, path)
+        results.append(result)
+    frontier.plot(results, os.path.join(out_dir, "frontier.png"))
+    with open(os.path.join(out_dir, "frontier.md"), "w") as f:
+        f.write(frontier_markdown(results) + "\n")
+    return results
+
+
+def frontier_markdown(results: Sequence[dict]) -> str:
+    from constructions import frontier
+
+    lines = []
+    for r in results:
+        if not r.get("lean"):
+            lines.append(frontier.to_markdown(r))
+            continue
+        (acc,) = r["accumulations"]
+        lines += [f"**{r['label']}, accumulation `{acc}`**", "",
+                  "| n | log2 n | mantissa bits (e8mM) | bf16 (e8m7) exact | inputs checked | "
+                  "d_model |", "|---|---|---|---|---|---|"]
+        for e in r["entries"]:
+            m = e["float_mantissa_bits"][acc]
+            lines.append(f"| {e['n']} | {math.log2(e['n']):.2f} | "
+                         f"{m if m is not None else f'> {MAX_MANTISSA}'} | "
+                         f"{'yes' if e['bf16_exact'] else 'no'} | {e['checked']} "
+                         f"({', '.join(f'{k} {v}' for k, v in e['families'].items())}) | "
+                         f"{e['d_model']} |")
+        fit = r["fits"].get(acc)
+        if fit:
+            lines.append(f"\nFitted: mantissa bits ~ {fit[0]:.2f} log2 n + {fit[1]:.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---- phase 2: the training sweep ---------------------------------------------------------------
+
+
+def run_training_sweep(workdir: str, s: Settings, workers: int,
+                       log: Callable[[str], None]) -> dict:
+    from experiments import sweep_lib
+
+    return sweep_lib.run_sweep(s.sweep(), os.path.join(workdir, "sweep"), workers=workers,
+                               log=log)
+
+
+def sweep_results(workdir: str) -> list[dict]:
+    """The sweep's grouped results (one per task, base, n, precision, ...), [] if none."""
+    from experiments import sweep_lib
+
+    sweep_dir = os.path.join(workdir, "sweep")
+    if not os.path.isdir(sweep_dir):
+        return []
+    return sweep_lib.group(sweep_lib.collect(sweep_dir))
+
+
+def precision_pairs(results: Sequence[dict]) -> list[dict]:
+    """fp32 and bf16 exact match side by side per (task, base, k, l, layers, n)."""
+    by = collections.defaultdict(dict)
+    for r in results:
+        if r["accumulation"] != "once" or r["precision"] not in ("fp32", "bf16"):
+            continue
+        key = (r["task"], r["base"], r["k"], r["l"], r["layers"], r["n"])
+        by[key][r["precision"]] = r
+    out = []
+    for key, d in by.items():
+        task, base, k, l, layers, n = key
+        fp32 = d.get("fp32", {}).get("exact_match_mean")
+        bf16 = d.get("bf16", {}).get("exact_match_mean")
+        out.append(dict(task=task, base=base, k=k, l=l, layers=layers, n=n, fp32=fp32, bf16=bf16,
+                        seeds=max(d.get(p, {}).get("num_completed", 0) for p in ("fp32", "bf16")),
+                        gap=None if fp32 is None or bf16 is None else fp32 - bf16))
+    order = ("add", "iter_add", "mul")
+    return sorted(out, key=lambda r: (order.index(r["task"]), r["base"], r["k"], r["layers"],
+                                      r["n"]))
+
+
+# ---- phase 3: the quantization study -----------------------------------------------------------
+
+
+def run_quant(workdir: str, s: Settings, log: Callable[[str], None]) -> dict | None:
+    from experiments import quant_study
+
+    runs = quant_study.sweep_runs(os.path.join(workdir, "sweep"), tasks=s.quant_tasks)
+    if not runs:
+        log("[quant] no completed fp32 sweep cell to quantize: skipped (run the sweep phase)")
+        return None
+    finetune = []
+    for name, cell_dir in runs.items():
+        with open(os.path.join(cell_dir, "cell.json")) as f:
+            if json.load(f)["coords"]["task"] in s.quant_finetune_tasks:
+                finetune.append(name)
+    return quant_study.run_quant_study(os.path.join(workdir, "quant"), base_runs=runs,
+                                       finetune_runs=finetune, progress=log, **s.quant)
+
+
+def quant_rows(workdir: str) -> list[dict]:
+    import csv
+
+    path = os.path.join(workdir, "quant", "quant_results.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("base", "k", "n", "finetune_steps"):
+            r[key] = int(r[key]) if r[key] not in ("", None) else r[key]
+        for key in ("exact_match", "digit_accuracy", "bits_per_weight"):
+            r[key] = float(r[key]) if r[key] not in ("", None) else None
+    return rows
+
+
+# ---- phase 4: the report -----------------------------------------------------------------------
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _task_name(task: str, base, k=None) -> str:
+    name = {"add": "ADD", "iter_add": f"IterADD (k={k})" if k else "IterADD", "mul": "MUL"}[task]
+    return f"{name} base {base}"
+
+
+def _pair_name(p: dict) -> str:
+    return _task_name(p["task"], p["base"], p["k"] if p["task"] == "iter_add" else None)
+
+
+def frontier_claim(results: Sequence[dict]) -> tuple[str, str]:
+    """(verdict, paragraph) for 'the bits a construction needs grow like log n'."""
+    if not results:
+        return "not run", "The frontier phase has not run."
+    parts, grew, flat, bf16_fails = [], 0, 0, []
+    for r in results:
+        acc = r["accumulations"][0]
+        pts = [(e["n"], e["float_mantissa_bits"][acc]) for e in r["entries"]]
+        known = [(n, m) for n, m in pts if m is not None]
+        fit = r["fits"].get(acc)
+        text = ", ".join(f"{m if m is not None else f'>{MAX_MANTISSA}'} at n={n}" for n, m in pts)
+        slope = f"; fitted {fit[0]:.2f} bits per doubling of n" if fit else ""
+        if len(known) >= 2 and known[-1][1] > known[0][1] and all(
+                b[1] >= a[1] for a, b in zip(known, known[1:], strict=False)):
+            grew += 1
+        elif len(known) >= 2:
+            flat += 1
+        failing = [n for n, m in pts if m is None or m > BF16_MANTISSA]
+        if failing:
+            bf16_fails.append(f"{r['label']} from n={min(failing)}")
+        parts.append(f"{r['label']} (accumulation `{acc}`): {text}{slope}")
+    verdict = ("shown" if grew == len(results) else "partly shown" if grew else "not shown")
+    para = ("Claim (positive results): with logarithmic precision a constant-size Transformer "
+            "does ADD, IterADD and MUL, so the bits a construction needs grow like log n "
+            "(and any fixed format fails past some n). This run measured the fewest float "
+            "mantissa bits (8 exponent bits) at which each hand-built construction is exact on "
+            "its whole verification set: " + "; ".join(parts) + ". ")
+    if grew == len(results):
+        para += ("In every task the bits grow with n, by about the fitted amount per doubling, "
+                 "i.e. like log n, as the theory says. ")
+    else:
+        para += (f"The bits grew monotonically with n in {grew} of {len(results)} tasks; in "
+                 f"{flat} they did not grow over the n tested (too small a range of n to see "
+                 f"the log n growth there). ")
+    if bf16_fails:
+        para += ("bf16 (e8m7, 7 mantissa bits) is no longer enough for " + ", ".join(bf16_fails)
+                 + ": a fixed format breaks the constructions once n is large enough. ")
+    else:
+        para += "bf16 (e8m7) was still exact at every n tested here. "
+    para += ("This is exactness on the checked inputs (exhaustive for small n, adversarial "
+             "carry chains plus random inputs otherwise), not a proof for all inputs.")
+    return verdict, para
+
+
+def _held_out_inputs(p: dict) -> int:
+    """About how many distinct held-out inputs a task has (1/16 of all inputs are held out)."""
+    from arith_precision.tasks import batches
+
+    operands = p["k"] if p["task"] == "iter_add" else 2
+    return max(1, p["base"] ** (p["n"] * operands) // batches.HOLDOUT_MODULUS)
+
+
+def training_claim(pairs: Sequence[dict], num_examples: int | None = None) -> tuple[str, str]:
+    """(verdict, paragraph) for 'bf16 training hurts IterADD / MUL much more than ADD'.
+
+    "shown" needs what the paper shows: an IterADD / MUL cell where fp32 is near-perfect
+    (>= NEAR_PERFECT) and bf16 is at least 0.3 below it, no IterADD / MUL cell where bf16 beats
+    fp32 by 0.1 or more (that would make a single gap noise), and an ADD control near-perfect in
+    fp32 with bf16 within 0.1 of it. Anything less is "not shown", with the reason and the numbers.
+    """
+    if not pairs:
+        return "not run", "The training sweep has not produced results."
+    lines = [f"{_pair_name(p)} n={p['n']}: fp32 {_f(p['fp32'])}, bf16 {_f(p['bf16'])}"
+             for p in pairs]
+    add = [p for p in pairs if p["task"] == "add" and p["gap"] is not None]
+    hard = [p for p in pairs if p["task"] != "add" and p["gap"] is not None]
+    near = [p for p in hard if p["fp32"] >= NEAR_PERFECT]
+    best = max(near, key=lambda p: p["gap"], default=None)
+    contrary = [p for p in hard if p["gap"] <= -0.1]
+    add_learned = [p for p in add if p["fp32"] >= NEAR_PERFECT]
+    add_ok = bool(add_learned) and all(abs(p["gap"]) <= 0.1 for p in add)
+    seeds = min((p["seeds"] for p in pairs), default=0)
+
+    def cells(ps):
+        return ", ".join(f"{_pair_name(p)} n={p['n']} ({p['gap']:+.3f})" for p in ps)
+
+    para = ("Claim (Figure 2): trained from scratch, fp32 models stay near-perfect on ADD, "
+            "IterADD and MUL, while bf16 training keeps ADD but collapses on IterADD (base 2 "
+            "around 7-10 digits) and MUL (base 2 around 9, base 10 around 3-4 digits). This run, "
+            "exact match on held-out examples: " + "; ".join(lines) + ". ")
+    if best is not None and best["gap"] >= 0.3 and add_ok and not contrary:
+        verdict = "shown"
+        para += (f"Shown: bf16 falls {best['gap']:.3f} behind a near-perfect fp32 on "
+                 f"{_pair_name(best)} n={best['n']}, while ADD stays within 0.1 "
+                 f"({cells(add)}): the paper's contrast. ")
+    else:
+        verdict = "not shown"
+        reasons = []
+        if not near:
+            fp32 = ", ".join(f"{_pair_name(p)} n={p['n']} {_f(p['fp32'])}" for p in hard)
+            reasons.append(
+                f"fp32 itself is not near-perfect (>= {NEAR_PERFECT}) on IterADD / MUL at any "
+                f"n tried ({fp32 or 'none ran'}), so this budget cannot tell whether bf16 is "
+                "what limits the models; the paper trains 100k steps of batch 512, orders of "
+                "magnitude more")
+        elif best["gap"] < 0.3:
+            reasons.append(f"where fp32 is near-perfect on IterADD / MUL, bf16 is close to it "
+                           f"({cells(near)}): no collapse at these n")
+        if contrary:
+            reasons.append(f"bf16 beats fp32 by 0.1 or more on {cells(contrary)}, so gaps of "
+                           "this size are run-to-run noise here")
+        if add and not add_learned:
+            reasons.append("the ADD control is not near-perfect in fp32 either ("
+                           + ", ".join(f"n={p['n']} {_f(p['fp32'])}" for p in add) + ")")
+        if any(abs(p["gap"]) > 0.1 for p in add):
+            reasons.append(f"the ADD control differs by more than 0.1 ({cells(add)})")
+        if not add:
+            reasons.append("no ADD control cell completed")
+        para += "Not shown: " + "; ".join(reasons) + ". "
+        big = [p for p in hard if p["gap"] >= 0.2 and p not in near]
+        if big:
+            para += (f"(bf16 is 0.2 or more behind on {cells(big)}, but fp32 is not "
+                     "near-perfect there either.) ")
+    small = [p for p in pairs if num_examples and _held_out_inputs(p) < num_examples]
+    if small:
+        para += ("Note: " + ", ".join(f"{_pair_name(p)} n={p['n']} has only ~"
+                                      f"{_held_out_inputs(p)} distinct held-out inputs"
+                                      for p in small)
+                 + f" (the {num_examples} evaluation examples repeat them). ")
+    if seeds <= 1:
+        se = (f" (the binomial standard error alone is up to "
+              f"{0.5 / math.sqrt(num_examples):.3f} at {num_examples} examples)"
+              if num_examples else "")
+        para += ("One seed per cell: differences of about 0.1 are within run-to-run noise"
+                 f"{se}.")
+    return verdict, para
+
+
+def quant_claim(rows: Sequence[dict], qlora_scheme: str = "int4") -> tuple[str, str]:
+    """(verdict, paragraph) for 'int4 / QLoRA lose to fp32 / LoRA, more so at larger n'."""
+    from experiments import quant_study
+
+    if not rows:
+        return "not run", "The quantization study has not run."
+    ptq = collections.defaultdict(dict)
+    for r in rows:
+        if r["stage"] == "ptq":
+            ptq[r["run"]][r["scheme"]] = r
+    per_run = []
+    for name, d in ptq.items():
+        if "fp32" in d and qlora_scheme in d:
+            f, q = d["fp32"]["exact_match"], d[qlora_scheme]["exact_match"]
+            per_run.append((d["fp32"]["task"], int(d["fp32"]["base"]), int(d["fp32"]["n"]),
+                            f, q, name))
+    per_run.sort()
+    learned = [x for x in per_run if x[3] >= LEARNED]
+    text = "; ".join(f"{_task_name(t, b)} n={n}: fp32 {_f(f)}, {qlora_scheme} {_f(q)}"
+                     for t, b, n, f, q, _ in per_run)
+    para = ("Claim (LLM study): int4 weights lose to bf16, and QLoRA (LoRA on a frozen int4 "
+            "base) to LoRA, the gap widening with the number of digits. Post-training "
+            f"quantization of this run's fp32 models ({text}). ")
+    verdicts = []
+    if not learned:
+        para += (f"No fp32 model reached exact match {LEARNED}, so there is little accuracy "
+                 "for quantization to lose: not tested. ")
+        verdicts.append("not tested")
+    else:
+        gaps = [(n, f - q, t) for t, b, n, f, q, _ in learned]
+        worst = max(gaps, key=lambda g: g[1])
+        if worst[1] > 0.05:
+            para += (f"{qlora_scheme} loses up to {worst[1]:.3f} exact match (at {worst[2]} "
+                     f"n={worst[0]}) on the models that learned their task. ")
+            verdicts.append("int4 below fp32")
+        else:
+            para += (f"{qlora_scheme} stays within {worst[1]:+.3f} of fp32 on every model that "
+                     "learned its task: these small models are robust to it. ")
+            verdicts.append("int4 matches fp32")
+        by_task = collections.defaultdict(list)
+        for n, g, t in gaps:
+            by_task[t].append((n, g))
+        for t, pts in by_task.items():
+            if len(pts) >= 2:
+                pts.sort()
+                trend = "widens" if pts[-1][1] > pts[0][1] + 0.02 else "does not widen"
+                para += (f"On {t} the fp32 - {qlora_scheme} gap {trend} with n "
+                         f"({pts[0][1]:+.3f} at n={pts[0][0]}, {pts[-1][1]:+.3f} at "
+                         f"n={pts[-1][0]}). ")
+    comp = quant_study.comparison(rows, qlora_scheme)
+    if comp:
+        steps = comp[0]["steps"]
+        items = "; ".join(f"{c['task']} n={c['n']}: LoRA {_f(c['lora'])}, QLoRA {_f(c['qlora'])}"
+                          f" (before: fp32 {_f(c['fp32'])}, {qlora_scheme} {_f(c['quant'])})"
+                          for c in comp)
+        para += f"After {steps} fine-tuning steps: {items}. "
+        diffs = [c["lora"] - c["qlora"] for c in comp]
+        if max(max(c["lora"], c["qlora"]) for c in comp) < LEARNED:
+            para += (f"Neither arm reached exact match {LEARNED} on any task: the fine-tuning "
+                     "comparison is not informative at this budget. ")
+            verdicts.append("LoRA vs QLoRA not tested")
+        elif max(diffs) > 0.05:
+            para += (f"LoRA ends ahead of QLoRA by up to {max(diffs):.3f}, as in the paper. ")
+            verdicts.append("QLoRA below LoRA")
+        else:
+            para += (f"LoRA and QLoRA end within {max(abs(d) for d in diffs):.3f} of each "
+                     "other: no QLoRA deficit at this size and budget. ")
+            verdicts.append("QLoRA matches LoRA")
+    return ", ".join(verdicts) or "not shown", para
+
+
+def write_report(workdir: str, s: Settings, phase_times: dict, frontiers: Sequence[dict],
+                 command: str) -> str:
+    """Write DIR/REPORT.md from whatever the phases left in DIR; return its path."""
+    from experiments import quant_study
+
+    pairs = precision_pairs(sweep_results(workdir))
+    qrows = quant_rows(workdir)
+    qlora = s.quant.get("qlora_scheme", "int4")
+    claims = [("Bits a construction needs grow like log n", *frontier_claim(frontiers)),
+              ("bf16 training hurts IterADD / MUL, not ADD",
+               *training_claim(pairs, _eval_examples(workdir))),
+              ("int4 / QLoRA lose to fp32 / LoRA", *quant_claim(qrows, qlora))]
+    lines = ["# Reproduction: How Numerical Precision Affects Arithmetical Reasoning of LLMs",
+             "", f"Feng et al. (2024), arXiv 2410.13857. Mode **{s.name}**; command: "
+             f"`{command}`; written {datetime.datetime.now().isoformat(timespec='seconds')} on "
+             f"{platform.node() or 'unknown host'} ({platform.machine()}, "
+             f"{os.cpu_count()} CPUs, {_device()}).", ""]
+    if s.name != "full":
+        lines += [f"The `{s.name}` settings are a small fraction of the paper's (see "
+                  "`experiments/reproduce.py`); each paragraph below says what they can and "
+                  "cannot show, with this run's numbers.", ""]
+    lines += ["| claim | verdict in this run |", "|---|---|"]
+    lines += [f"| {name} | {verdict} |" for name, verdict, _ in claims]
+    lines += ["", "Phase wall times: " + ", ".join(
+        f"{p} {v['seconds']:.0f}s"
+        + (f" (measured when computed; the last run reused it in {v['rerun_seconds']:.0f}s)"
+           if v.get("reused") else "")
+        for p, v in phase_times.items()) + ".", ""]
+
+    lines += ["## 1. Constructions: the precision frontier", "", claims[0][2], ""]
+    if frontiers:
+        lines += ["![precision frontier](frontier/frontier.png)", "",
+                  frontier_markdown(frontiers), ""]
+
+    lines += ["## 2. Training: fp32 vs bf16", "", claims[1][2], ""]
+    if pairs:
+        for img in ("exact_match", "digit_accuracy"):
+            if os.path.exists(os.path.join(workdir, "sweep", f"{img}.png")):
+                lines.append(f"![{img.replace('_', ' ')}](sweep/{img}.png)")
+        lines += ["", "| task | n | layers | fp32 | bf16 | fp32 - bf16 |",
+                  "|---|---|---|---|---|---|"]
+        for p in pairs:
+            gap = "-" if p["gap"] is None else f"{p['gap']:+.3f}"
+            lines.append(f"| {_pair_name(p)} | {p['n']} | {p['layers']} | "
+                         f"{_f(p['fp32'])} | {_f(p['bf16'])} | {gap} |")
+        lines += ["", "Per-cell details (status, digit accuracy, divergences): "
+                  "[sweep/report.md](sweep/report.md), `sweep/cells.csv`, `sweep/results.csv`.",
+                  ""]
+
+    lines += ["## 3. Quantization: int4 / QLoRA vs fp32 / LoRA", "", claims[2][2], ""]
+    if qrows:
+        schemes = ["fp32"] + [x for x in dict.fromkeys(r["scheme"] for r in qrows
+                                                       if r["stage"] == "ptq") if x != "fp32"]
+        lines += [quant_study.report_markdown(qrows, schemes, qlora, image_prefix="quant/"),
+                  "Rows: `quant/quant_results.csv`.", ""]
+    lines += ["## Files", "",
+              "- `frontier/`: one JSON per task (cached; delete to recompute), frontier.md, "
+              "frontier.png",
+              "- `sweep/`: one directory per training run (checkpoints, metrics, summary), "
+              "report.md, results.csv, cells.csv, plots",
+              "- `quant/`: quant_results.csv, quant_report.md, plots, quant_rows.jsonl (cache)",
+              "- `phases.json`: wall time of each phase of the last run", ""]
+    path = os.path.join(workdir, "REPORT.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def _eval_examples(workdir: str) -> int | None:
+    """Held-out examples per evaluation in the sweep (from a finished cell), None if unknown."""
+    sweep_dir = os.path.join(workdir, "sweep")
+    for name in sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []:
+        path = os.path.join(sweep_dir, name, "summary.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                evals = json.load(f).get("eval") or {}
+            for result in evals.values():
+                return int(result["num_examples"])
+    return None
+
+
+def _device() -> str:
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        return f"{jax.device_count()} x {d.device_kind}"
+    except Exception:  # noqa: BLE001 -- a description only
+        return "unknown device"
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+
+def reproduce(workdir: str, mode: str = "quick", *, workers: int | None = None,
+              phases: Sequence[str] = PHASES, settings: Settings | None = None,
+              log: Callable[[str], None] = print, command: str = "") -> dict[str, Any]:
+    """Run the phases of a mode into `workdir`; returns {"report", "phases", "frontiers"}.
+
+    `settings` replaces the mode's (a hook for tests and custom runs). Phases already done are
+    reused: frontier JSONs, finished sweep cells and cached quant rows.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    bad = [p for p in phases if p not in PHASES]
+    if bad or not phases:
+        raise ValueError(f"unknown phase(s) {bad or phases!r}; phases are {PHASES}")
+    s = settings or SETTINGS[mode]()
+    workers = s.workers if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    os.makedirs(workdir, exist_ok=True)
+    start = time.time()
+    times_path = os.path.join(workdir, "phases.json")
+    phase_times = {}
+    if os.path.exists(times_path):
+        with open(times_path) as f:
+            phase_times = json.load(f)
+
+    def timed(name, fn, reused=lambda value: False):
+        """Run a phase; a phase that only reused earlier work keeps the earlier wall time."""
+        t0 = time.time()
+        log(f"[reproduce] phase {name}: start (total elapsed {time.time() - start:.0f}s)")
+        value = fn()
+        seconds = time.time() - t0
+        old = phase_times.get(name)
+        if reused(value) and old and old.get("mode") == s.name:
+            phase_times[name] = dict(old, reused=True, rerun_seconds=round(seconds, 1))
+        else:
+            phase_times[name] = {"seconds": round(seconds, 1), "mode": s.name}
+        with open(times_path, "w") as f:
+            json.dump(phase_times, f, indent=1)
+        log(f"[reproduce] phase {name}: done in {seconds:.0f}s (total elapsed "
+            f"{time.time() - start:.0f}s)")
+        return value
+
+    frontiers = None
+    if "frontier" in phases:
+        frontiers = timed("frontier", lambda: run_frontiers(workdir, s, log),
+                          lambda results: all(r.get("reused") for r in results))
+    if "sweep" in phases:
+        timed("sweep", lambda: run_training_sweep(workdir, s, workers, log),
+              lambda result: result["skipped"] == result["cells"])
+    if "quant" in phases:
+        timed("quant", lambda: run_quant(workdir, s, log),
+              lambda result: result is not None and result["skipped"] == len(result["rows"]))
+    if frontiers is None:
+        frontiers = _cached_frontiers(workdir, s)
+    report = None
+    if "report" in phases:
+        report = timed("report", lambda: write_report(
+            workdir, s, {k: v for k, v in phase_times.items() if k != "report"}, frontiers,
+            command or f"python -m experiments.reproduce --workdir={workdir} --{s.name}"))
+        log(f"[reproduce] report: {report} (total {time.time() - start:.0f}s)")
+    return {"report": report, "phases": phase_times, "frontiers": frontiers}
+
+
+def _cached_frontiers(workdir: str, s: Settings) -> list[dict]:
+    """The frontiers a previous run of these settings left in workdir (none: [])."""
+    out = []
+    for spec_kwargs, ns in s.frontiers:
+        cached = _read_frontier(_frontier_path(workdir, spec_kwargs),
+                                _frontier_key(s, spec_kwargs, ns))
+        if cached is not None:
+            out.append(cached)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workdir", required=True, help="output directory (re-use it to resume)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="the <= 20 min CPU reproduction")
+    mode.add_argument("--smoke", action="store_true", help="tiny everything (plumbing only)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="sweep worker processes (default: 2; full mode: 4)")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma-separated subset of {','.join(PHASES)}")
+    args = ap.parse_args(argv)
+    name = "quick" if args.quick else "smoke" if args.smoke else "full"
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    command = "python -m experiments.reproduce " + " ".join(
+        sys.argv[1:] if argv is None else list(argv))
+    try:
+        if args.workers is not None and args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
+            raise ValueError(f"--workdir={args.workdir!r} exists and is not a directory")
+        start = time.time()
+        reproduce(args.workdir, name, workers=args.workers, phases=phases, command=command)
+        print(f"[reproduce] finished in {time.time() - start:.0f}s", flush=True)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
