@@ -28,6 +28,9 @@ max(n^2 (p-1) products, sum_J 2 floor(max S_J / B) steps, O(B) lookups): O(n^2 p
 d_model + d_ff <= c n^2 (tested: d_model <= 30 n^2, d_ff <= 12 p n^2).
 Precision: exact integer arithmetic on values up to about n^2 p^2 (log precision) and one angle
 match per gather head (about 2 log2(sequence length) + 6 mantissa bits).
+Measured limit: at base 10, n = 16, l = 32 float32 is no longer enough (the floor(S / B) step
+units' pre-activations, ~4 S ~ 6e5, cancel only in the fc2 sum, whose partial sums pass 2^24);
+the construction is exact there on a float64 carrier.
 """
 
 from __future__ import annotations
