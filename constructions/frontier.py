@@ -49,7 +49,9 @@ def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
     from arith_precision import formats
     from constructions import run
 
-    key = (id(construction), len(operands), str(formats.as_format(fmt)), accumulation)
+    # Keyed by the task spec (never by id(): a later construction may reuse a freed id).
+    key = (construction.spec, hash(tuple(map(tuple, operands))), str(formats.as_format(fmt)),
+           accumulation)
     if key not in _CACHE:
         run.enable_carrier(fmt)
         result = run.check(construction, operands, fmt, accumulation, batch_size,

@@ -225,14 +225,7 @@ def lean_frontier(spec_kwargs: dict, ns: Sequence[int], accumulation: str = "onc
                                       stop_at_first_failure=True)["failures"] == 0
             return probes[m]
 
-        m = min(max(guess, 1), MAX_MANTISSA)
-        if passes(m):
-            while m > 1 and passes(m - 1):
-                m -= 1
-        else:
-            while m < MAX_MANTISSA and not passes(m + 1):
-                m += 1
-            m = m + 1 if m < MAX_MANTISSA else None
+        m = frontier._search_from(passes, guess, 1, MAX_MANTISSA)
         if m is not None:
             guess, prev_n = m, n
         entries.append({"n": n, "checked": len(operands), "families": families,

@@ -1,11 +1,13 @@
 """LoRA / QLoRA as implicit arrays: exact start, the low-rank formula, training, frozen base."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_model import CFG, SPEC
+from tiny_model import dense_apply as _dense_apply
+from tiny_model import params as _params
+from tiny_model import tokens as _tokens
 
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import lora, quantized, tasks
@@ -13,23 +15,7 @@ from arith_precision import model as model_lib
 from arith_precision.lora import LoraArray
 from arith_precision.quantized import QuantizedArray
 
-SPEC = tasks.TaskSpec("add", base=10, n=2)
-CFG = model_lib.TransformerConfig(vocab_size=SPEC.vocab_size, max_len=SPEC.sequence_length,
-                                  num_layers=2, d_model=32, num_heads=2, head_dim=8, d_ff=64)
 H, DH, D, F = 2, 8, 32, 64
-
-
-@functools.cache
-def _params():
-    return model_lib.init_params(CFG, jax.random.key(0))
-
-
-def _tokens():
-    return jnp.asarray(tasks.sample_batch(SPEC, data_seed=0, step=0, batch_size=4).tokens[:, :-1])
-
-
-def _dense_apply(params, tokens):
-    return model_lib.Transformer(CFG).apply({"params": params}, tokens)
 
 
 def _random_b(adapters, seed=1):

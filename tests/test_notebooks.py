@@ -14,11 +14,10 @@ import subprocess
 import sys
 import time
 
+import ipykernel  # noqa: F401  (the kernel the notebooks run in; a dev dependency)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COLABS = ROOT / "colabs"

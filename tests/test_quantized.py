@@ -1,6 +1,5 @@
 """Post-training weight quantization as implicit arrays: exactness, errors, schemes, jit, eval."""
 
-import functools
 import re
 
 import flax.linen as nn
@@ -8,33 +7,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_model import CFG, SPEC
+from tiny_model import dense_apply as _dense_apply
+from tiny_model import params as _params
+from tiny_model import tokens as _tokens
 
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
 from arith_precision import quantized, tasks
 from arith_precision.quantized import QuantizedArray
 
-SPEC = tasks.TaskSpec("add", base=10, n=2)
-# head_dim != d_model / num_heads, so the 3-D kernels' matrix views are not square.
-CFG = model_lib.TransformerConfig(vocab_size=SPEC.vocab_size, max_len=SPEC.sequence_length,
-                                  num_layers=2, d_model=32, num_heads=2, head_dim=8, d_ff=64)
 VALID = ["int8", "int4", "int2", "int4_g16", "int8_g32", "int4_g64", "int8_tensor", "nf4",
          "nf4_g64", "nf4_g16", "bf16", "fp16", "e4m3", "e4m3fn", "e5m2", "e2m1fn", "fixed4.8",
          " INT4_G16 "]
 EXACT_SCHEMES = ["int8", "int4", "int4_g16", "int8_tensor", "nf4_g16", "bf16", "e4m3"]
-
-
-@functools.cache
-def _params():
-    return model_lib.init_params(CFG, jax.random.key(0))
-
-
-def _tokens():
-    return jnp.asarray(tasks.sample_batch(SPEC, data_seed=0, step=0, batch_size=4).tokens[:, :-1])
-
-
-def _dense_apply(params, tokens):
-    return model_lib.Transformer(CFG).apply({"params": params}, tokens)
 
 
 # ---- schemes ------------------------------------------------------------------------------------
