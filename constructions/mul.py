@@ -1,4 +1,4 @@
-"""MUL_p(n, l) at logarithmic precision: 6 layers, width O(n^2) (Theorem 5.3 made concrete).
+"""MUL_p(n, l) at logarithmic precision: 7 layers, width O(n^2) (Theorem 5.3 made concrete).
 
 Layout: BOS a * b = s_{l-1} ... s_0 EOS, operands padded to n digits, the answer is the l least
 significant digits of a b, most significant first; E = 2n + 2 is the position of '=' and the
@@ -18,19 +18,26 @@ Layers:
   0 attn  2n heads; head h copies digit h (fixed position, pointer in the query bias): a_u, b_v
   0 mlp   t_{u,m} = [a_u >= m] for m = 1..p-1 (clean steps)
   1 mlp   S_j = sum_{u+v=j} sum_m relu(b_v + (p-1) t_{u,m} - (p-1)) = sum a_u b_v: exact products
-  2 mlp   q_J = floor(S_J / B) (clean steps)
-  3 mlp   g_J = [u_J >= B], pr_J = [u_J = B - 1] with u_J = S_J - B q_J + q_{J-1} (linear)
-  4 mlp   T = u_J + f_{J-1} for the query's own column J (gated by the table's column flag)
-  5 mlp   answer = digit (i mod L) of T mod B (lookups gated by the table's digit flag)
+  2 mlp   h_J = floor(S_J / (K_J B)) (clean steps)            } q_J = floor(S_J / B)
+  3 mlp   e_J = floor((S_J - K_J B h_J) / B) (clean steps)   }     = K_J h_J + e_J
+  4 mlp   g_J = [u_J >= B], pr_J = [u_J = B - 1] with u_J = S_J - B q_J + q_{J-1} (linear)
+  5 mlp   T = u_J + f_{J-1} for the query's own column J (gated by the table's column flag)
+  6 mlp   answer = digit (i mod L) of T mod B (lookups gated by the table's digit flag)
 
-Width: d_model = 4 + 2n + n(p-1) + 5C + L + 2 with C = ceil(l / L) columns: O(n p); d_ff =
-max(n^2 (p-1) products, sum_J 2 floor(max S_J / B) steps, O(B) lookups): O(n^2 p) for fixed p, so
+Why floor(S_J / B) takes two layers (K_J = floor(sqrt(max q_J)) + 1). One layer of steps
+[S_J >= s B], s = 1..max q_J, is exact in real arithmetic, but each step's two units have
+pre-activations ~4 S_J that cancel only in the fc2 sum: the sum of their magnitudes is ~4 q_J S_J,
+which at base 10, n = 16 (S_J ~ 1.4e5, q_J ~ 143) passes 2^24, and float32's blocked reductions
+then round the partial sums (measured: 20 of 625 inputs wrong, batch-shape dependent). Splitting
+the quotient into a coarse digit h_J (~sqrt(q) steps on S_J) and a fine one e_J (~sqrt(q) steps
+on the remainder, which is < K_J B) brings that to ~sqrt(q) S_J, i.e. from ~S^2 / B to
+~S^1.5 / sqrt(B): about 6 bits less at n = 16, base 10.
+
+Width: d_model = 4 + 2n + n(p-1) + 6C + L + 2 with C = ceil(l / L) columns: O(n p); d_ff =
+max(n^2 (p-1) products, O(C sqrt(n^2 p)) quotient steps, O(B) lookups): O(n^2 p) for fixed p, so
 d_model + d_ff <= c n^2 (tested: d_model <= 30 n^2, d_ff <= 12 p n^2).
 Precision: exact integer arithmetic on values up to about n^2 p^2 (log precision) and one angle
 match per gather head (about 2 log2(sequence length) + 6 mantissa bits).
-Measured limit: at base 10, n = 16, l = 32 float32 is no longer enough (the floor(S / B) step
-units' pre-activations, ~4 S ~ 6e5, cancel only in the fc2 sum, whose partial sums pass 2^24);
-the construction is exact there on a float64 carrier.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from constructions.builder import ParamBuilder
 from constructions.construction import Construction
 from constructions.residual import Residual
 
-NUM_LAYERS = 6
+NUM_LAYERS = 7
 HEAD_DIM = 4
 LOGIT_SCALE = 8.0
 
@@ -68,7 +75,10 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
     ndig = group * ncol  # column sums S_0 .. S_{ndig-1} (zero beyond 2n - 2)
     max_s = [(p - 1) ** 2 * len(_pairs(j, n)) for j in range(ndig)]
     max_col = [sum(p ** m * max_s[group * J + m] for m in range(group)) for J in range(ncol)]
-    q_steps = [mx // base for mx in max_col]
+    q_steps = [mx // base for mx in max_col]  # largest q_J = floor(S_J / B)
+    coarse = [math.isqrt(q) + 1 for q in q_steps]  # K_J = floor(sqrt(max q_J)) + 1
+    h_steps = [mx // (k * base) for mx, k in zip(max_col, coarse, strict=True)]
+    e_steps = [min(k - 1, q) for k, q in zip(coarse, q_steps, strict=True)]
 
     r = Residual()
     r.add("digit", "embed", "value of a digit token (0 for specials)")
@@ -85,16 +95,18 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
     for j in range(ndig):
         r.add(f"S{j}", "layer_1/mlp", f"column sum sum_(u+v={j}) a_u b_v")
     for J in range(ncol):
-        r.add(f"q{J}", "layer_2/mlp", f"floor(S_J / B) of column {J}")
+        r.add(f"h{J}", "layer_2/mlp", f"floor(S_J / (K B)) of column {J}, K = {coarse[J]}")
     for J in range(ncol):
-        r.add(f"g{J}", "layer_3/mlp", f"column {J} generates: u_J >= B")
-        r.add(f"pr{J}", "layer_3/mlp", f"column {J} propagates: u_J = B - 1")
+        r.add(f"e{J}", "layer_3/mlp", f"floor((S_J mod K B) / B) of column {J}")
+    for J in range(ncol):
+        r.add(f"g{J}", "layer_4/mlp", f"column {J} generates: u_J >= B")
+        r.add(f"pr{J}", "layer_4/mlp", f"column {J} propagates: u_J = B - 1")
     for J in range(ncol):
         r.add(f"col{J}", "table", f"1 on queries whose digit lies in column {J}")
     for m in range(group):
         r.add(f"qm{m}", "table", f"1 on queries Q(i) with i mod L = {m}")
-    r.add("T", "layer_4/mlp", "u_J + f_{J-1} of the query's column")
-    r.add("answer", "layer_5/mlp", "the answer digit predicted at Q(i)")
+    r.add("T", "layer_5/mlp", "u_J + f_{J-1} of the query's column")
+    r.add("answer", "layer_6/mlp", "the answer digit predicted at Q(i)")
 
     # Unit counts (exact), so d_ff is as small as the construction allows.
     prod_units = sum(len(_pairs(j, n)) for j in range(ndig)) * (p - 1)
@@ -102,7 +114,8 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
     digit_units = sum(2 * sum(1 for t in range(1, 2 * base)
                               if _digit(t, m, p, base) != _digit(t - 1, m, p, base))
                       for m in range(group))
-    d_ff = max(2 * n * (p - 1), prod_units, 2 * sum(q_steps), 6 * ncol, lookahead_units,
+    d_ff = max(2 * n * (p - 1), prod_units, 2 * sum(h_steps), 2 * sum(e_steps), 6 * ncol,
+               lookahead_units,
                digit_units, 1)
     max_len = spec.sequence_length
     config = model_lib.TransformerConfig(
@@ -144,32 +157,38 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
     def col_sum(J: int) -> dict[str, float]:
         return {f"S{group * J + m}": float(p ** m) for m in range(group)}
 
-    # ---- layer 2: q_J = floor(S_J / B) ----------------------------------------------------------
+    # ---- layers 2-3: q_J = floor(S_J / B) = K_J h_J + e_J (coarse, then fine) -----------------
     for J in range(ncol):
-        for s in range(1, q_steps[J] + 1):
-            blocks.step(b, 2, col_sum(J), s * base, {f"q{J}": 1.0})
+        for s in range(1, h_steps[J] + 1):
+            blocks.step(b, 2, col_sum(J), s * coarse[J] * base, {f"h{J}": 1.0})
+        rest = {**col_sum(J), f"h{J}": -float(coarse[J] * base)}  # S_J mod K_J B, in [0, K_J B)
+        for s in range(1, e_steps[J] + 1):
+            blocks.step(b, 3, rest, s * base, {f"e{J}": 1.0})
+
+    def q_of(J: int, w: float) -> dict[str, float]:  # w q_J = w (K_J h_J + e_J)
+        return {f"h{J}": w * coarse[J], f"e{J}": w}
 
     def u_of(J: int) -> dict[str, float]:  # u_J = S_J - B q_J + q_{J-1}
-        u = {**col_sum(J), f"q{J}": -float(base)}
+        u = {**col_sum(J), **q_of(J, -float(base))}
         if J > 0:
-            u[f"q{J - 1}"] = 1.0
+            u.update(q_of(J - 1, 1.0))
         return u
 
-    # ---- layer 3: generate / propagate ----------------------------------------------------------
+    # ---- layer 4: generate / propagate ----------------------------------------------------------
     for J in range(1, ncol):
-        blocks.step(b, 3, u_of(J), base, {f"g{J}": 1.0})
-        blocks.equals(b, 3, u_of(J), base - 1, {f"pr{J}": 1.0})
+        blocks.step(b, 4, u_of(J), base, {f"g{J}": 1.0})
+        blocks.equals(b, 4, u_of(J), base - 1, {f"pr{J}": 1.0})
 
-    # ---- layer 4: T = u_J + f_{J-1} for the query's column (carry lookahead) --------------------
+    # ---- layer 5: T = u_J + f_{J-1} for the query's column (carry lookahead) --------------------
     for J in range(ncol):
-        blocks.gated_identity(b, 4, u_of(J), f"col{J}", big, {"T": 1.0})
+        blocks.gated_identity(b, 5, u_of(J), f"col{J}", big, {"T": 1.0})
         for src in range(1, J):  # f_{J-1} = 1 iff src generates and (src, J-1] all propagate
             terms = {f"g{src}": 1.0, **{f"pr{x}": 1.0 for x in range(src + 1, J)}}
-            blocks.step(b, 4, terms, J - src, {"T": 1.0}, gate=f"col{J}", big=big)
+            blocks.step(b, 5, terms, J - src, {"T": 1.0}, gate=f"col{J}", big=big)
 
-    # ---- layer 5: the query's digit of T mod B --------------------------------------------------
+    # ---- layer 6: the query's digit of T mod B --------------------------------------------------
     for m in range(group):
-        blocks.lookup(b, 5, {"T": 1.0}, {t: _digit(t, m, p, base) for t in range(2 * base)},
+        blocks.lookup(b, 6, {"T": 1.0}, {t: _digit(t, m, p, base) for t in range(2 * base)},
                       "answer", gate=f"qm{m}", big=big)
 
     blocks.digit_readout(b, spec, "answer", LOGIT_SCALE)
