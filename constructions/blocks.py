@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+from arith_precision import tasks
 from constructions.builder import Head, ParamBuilder
 
 # Score margins (in nats) that make a softmax "hard": a wrong key gets weight <= e^-GAP relative
@@ -192,13 +193,37 @@ def lookup(b: ParamBuilder, layer: int, x: dict[str, float], table: dict[int, fl
 # ---- readout -----------------------------------------------------------------------------------
 
 
+def column_group(k: int, base: int) -> int:
+    """L, the digits per column of the ADD / IterADD construction: 1 if k <= base, else
+    ceil(log_base k), so that k <= base^L (every carry fits below one column)."""
+    return 1 if k <= base else tasks.ceil_log(k, base)
+
+
 def check_spec(spec, task_names: tuple[str, ...]) -> None:
-    """The constructions use the one-digit tokenizer and most-significant-first answers."""
+    """Most-significant-first answers; the tokenizer T_c where the token layouts agree.
+
+    Under T_c every token is one base-P digit, P = p^c (a number is written as its base-P digits,
+    `tasks.to_tokens`), so the constructions work on tokens: they are built for base P and
+    n' = ceil(n / c) operand tokens, reading `spec.token_base` and `spec.operand_tokens`. That
+    construction writes the right tokens exactly when the task's answer has the width, and the
+    modulus, of the base-P task: for ADD / IterADD ceil(W / c) = n' + L(k, P) answer tokens (e.g.
+    ADD: c divides n; otherwise the base-P answer has one more, always-zero, token), for MUL c
+    divides l (the answer is the product mod p^l = P^(l / c)). Other layouts raise ValueError.
+    """
     if spec.task not in task_names:
         raise ValueError(f"this construction builds {task_names}, not {spec.task!r}")
-    if spec.chunk != 1:
-        raise ValueError(f"the constructions need the one-digit tokenizer (chunk=1), got "
-                         f"chunk={spec.chunk}")
+    c, big_p, n_tok = spec.chunk, spec.token_base, spec.operand_tokens
+    if c > 1 and spec.task == "mul" and spec.answer_digits % c:
+        raise ValueError(f"MUL with the tokenizer T_c needs c to divide l (the construction "
+                         f"answers mod p^(c ceil(l / c))): got l={spec.answer_digits}, chunk={c}")
+    if c > 1 and spec.task != "mul":
+        group = column_group(spec.num_operands, big_p)
+        if spec.answer_tokens != n_tok + group:
+            raise ValueError(
+                f"{spec.task} with the tokenizer T_c needs ceil(W / c) = n' + L answer tokens "
+                f"(W = {spec.answer_digits} answer digits, n' = ceil(n / c) = {n_tok}, L = "
+                f"{group}): got {spec.answer_tokens} for n={spec.n}, chunk={c} (for ADD, "
+                f"choose c dividing n)")
     if spec.reverse_answer:
         raise ValueError("the constructions generate the answer most significant digit first; "
                          "reverse_answer=True is not supported")
@@ -210,7 +235,7 @@ def digit_readout(b: ParamBuilder, spec, name: str, scale: float = 8.0) -> None:
     logit_d = A (x^2 - (x - d)^2): the argmax is the digit nearest to x, with a margin of at least
     A (1 - 2 |x - round(x)|) over the runner-up. All weights are small integers times A.
     """
-    p = spec.base
+    p = spec.token_base  # digit tokens 0 .. p^c - 1
     for d in range(p):
         b.unembed(name, d, scale * 2 * d)
         b.unembed_bias(d, -scale * d * d)

@@ -1,6 +1,7 @@
 """ADD_p(n) and IterADD_p(n, k) at logarithmic precision: 5 layers, width independent of n.
 
-Layout (tasks' tokenizer, c = 1): BOS a_1 + ... + a_k = s_{W-1} ... s_0, operands padded to n
+Layout (one digit per token; under T_c read "digit" as "token", a base-p^c digit, and n as
+ceil(n / c): see blocks.check_spec): BOS a_1 + ... + a_k = s_{W-1} ... s_0, operands padded to n
 digits, the answer to W = n + ceil(log_p k) digits, most significant first. E = k (n + 1) is the
 position of '='; the digit of significance j of the LAST operand sits at E - 1 - j, and the answer
 digit of significance i is predicted at Q(i) = E + W - 1 - i.
@@ -105,10 +106,11 @@ def _residual(group: int) -> Residual:
 
 
 def build_column_add(spec: tasks.TaskSpec) -> Construction:
-    """The ADD / IterADD construction for `spec` (task add or iter_add, chunk 1, k <= base)."""
+    """The ADD / IterADD construction for `spec` (any base and k; T_c as in blocks.check_spec)."""
     blocks.check_spec(spec, ("add", "iter_add"))
-    p, n, k = spec.base, spec.n, spec.num_operands
-    group = 1 if k <= p else tasks.ceil_log(k, p)  # L digits per column, base B = p^L >= k
+    # Token level: p = p^c digit values per token, n = operand tokens (p, n when chunk = 1).
+    p, n, k = spec.token_base, spec.operand_tokens, spec.num_operands
+    group = blocks.column_group(k, p)  # L digits per column, base B = p^L >= k
     base = p ** group
     width = spec.answer_tokens
     assert width == n + group, (spec, width)

@@ -1,7 +1,7 @@
 """The precision frontier: the fewest bits for which a construction is still exact, against n.
 
     python -m constructions.frontier --task=add --base=10 --n=2,4,8,16,32,64 [--k=K] [--l=L]
-        [--accumulation=once,sequential] [--random=200] [--out=DIR] [--json]
+        [--chunk=C] [--accumulation=once,sequential] [--random=200] [--out=DIR] [--json]
 
 For each n and accumulation mode it finds, by binary search, the fewest mantissa bits M such
 that the verifier passes on its full input set (exhaustive or adversarial + `--random` random
@@ -34,6 +34,7 @@ import numpy as np
 from arith_precision import model as model_lib
 from arith_precision import tasks
 from arith_precision.simulate.policy import ACCUMULATIONS
+from constructions import blocks
 
 EXPONENT_BITS = 8
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
@@ -255,6 +256,8 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
         label += f" k={spec_kwargs['k']}"
     if spec_kwargs["task"] == "mul" and spec_kwargs.get("l"):
         label += f" l={spec_kwargs['l']}"
+    if spec_kwargs.get("chunk", 1) > 1:
+        label += f" c={spec_kwargs['chunk']}"
     fits = {acc: fit_line(ns, [e["float_mantissa_bits"][acc] for e in entries])
             for acc in accumulations}
     return {"label": label, "spec": spec_kwargs, "ns": ns, "accumulations": list(accumulations),
@@ -298,6 +301,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", required=True, help="comma-separated list, e.g. 2,4,8,16")
     ap.add_argument("--k", type=int, default=None)
     ap.add_argument("--l", type=int, default=None)
+    ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--accumulation", default="once,sequential")
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -317,8 +321,10 @@ def main(argv=None) -> int:
         kwargs = {"task": args.task, "base": args.base,
                   "k": (args.k or 3) if args.task == "iter_add" else 2,
                   "l": args.l if args.task == "mul" else None}
-        for n in ns:  # validate every size before the (long) search
-            tasks.TaskSpec(n=n, **kwargs)
+        if args.chunk != 1:
+            kwargs["chunk"] = args.chunk
+        for n in ns:  # validate every size (and its T_c layout) before the (long) search
+            blocks.check_spec(tasks.TaskSpec(n=n, **kwargs), (args.task,))
         if args.k is not None and args.task != "iter_add":
             raise ValueError(f"--k={args.k} only applies to --task=iter_add")
         if args.l is not None and args.task != "mul":

@@ -33,8 +33,21 @@ def _digits_value(digits_msb_first: list[int], p: int) -> int:
 
 
 def adversarial(spec: tasks.TaskSpec) -> list[list[int]]:
-    """Inputs that stress carries: long chains, chains that stop early, maximal column sums."""
-    p, n, k = spec.base, spec.n, spec.num_operands
+    """Inputs that stress carries: long chains, chains that stop early, maximal column sums.
+
+    The families are built on base-p digits and, under the tokenizer T_c (chunk c > 1), also on
+    the base-p^c digits the tokens are (those in range [0, p^n)), so that carry chains through
+    whole tokens are covered as well as chains through digits.
+    """
+    out = _adversarial(spec.task, spec.base, spec.n, spec.num_operands)
+    if spec.chunk > 1:
+        limit = spec.base ** spec.n
+        out += [ops for ops in _adversarial(spec.task, spec.token_base, spec.operand_tokens,
+                                            spec.num_operands) if max(ops) < limit]
+    return out
+
+
+def _adversarial(task: str, p: int, n: int, k: int) -> list[list[int]]:
     top = p ** n - 1
     out: list[list[int]] = []
 
@@ -43,7 +56,7 @@ def adversarial(spec: tasks.TaskSpec) -> list[list[int]]:
 
     add([0] * k)
     add([top] * k)  # all digits p-1: maximal column sums (and (p^n - 1)^2 for MUL)
-    if spec.task == "mul":
+    if task == "mul":
         for m in range(1, n + 1):
             add([top, p ** m - 1])  # long carry chains in the product
             add([p ** m - 1, top])

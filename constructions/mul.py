@@ -1,10 +1,11 @@
 """MUL_p(n, l) at logarithmic precision: 7 layers, width O(n^2) (Theorem 5.3 made concrete).
 
-Layout: BOS a * b = s_{l-1} ... s_0 EOS, operands padded to n digits, the answer is the l least
-significant digits of a b, most significant first; E = 2n + 2 is the position of '=' and the
-answer digit of significance i is predicted at Q(i) = E + l - 1 - i. Every query computes the
-whole product in its own residual stream (so the construction needs no causal bookkeeping), then
-reads out its own digit.
+Layout (one digit per token; under T_c read "digit" as "token", a base-p^c digit, with n and l
+divided by c: see blocks.check_spec): BOS a * b = s_{l-1} ... s_0 EOS, operands padded to n
+digits, the answer is the l least significant digits of a b, most significant first;
+E = 2n + 2 is the position of '=' and the answer digit of significance i is predicted at
+Q(i) = E + l - 1 - i. Every query computes the whole product in its own residual stream (so
+the construction needs no causal bookkeeping), then reads out its own digit.
 
 Arithmetic. Column sums S_j = sum_{u+v=j} a_u b_v (j < L C). Columns are grouped L digits at a
 time into base B = p^L with B >= n (p - 1), so that every carry is < B; with S_J = sum_m p^m
@@ -66,7 +67,8 @@ def _pairs(j: int, n: int) -> list[tuple[int, int]]:
 
 def build_mul(spec: tasks.TaskSpec) -> Construction:
     blocks.check_spec(spec, ("mul",))
-    p, n, l = spec.base, spec.n, spec.answer_digits
+    # Token level: p = p^c, n = operand tokens, l = answer tokens (p, n, l when chunk = 1).
+    p, n, l = spec.token_base, spec.operand_tokens, spec.answer_tokens
     group = 1
     while p ** group < n * (p - 1):
         group += 1

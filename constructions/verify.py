@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--k", type=int, default=None, help="operands (iter_add)")
     ap.add_argument("--l", type=int, default=None, help="answer digits (mul; default 2n)")
+    ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
@@ -72,7 +73,7 @@ def spec_from_args(args) -> tasks.TaskSpec:
         raise ValueError(f"--l={args.l} only applies to --task=mul")
     return tasks.TaskSpec(args.task, base=args.base, n=args.n,
                           k=(3 if args.k is None else args.k) if args.task == "iter_add" else 2,
-                          l=args.l)
+                          l=args.l, chunk=args.chunk)
 
 
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
@@ -87,7 +88,7 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
     run.enable_carrier(fmt)
     start = time.time()
     result = run.check(construction, operands, fmt, accumulation, batch_size)
-    result.update(task=spec.task, base=spec.base, n=spec.n, k=spec.num_operands,
+    result.update(task=spec.task, base=spec.base, n=spec.n, chunk=spec.chunk, k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
                   format=str(formats.as_format(fmt)), accumulation=accumulation,
                   families=families, d_model=construction.d_model,

@@ -226,6 +226,10 @@ def test_frontier_cli_rejects_bad_sizes():
     proc = subprocess.run([sys.executable, "-m", "constructions.frontier", "--task=add",
                            "--base=10", "--n=4,0"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "n" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "constructions.frontier", "--task=add",
+                           "--base=10", "--n=4,3", "--chunk=2"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "chunk=2" in proc.stderr
 
 
 def test_frontier_searches_find_the_threshold():
@@ -268,3 +272,39 @@ def test_frontier_merge_combines_runs(tmp_path):
     assert "2.00 log2 n + 3.00" in md
     assert "| bf16 | 4 (fails from n=8) |" in md
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 1000
+
+
+# ---- the tokenizer T_c: c digits per token ------------------------------------------------------
+@pytest.mark.parametrize("task,base,n,k,l,chunk", [
+    ("add", 2, 4, 2, None, 2), ("add", 10, 4, 2, None, 2), ("add", 2, 12, 2, None, 3),
+    ("iter_add", 2, 6, 3, None, 2), ("iter_add", 3, 4, 5, None, 2),
+    ("mul", 2, 4, 2, None, 2), ("mul", 2, 6, 2, 4, 2), ("mul", 3, 3, 2, 6, 3)])
+def test_chunked_tokenizer_exact(task, base, n, k, l, chunk):
+    spec = tasks.TaskSpec(task, base=base, n=n, k=k, l=l, chunk=chunk)
+    result = verify_lib.verify(spec, "fp32", "once", num_random=200)
+    assert result["chunk"] == chunk and result["checked"] >= 200
+    assert result["exact_match"] == 1.0, result["first_failure_detail"]
+
+
+def test_chunked_adversarial_covers_token_carries():
+    # Under T_c the families are also built on base-p^c digits (the tokens). All stay in [0, p^n).
+    spec = tasks.TaskSpec("add", base=10, n=4, chunk=2)
+    adv = {tuple(ops) for ops in inputs.adversarial(spec)}
+    digit_level = {tuple(ops) for ops in inputs.adversarial(tasks.TaskSpec("add", base=10, n=4))}
+    assert digit_level < adv  # strictly more
+    assert (99, 9901) in adv  # 00|99 + 99|01: token 0 generates (100), token 1 propagates (99)
+    assert all(0 <= x < 10 ** 4 for ops in adv for x in ops)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(task="add", base=10, n=3, chunk=2), "choose c dividing n"),
+    (dict(task="mul", base=2, n=4, l=3, chunk=2), "c to divide l")])
+def test_chunked_tokenizer_unsupported_layouts_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build(tasks.TaskSpec(**kwargs))
+
+
+def test_verify_cli_chunk():
+    proc = _cli("--task=add", "--base=10", "--n=4", "--chunk=2", "--random=50", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["chunk"] == 2
