@@ -9,6 +9,7 @@
 
 Modules: residual (named subspaces), builder (writes the parameter tree), blocks (attention and
 MLP building blocks with their math and precision needs), column_add (ADD and IterADD), mul (MUL),
+add_constant (ADD at constant precision, O(n^2) width),
 inputs (exhaustive / adversarial / random inputs), run (simulated decoding, exact checking),
 verify and frontier (CLIs).
 """
@@ -18,10 +19,18 @@ from __future__ import annotations
 from arith_precision import tasks
 from constructions.construction import Construction
 
+VARIANTS = ("log", "constant")
+
 
 def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = None,
-          k: int = 2, l: int | None = None) -> Construction:
-    """The construction for a task (a TaskSpec, or task name with base, n, k, l)."""
+          k: int = 2, l: int | None = None, variant: str = "log") -> Construction:
+    """The construction for a task (a TaskSpec, or task name with base, n, k, l).
+
+    variant "log" (default): constant width, O(log n) bits (ADD, IterADD, MUL). "constant": ADD
+    only, O(n^2) width and a number of bits that does not grow with n (Theorem 4.1).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     if isinstance(task, tasks.TaskSpec):
         spec = task
     else:
@@ -29,6 +38,14 @@ def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = N
             raise ValueError("build(task, base, n, ...) needs base and n")
         spec = tasks.TaskSpec(task, base=base, n=n, k=k if task == "iter_add" else 2,
                               l=l if task == "mul" else None)
+    if variant == "constant":
+        if spec.task != "add":
+            raise ValueError(f"variant='constant' exists for task 'add' only (constant "
+                             f"precision cannot do {spec.task!r}: Theorems 4.2 and 4.3), got "
+                             f"task={spec.task!r}")
+        from constructions.add_constant import build_add_constant
+
+        return build_add_constant(spec)
     if spec.task in ("add", "iter_add"):
         from constructions.column_add import build_column_add
 
@@ -38,4 +55,4 @@ def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = N
     return build_mul(spec)
 
 
-__all__ = ["Construction", "build"]
+__all__ = ["VARIANTS", "Construction", "build"]

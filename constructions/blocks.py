@@ -157,6 +157,44 @@ def equals(b: ParamBuilder, layer: int, x: dict[str, float], value: float,
     step(b, layer, x, value + 1, {name: -w for name, w in out.items()}, gate, big)
 
 
+def int_step(b: ParamBuilder, layer: int, x: dict[str, float], threshold: int,
+             out: dict[str, float], off: str | None = None, big: float = 0.0) -> None:
+    """out += [X >= threshold] for X = sum_i w_i x_i an *exact* integer (two units).
+
+    relu(X - th + 1 - big x_off) - relu(X - th - big x_off): 1 if X >= th, 0 if X <= th - 1, and
+    0 where the coordinate `off` is 1, provided big >= max(X - th + 1). Unlike `step` it does not
+    clean a noisy X (no 4x margin), so it needs only the bits of the integers |X - th| + 1: a
+    constant when X is bounded independently of the input length. The gate is an *off* flag on
+    purpose: where the unit acts, nothing large enters its sum (an on-flag with weight +big and
+    bias -big would need the bits of big + X, since the matmul rounds X + big before the bias is
+    added), and where it is off the sum is negative, which rounding never makes positive.
+    """
+    inputs = dict(x)
+    if off:
+        inputs[off] = inputs.get(off, 0.0) - big
+    bias = -float(threshold)
+    b.relu_unit(layer, inputs, bias + 1.0, dict(out))
+    b.relu_unit(layer, inputs, bias, {name: -w for name, w in out.items()})
+
+
+def onehot_copy_head(b: ParamBuilder, layer: int, flag: str, source: dict[str, float],
+                     dest: str, sharpness: float = 64.0) -> Head:
+    """dest += source at the one position whose table coordinate `flag` is 1 (every query).
+
+    Score sharpness * flag_k (query side a constant): the flagged key scores lambda, every other
+    key 0. With lambda = 64, exp(-lambda) ~ 1.6e-28 underflows to 0 in every format narrower than
+    float32 and is far below half an ulp of 1 in float32 and float64 (for fewer than 1e11 keys),
+    so the softmax weights round to exactly 1 and 0: a copy with no averaging and no 1/n, exact at
+    constant precision. It needs only the exponent range for 2 lambda = 128 (the query weight,
+    times sqrt(head_dim) = 2). The cost is one table coordinate per copied position: O(n) width
+    instead of the O(1) of an angle match, whose O(log n) bits it avoids.
+    """
+    head = b.new_head(layer)
+    head.score_term({}, sharpness, {flag: 1.0})
+    head.value(source, dest)
+    return head
+
+
 def gated_identity(b: ParamBuilder, layer: int, x: dict[str, float], gate: str, big: float,
                    out: dict[str, float], bias: float = 0.0) -> None:
     """out += x_gate * X for X = sum_i w_i x_i + bias >= 0 and a 0/1 gate (one unit).

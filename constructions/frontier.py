@@ -34,7 +34,7 @@ import numpy as np
 from arith_precision import model as model_lib
 from arith_precision import tasks
 from arith_precision.simulate.policy import ACCUMULATIONS
-from constructions import blocks
+from constructions import VARIANTS, blocks
 
 EXPONENT_BITS = 8
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
@@ -50,9 +50,10 @@ def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
     from arith_precision import formats
     from constructions import run
 
-    # Keyed by the task spec (never by id(): a later construction may reuse a freed id).
-    key = (construction.spec, hash(tuple(map(tuple, operands))), str(formats.as_format(fmt)),
-           accumulation)
+    # Keyed by the task spec and the model config (which tells the variants apart), never by
+    # id(): a later construction may reuse a freed id.
+    key = (construction.spec, construction.config, hash(tuple(map(tuple, operands))),
+           str(formats.as_format(fmt)), accumulation)
     if key not in _CACHE:
         run.enable_carrier(fmt)
         result = run.check(construction, operands, fmt, accumulation, batch_size,
@@ -120,7 +121,7 @@ def integer_bits(construction, operands) -> int:
 
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
                  num_random: int = 200, seed: int = 0, batch_size: int = 512,
-                 progress=print, previous: dict | None = None) -> dict:
+                 progress=print, previous: dict | None = None, variant: str = "log") -> dict:
     """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats.
 
     `previous` (the entry of the next smaller n) warm-starts the searches, and a common format
@@ -129,7 +130,7 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
     """
     from constructions import build, inputs
 
-    construction = build(spec)
+    construction = build(spec, variant=variant)
     operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
     entry = {"n": spec.n, "checked": len(operands), "families": families,
              "d_model": construction.d_model, "float_mantissa_bits": {},
@@ -244,13 +245,14 @@ def plot(results: list[dict], path: str) -> None:
 
 
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
-                 batch_size: int = 512, progress=print) -> dict:
+                 batch_size: int = 512, progress=print, variant: str = "log") -> dict:
     ns = sorted(ns)
     entries = []
     for n in ns:
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
-                                    progress, previous=entries[-1] if entries else None))
+                                    progress, previous=entries[-1] if entries else None,
+                                    variant=variant))
     label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
     if spec_kwargs["task"] == "iter_add":
         label += f" k={spec_kwargs['k']}"
@@ -258,10 +260,13 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
         label += f" l={spec_kwargs['l']}"
     if spec_kwargs.get("chunk", 1) > 1:
         label += f" c={spec_kwargs['chunk']}"
+    if variant != "log":
+        label += f" [{variant} precision]"
     fits = {acc: fit_line(ns, [e["float_mantissa_bits"][acc] for e in entries])
             for acc in accumulations}
-    return {"label": label, "spec": spec_kwargs, "ns": ns, "accumulations": list(accumulations),
-            "exponent_bits": EXPONENT_BITS, "entries": entries, "fits": fits}
+    return {"label": label, "spec": spec_kwargs, "variant": variant, "ns": ns,
+            "accumulations": list(accumulations), "exponent_bits": EXPONENT_BITS,
+            "entries": entries, "fits": fits}
 
 
 def merge(directories: list[str], out: str) -> str:
@@ -302,6 +307,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=None)
     ap.add_argument("--l", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
+    ap.add_argument("--variant", default="log", choices=VARIANTS,
+                    help="log (default; all tasks) or constant (ADD at constant precision)")
     ap.add_argument("--accumulation", default="once,sequential")
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -329,11 +336,15 @@ def main(argv=None) -> int:
             raise ValueError(f"--k={args.k} only applies to --task=iter_add")
         if args.l is not None and args.task != "mul":
             raise ValueError(f"--l={args.l} only applies to --task=mul")
+        if args.variant == "constant" and args.task != "add":
+            raise ValueError(f"--variant=constant exists for --task=add only, got "
+                             f"--task={args.task}")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log)
+    result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log,
+                          variant=args.variant)
     markdown = to_markdown(result)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -1,8 +1,8 @@
 """Verify a construction exactly against Python integers, at any format and accumulation.
 
     python -m constructions.verify --task=add|iter_add|mul --base=P --n=N [--k=K] [--l=L]
-        [--format=F] [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json]
-        [--random=1000] [--seed=0]
+        [--chunk=C] [--variant=log|constant] [--format=F] [--random=1000]
+        [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json] [--seed=0]
 
 The built-in input set is exhaustive when there are at most 10^5 inputs, else adversarial
 families (long carry chains, all digits p-1, chains that stop one column early, column sums one
@@ -21,6 +21,7 @@ import time
 
 from arith_precision import formats, tasks
 from arith_precision.simulate.policy import ACCUMULATIONS
+from constructions import VARIANTS
 
 
 def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
@@ -56,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--k", type=int, default=None, help="operands (iter_add)")
     ap.add_argument("--l", type=int, default=None, help="answer digits (mul; default 2n)")
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
+    ap.add_argument("--variant", default="log", choices=VARIANTS,
+                    help="log (default; all tasks) or constant (ADD at constant precision)")
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
@@ -77,18 +80,20 @@ def spec_from_args(args) -> tasks.TaskSpec:
 
 
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
-           num_random: int = 1000, seed: int = 0, batch_size: int = 256) -> dict:
+           num_random: int = 1000, seed: int = 0, batch_size: int = 256,
+           variant: str = "log") -> dict:
     """Build the construction for `spec` and check it; returns the verifier's JSON object."""
     from constructions import build, inputs, run
 
-    construction = build(spec)
+    construction = build(spec, variant=variant)
     families = {"user": len(operands)} if operands is not None else None
     if operands is None:
         operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
     run.enable_carrier(fmt)
     start = time.time()
     result = run.check(construction, operands, fmt, accumulation, batch_size)
-    result.update(task=spec.task, base=spec.base, n=spec.n, chunk=spec.chunk, k=spec.num_operands,
+    result.update(task=spec.task, variant=variant, base=spec.base, n=spec.n, chunk=spec.chunk,
+                  k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
                   format=str(formats.as_format(fmt)), accumulation=accumulation,
                   families=families, d_model=construction.d_model,
@@ -107,7 +112,7 @@ def main(argv=None) -> int:
                              f"{args.batch_size}, {args.random}")
         operands = _read_inputs(args.inputs, spec) if args.inputs else None
         result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
-                        args.batch_size)
+                        args.batch_size, args.variant)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,8 +120,8 @@ def main(argv=None) -> int:
         print(json.dumps(result, default=str))
     else:
         print(f"{spec} format={result['format']} accumulation={args.accumulation}")
-        print(f"construction: {result['num_layers']} layers, d_model={result['d_model']}, "
-              f"d_ff={result['d_ff']}")
+        print(f"construction ({args.variant} precision): {result['num_layers']} layers, "
+              f"d_model={result['d_model']}, d_ff={result['d_ff']}")
         print(f"checked {result['checked']} inputs ({result['families']}): exact match "
               f"{result['exact_match']:.6f} ({result['failures']} failures) in "
               f"{result['seconds']:.1f}s")

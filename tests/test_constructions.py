@@ -308,3 +308,68 @@ def test_verify_cli_chunk():
     proc = _cli("--task=add", "--base=10", "--n=4", "--chunk=2", "--random=50", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["chunk"] == 2
+
+
+# ---- ADD at constant precision (Theorem 4.1): O(n^2) width, bits independent of n ------------
+def _verify_constant(base, n, fmt, accumulation="once", num_random=100):
+    spec = tasks.TaskSpec("add", base=base, n=n)
+    return verify_lib.verify(spec, fmt, accumulation, num_random=num_random, variant="constant")
+
+
+@pytest.mark.parametrize("base,n,fmt,accumulation", [
+    (2, 4, "e8m1", "once"), (2, 4, "e8m1", "sequential"), (10, 2, "e4m3", "once"),
+    (10, 2, "e8m3", "sequential"), (10, 2, "fp32", "once")])
+def test_add_constant_exhaustive_at_fp8(base, n, fmt, accumulation):
+    result = _verify_constant(base, n, fmt, accumulation)
+    assert "exhaustive" in result["families"] and result["variant"] == "constant"
+    assert result["exact_match"] == 1.0, result["first_failure_detail"]
+
+
+@pytest.mark.parametrize("base,n,fmt", [(2, 16, "e8m1"), (10, 16, "e4m3"), (7, 12, "e8m3")])
+def test_add_constant_same_bits_at_larger_n(base, n, fmt):
+    # The bits found exhaustively at n = 2..6 (1 mantissa bit for base 2, 3 for base 10) are
+    # still enough at n = 16 on the adversarial + random set: they do not grow with n.
+    result = _verify_constant(base, n, fmt)
+    assert result["families"]["adversarial"] > 0
+    assert result["exact_match"] == 1.0, result["first_failure_detail"]
+
+
+def test_add_constant_one_bit_fewer_fails():
+    # The bits above are tight: base 10 needs 3 mantissa bits (digit sums up to 2p must be exact).
+    assert _verify_constant(10, 4, "e8m2")["exact_match"] < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,fmt", [(2, "e8m1"), (10, "e4m3")])
+def test_add_constant_n64(base, fmt):
+    result = _verify_constant(base, 64, fmt)
+    assert result["exact_match"] == 1.0, result["first_failure_detail"]
+
+
+def test_add_constant_width():
+    # d_model = 8n + p + 2 (one-hot positions and per-column values); d_ff = O(n^2 + n p).
+    for base in (2, 10):
+        for n in (1, 4, 16, 40):
+            c = build("add", base, n, variant="constant")
+            assert c.d_model == 8 * n + base + 2, (base, n, c.d_model)
+            assert c.config.d_ff <= n * (n + 1) // 2 + 2 * (n + 1) * (base + 1) + 4 * n
+            assert c.config.num_layers == 3 and c.config.num_heads == 2 * n
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(task="mul", base=10, n=2, variant="constant"), "for task 'add' only"),
+    (dict(task="add", base=10, n=2, variant="fixed"), "unknown variant")])
+def test_build_rejects_bad_variants(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build(**kwargs)
+
+
+@pytest.mark.slow  # ~4 minutes: a frontier compiles the simulated decoder once per format
+def test_frontier_of_constant_add_is_flat():
+    from constructions import frontier
+
+    result = frontier.run_frontier({"task": "add", "base": 2, "k": 2, "l": None}, [2, 8],
+                                   ["once"], 20, 0, progress=lambda *a: None,
+                                   variant="constant")
+    assert result["variant"] == "constant" and "[constant precision]" in result["label"]
+    assert [e["float_mantissa_bits"]["once"] for e in result["entries"]] == [1, 1]
