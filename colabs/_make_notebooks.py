@@ -348,6 +348,24 @@ NB02 = header("02_constructions", "Hand-built Transformers that add and multiply
                   f"first failure {r['first_failure']}")
     """),
     md("""
+        ## ADD at constant precision (Theorem 4.1)
+
+        `build("add", p, n, variant="constant")` trades width for bits: every digit is copied to
+        every answer position by hard attention on a one-hot position code (weights exactly 1 and
+        0), and the carry into column i is one ReLU per lower column j, relu(g_j - #non-propagating
+        columns between), so no value in the network grows with n. A fixed 8-bit float (e4m3)
+        is then exact at every n, where the log-precision ADD above needs more bits as n grows.
+    """),
+    code("""
+        # The same e4m3 (3 mantissa bits) at two sizes: constant precision vs the default.
+        for n in ([4] if SMOKE else [4, 16]):
+            spec = tasks.TaskSpec("add", base=10, n=n)
+            for variant in ("constant", "log"):
+                r = verify(spec, "e4m3", num_random=NUM_RANDOM, variant=variant)
+                print(f"n={n:>2} {variant:>8}: d_model {r['d_model']:>3}, d_ff {r['d_ff']:>4}, "
+                      f"e4m3 exact match {r['exact_match']:.3f} on {r['checked']} inputs")
+    """),
+    md("""
         ## The precision frontier
 
         `run_frontier` finds, for each n, the fewest mantissa bits M of `e8mM` (binary search,

@@ -217,7 +217,8 @@ def plot(results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    many = len(results) > 2
+    fig, ax = plt.subplots(figsize=(8.5, 5.2) if many else (6.5, 4.2))
     for result in results:
         ns = [e["n"] for e in result["entries"]]
         for acc, style in zip(result["accumulations"], ("o-", "s--", "^:"), strict=False):
@@ -238,7 +239,7 @@ def plot(results: list[dict], path: str) -> None:
     ax.set_xlabel("log2 n")
     ax.set_ylabel("fewest mantissa bits that stay exact")
     ax.set_title("Precision frontier of the constructions")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=2 if many else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
