@@ -100,8 +100,8 @@ def test_explain_names_the_residual_stream():
 
 
 def test_construction_rejects_what_it_cannot_build():
-    with pytest.raises(ValueError, match="chunk"):
-        build(tasks.TaskSpec("add", base=10, n=4, chunk=2))
+    with pytest.raises(ValueError, match="chunk=2"):  # T_c needs c | n for ADD
+        build(tasks.TaskSpec("add", base=10, n=3, chunk=2))
     with pytest.raises(ValueError, match="reverse_answer"):
         build(tasks.TaskSpec("add", base=10, n=4, reverse_answer=True))
 
