@@ -218,7 +218,7 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     many = len(results) > 2
-    fig, ax = plt.subplots(figsize=(8.5, 5.2) if many else (6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(11, 5.2) if many else (6.5, 4.2))
     for result in results:
         ns = [e["n"] for e in result["entries"]]
         for acc, style in zip(result["accumulations"], ("o-", "s--", "^:"), strict=False):
@@ -232,14 +232,17 @@ def plot(results: list[dict], path: str) -> None:
             if fit:
                 xs = np.linspace(min(x), max(x), 20)
                 ax.plot(xs, fit[0] * xs + fit[1], color=line.get_color(), alpha=0.35, lw=3,
-                        label=f"fit {fit[0]:.2f} log2 n + {fit[1]:.1f}")
+                        label=f"fit {round(fit[0], 2) + 0.0:.2f} log2 n + {fit[1]:.1f}")
     for name, m in (("bf16", 7), ("fp16", 10), ("e4m3/e5m2", 3)):
         ax.axhline(m, color="gray", lw=0.6, ls=":")
         ax.text(ax.get_xlim()[0], m + 0.2, name, fontsize=7, color="gray")
     ax.set_xlabel("log2 n")
     ax.set_ylabel("fewest mantissa bits that stay exact")
     ax.set_title("Precision frontier of the constructions")
-    ax.legend(fontsize=7, ncol=2 if many else 1)
+    if many:  # beside the axes, where it cannot hide a curve
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
