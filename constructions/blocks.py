@@ -228,7 +228,7 @@ def lookup(b: ParamBuilder, layer: int, x: dict[str, float], table: dict[int, fl
         step(b, layer, x, m, {out: delta}, gate, big)  # at m = lo: f(lo) [X >= lo]
 
 
-# ---- readout -----------------------------------------------------------------------------------
+# ---- task layout -------------------------------------------------------------------------------
 
 
 def column_group(k: int, base: int) -> int:
@@ -265,6 +265,9 @@ def check_spec(spec, task_names: tuple[str, ...]) -> None:
     if spec.reverse_answer:
         raise ValueError("the constructions generate the answer most significant digit first; "
                          "reverse_answer=True is not supported")
+
+
+# ---- readout -----------------------------------------------------------------------------------
 
 
 def digit_readout(b: ParamBuilder, spec, name: str, scale: float = 8.0) -> None:
