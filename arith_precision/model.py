@@ -45,6 +45,11 @@ The forward pass (per layer l, pre-LN; with ``norm="none"`` every LN is the iden
 "layer_l/mlp": x_l}`` (each B x L x D, in insertion order) so constructions can read named
 subspaces of the residual stream; ``logits_from_residual`` maps the last one to the logits.
 
+Named regions: the attention scores + softmax (``CausalAttention.attention_scores``), the value
+mixing (``CausalAttention.attention_mixing``) and the residual additions (``Block.residual_add``)
+are methods of their own, so that method interception (``arith_precision.simulate.regions``) can
+give each part of the model its own precision without the model naming any format.
+
 The code uses only ordinary jax ops (no precision machinery, no Python-side conversion of traced
 values), so it runs unchanged under the dtype-simulation wrapper, where every floating primitive
 output is rounded. ``dtype=jnp.bfloat16`` gives native bf16 compute; logits are float32 (float64
@@ -260,13 +265,9 @@ class CausalAttention(nn.Module):
             k_BxMxHxK = k_BxMxHxK.astype(cfg.dtype)
             v_BxMxHxK = v_BxMxHxK.astype(cfg.dtype)
 
-        scores_BxHxLxM = jnp.einsum("blhk,bmhk->bhlm", q_BxLxHxK, k_BxMxHxK)
-        scores_BxHxLxM = scores_BxHxLxM * (1.0 / math.sqrt(dh))
         visible_LxM = k_pos_M[None, :] <= q_pos_L[:, None]
-        mask_value = jnp.finfo(scores_BxHxLxM.dtype).min
-        scores_BxHxLxM = jnp.where(visible_LxM[None, None], scores_BxHxLxM, mask_value)
-        probs_BxHxLxM = jax.nn.softmax(scores_BxHxLxM, axis=-1)
-        ctx_BxLxHxK = jnp.einsum("bhlm,bmhk->blhk", probs_BxHxLxM, v_BxMxHxK)
+        probs_BxHxLxM = self.attention_scores(q_BxLxHxK, k_BxMxHxK, visible_LxM)
+        ctx_BxLxHxK = self.attention_mixing(probs_BxHxLxM, v_BxMxHxK)
         out_BxLxD = nn.DenseGeneral(
             features=cfg.d_model,
             axis=(-2, -1),
@@ -276,6 +277,18 @@ class CausalAttention(nn.Module):
             name="out",
         )(ctx_BxLxHxK)
         return out_BxLxD, new_cache
+
+    def attention_scores(self, q_BxLxHxK: Array, k_BxMxHxK: Array, visible_LxM: Array) -> Array:
+        """A = softmax(q k^T / sqrt(Dh) + mask), B x H x L x M (its own method: a named region)."""
+        scores_BxHxLxM = jnp.einsum("blhk,bmhk->bhlm", q_BxLxHxK, k_BxMxHxK)
+        scores_BxHxLxM = scores_BxHxLxM * (1.0 / math.sqrt(q_BxLxHxK.shape[-1]))
+        mask_value = jnp.finfo(scores_BxHxLxM.dtype).min
+        scores_BxHxLxM = jnp.where(visible_LxM[None, None], scores_BxHxLxM, mask_value)
+        return jax.nn.softmax(scores_BxHxLxM, axis=-1)
+
+    def attention_mixing(self, probs_BxHxLxM: Array, v_BxMxHxK: Array) -> Array:
+        """ctx_h = A_h v_h, B x L x H x Dh (its own method: a named region)."""
+        return jnp.einsum("bhlm,bmhk->blhk", probs_BxHxLxM, v_BxMxHxK)
 
 
 class Mlp(nn.Module):
@@ -313,9 +326,14 @@ class Block(nn.Module):
         attn_BxLxD, new_cache = CausalAttention(self.config, name="attn")(
             self._norm("ln_attn", x_BxLxD), cache=cache, start=start
         )
-        a_BxLxD = x_BxLxD + attn_BxLxD
-        y_BxLxD = a_BxLxD + Mlp(self.config, name="mlp")(self._norm("ln_mlp", a_BxLxD))
+        a_BxLxD = self.residual_add(x_BxLxD, attn_BxLxD)
+        y_BxLxD = self.residual_add(a_BxLxD, Mlp(self.config, name="mlp")(
+            self._norm("ln_mlp", a_BxLxD)))
         return a_BxLxD, y_BxLxD, new_cache
+
+    def residual_add(self, x_BxLxD: Array, update_BxLxD: Array) -> Array:
+        """x + update: the residual stream's addition (its own method: a named region)."""
+        return x_BxLxD + update_BxLxD
 
 
 def _check_span(start: Any, length: int, max_len: int) -> None:

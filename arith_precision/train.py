@@ -41,7 +41,7 @@ from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
 from arith_precision import tasks
 from arith_precision.precision import StepPrecision, step_precision
-from arith_precision.simulate import native_dtype, simulate
+from arith_precision.simulate import native_dtype, regions, simulate
 
 # ---- config -> objects -------------------------------------------------------------------------
 
@@ -120,16 +120,28 @@ def loss_fn(params, tokens_BxT, *, config: model_lib.TransformerConfig, mask_T: 
 def make_train_step(config: model_lib.TransformerConfig, spec: tasks.TaskSpec,
                     tx: optax.GradientTransformation, precision: StepPrecision):
     """`step(state, tokens_BxT) -> (state, metrics)` (not jitted), at the given precision."""
-    grad_fn = jax.value_and_grad(
-        lambda p, t: loss_fn(p, t, config=config, mask_T=tasks.target_mask(spec)), has_aux=True)
+    mask_T = tasks.target_mask(spec)
+
+    def marked_loss(p, t):  # the regions "gradients" and "optimizer_update" (no-ops by default)
+        loss, aux = loss_fn(p, t, config=config, mask_T=mask_T)
+        return regions.backward_region("gradients", loss), aux
+
+    def grad_fn(p, t):
+        value, grads = jax.value_and_grad(marked_loss, has_aux=True)(p, t)
+        return value, regions.end_backward_region("gradients", grads)
+
     simulated = precision.policy is not None and not precision.policy.native
     if simulated and not precision.whole_step:
         grad_fn = simulate(grad_fn, precision.policy, param_argnums=(0,))
 
+    def update(grads, opt_state, params):
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
     def step(state, tokens_BxT):
         (loss, aux), grads = grad_fn(state["params"], tokens_BxT)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        params, opt_state = regions.region("optimizer_update", update)(
+            grads, state["opt_state"], state["params"])
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 

@@ -4,17 +4,19 @@
     y = simulate(f, "bf16")(x)                                   # every op rounded to bf16
     y = simulate(f, "e4m3", accumulation="sequential")(x)        # and sums rounded per addition
     y = simulate(f, Policy("bf16", accum="fp32", grad="e5m2"))(x)
+    y = simulate(model.apply, RegionPolicy.of("bf16", {"attention_scores": "fp32"}))(p, x)
 
 See `simulate.py` (the wrapper), `sim_array.py` (the rounding rules), `accumulate.py` (summation
-orders) and `policy.py` (what gets which format).
+orders), `policy.py` (what gets which format) and `regions.py` (a policy per region).
 """
 
 from arith_precision.simulate.accumulate import cumsum, dot_general, reduce_sum, sum_leading
 from arith_precision.simulate.policy import ACCUMULATIONS, Policy, as_policy, native_dtype
+from arith_precision.simulate.regions import REGIONS, RegionPolicy
 from arith_precision.simulate.sim_array import SimArray, round_array
 from arith_precision.simulate.simulate import simulate
 
 __all__ = [
-    "ACCUMULATIONS", "Policy", "SimArray", "as_policy", "cumsum", "dot_general", "native_dtype",
-    "reduce_sum", "round_array", "simulate", "sum_leading",
+    "ACCUMULATIONS", "Policy", "REGIONS", "RegionPolicy", "SimArray", "as_policy", "cumsum",
+    "dot_general", "native_dtype", "reduce_sum", "round_array", "simulate", "sum_leading",
 ]

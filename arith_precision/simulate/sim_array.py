@@ -26,6 +26,7 @@ simulation) are left as they are.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -37,6 +38,7 @@ from quax import _primitives as _quax_rules
 
 from arith_precision import formats
 from arith_precision.simulate import accumulate
+from arith_precision.simulate import regions as regions_lib
 from arith_precision.simulate.policy import Policy
 
 CARRIERS = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
@@ -94,6 +96,10 @@ class SimArray(quax.ArrayValue):
 
     array: jax.Array
     policy: Policy = eqx.field(static=True)
+    # Region bookkeeping (`regions.py`): the names of the regions this value is inside, innermost
+    # last, and the RegionPolicy that maps them to policies (None without regions).
+    scope: tuple = eqx.field(static=True, default=())
+    regions: Any = eqx.field(static=True, default=None)
 
     def aval(self):
         return jax.core.ShapedArray(self.array.shape, self.array.dtype)
@@ -103,36 +109,52 @@ class SimArray(quax.ArrayValue):
 
     @staticmethod
     def default(primitive, values, params):
-        policy = _policy_of(values)
+        owner = _owner_of(values)
+        policy = owner.policy
         arrays = [_unwrap(v, policy) for v in values]
         out = primitive.bind(*arrays, **params)
         preserve = primitive.name in _VALUE_PRESERVING
         if primitive.multiple_results:
-            return [_wrap(o, policy, preserve) for o in out]
-        return _wrap(out, policy, preserve)
+            return [_wrap(o, owner, preserve) for o in out]
+        return _wrap(out, owner, preserve)
+
+    def retag(self, array, policy: Policy, scope: tuple) -> SimArray:
+        return SimArray(array, policy, scope, self.regions)
+
+
+def _owner_of(values) -> SimArray:
+    """The SimArray whose policy an operation follows: the most deeply nested region's."""
+    owner = None
+    for v in values:
+        if isinstance(v, SimArray) and (owner is None or len(v.scope) > len(owner.scope)):
+            owner = v
+    if owner is None:
+        raise AssertionError("no SimArray among the values")  # quax only calls us with one
+    return owner
 
 
 def _policy_of(values) -> Policy:
-    for v in values:
-        if isinstance(v, SimArray):
-            return v.policy
-    raise AssertionError("no SimArray among the values")  # quax only calls us with one
+    return _owner_of(values).policy
 
 
 def _unwrap(v, policy: Policy):
     if isinstance(v, SimArray):
-        return v.array
+        if v.policy.compute == policy.compute:
+            return v.array
+        # A value from another region (a parameter used inside a region, say) is rounded to the
+        # format of the operation that consumes it.
+        return round_array(v.array, policy.compute)
     if isinstance(v, quax.Value):
         v = type(v).materialise(v)
     return round_array(v, policy.compute) if is_carrier(v) else v
 
 
-def _wrap(out, policy: Policy, preserve: bool = False):
+def _wrap(out, owner: SimArray, preserve: bool = False):
     if not is_carrier(out):
         return out
     if not preserve:
-        out = round_array(out, policy.compute, policy.grad)
-    return SimArray(out, policy)
+        out = round_array(out, owner.policy.compute, owner.policy.grad)
+    return owner.retag(out, owner.policy, owner.scope)
 
 
 # ---- accumulation rules ---------------------------------------------------------------------
@@ -147,29 +169,50 @@ def _rounders(policy: Policy):
 
 
 def _reduce_sum(x, *, axes, **params):
-    policy = _policy_of([x])
+    policy = x.policy
     array = x.array
     if not is_carrier(array):
         return lax.reduce_sum_p.bind(array, axes=axes, **params)
     out = accumulate.reduce_sum(array, axes, policy.accumulation, *_rounders(policy))
-    return SimArray(out, policy)
+    return x.retag(out, policy, x.scope)
 
 
 def _cumsum(x, *, axis, reverse):
-    policy = _policy_of([x])
+    policy = x.policy
     out = accumulate.cumsum(x.array, axis, reverse, policy.accumulation, *_rounders(policy))
-    return SimArray(out, policy)
+    return x.retag(out, policy, x.scope)
 
 
 def _dot_general(lhs, rhs, *, dimension_numbers, **params):
-    policy = _policy_of([lhs, rhs])
+    owner = _owner_of([lhs, rhs])
+    policy = owner.policy
     a, b = _unwrap(lhs, policy), _unwrap(rhs, policy)
     if not (is_carrier(a) and is_carrier(b)):
         return _wrap(lax.dot_general_p.bind(a, b, dimension_numbers=dimension_numbers, **params),
-                     policy)
+                     owner)
     out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(policy),
                                  **params)
-    return SimArray(out, policy)
+    return owner.retag(out, policy, owner.scope)
+
+
+# ---- region markers (`regions.py`): re-tag with the region's policy, round to its format --------
+@quax.register(regions_lib.region_p)
+def _(x: SimArray, *, name, mode):
+    table = x.regions
+    inside = bool(x.scope) and x.scope[-1] == name
+    if table is None or name not in table.names or (mode == "through" and inside):
+        return x
+    if mode == "through":  # round to the region's format, stay where the value is
+        policy = table.policy_for(name)
+        return x.retag(round_array(x.array, policy.compute, policy.grad), x.policy, x.scope)
+    if mode == "enter":
+        scope = x.scope + (name,)
+    elif inside:
+        scope = x.scope[:-1]
+    else:  # an exit marker on a value outside `name`: the identity (see backward_region)
+        return x
+    policy = table.policy_of_scope(scope)
+    return x.retag(round_array(x.array, policy.compute, policy.grad), policy, scope)
 
 
 # ---- control flow: promote plain floating operands (e.g. a constant initial carry) -------------
@@ -179,9 +222,11 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
 
 
 def _promote(args):
-    policy = next(a.policy for a in args if isinstance(a, SimArray))
+    owner = _owner_of(args)
+    policy = owner.policy
     return [a if isinstance(a, quax.Value) or not is_carrier(a)
-            else SimArray(round_array(a, policy.compute, policy.grad), policy) for a in args]
+            else owner.retag(round_array(a, policy.compute, policy.grad), policy, owner.scope)
+            for a in args]
 
 
 @quax.register(lax.scan_p, precedence=1)

@@ -35,7 +35,9 @@ import quax
 from jax._src import core as jax_core
 from quax import _trace as _quax_trace
 
+from arith_precision.simulate import regions
 from arith_precision.simulate.policy import as_policy, native_dtype
+from arith_precision.simulate.regions import RegionPolicy
 from arith_precision.simulate.sim_array import SimArray, is_carrier, round_array
 
 
@@ -62,12 +64,17 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
     Args:
       fn: any JAX-traceable function.
       fmt_or_policy: a format string or object (`"bf16"`, `"e4m3"`, `"fixed8.8"`, ...), a preset
-        (`"pure_bf16"`), or a `Policy`.
+        (`"pure_bf16"`), a `Policy`, or a `RegionPolicy` (a policy per named region of a Flax
+        model or train step, see `regions.py`).
       accumulation: `"once"`, `"sequential"` or `"pairwise"` (see `accumulate.py`); None keeps the
         policy's own (default `"once"`).
       param_argnums: positions of the arguments rounded to `policy.param_format` on entry.
     """
-    policy = as_policy(fmt_or_policy, accumulation)
+    if isinstance(fmt_or_policy, RegionPolicy):
+        table = fmt_or_policy.with_accumulation(accumulation)
+        policy = table.base
+    else:
+        table, policy = None, as_policy(fmt_or_policy, accumulation)
     param_argnums = tuple(param_argnums)
 
     if policy.native:
@@ -93,7 +100,7 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
         def wrap(x):
             if not is_carrier(x):
                 return x
-            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad), policy)
+            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad), policy, (), table)
         return wrap
 
     @functools.wraps(fn)
@@ -102,6 +109,9 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
             enter(policy.param_format if i in param_argnums else policy.compute), a)
             for i, a in enumerate(args)]
         kwargs = jax.tree_util.tree_map(enter(policy.compute), kwargs)
-        return _materialise(quax.quaxify(fn)(*args, **kwargs))
+        if table is None:
+            return _materialise(quax.quaxify(fn)(*args, **kwargs))
+        with regions.tracing(table):
+            return _materialise(quax.quaxify(fn)(*args, **kwargs))
 
     return simulated
