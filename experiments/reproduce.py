@@ -19,7 +19,11 @@ Phases (each prints progress lines with its elapsed time; re-running reuses fini
                / NF4 / fp8 / bf16 weights, then LoRA on the fp32 base vs QLoRA on the int4 base.
                The paper (LLaMA-3.1-8B): int4 and QLoRA behind bf16 and LoRA, more so at larger
                n. DIR/quant/ (rows cached).
-  4. report    DIR/REPORT.md: every table and plot (relative links) and one paragraph per claim
+  4. probe     `experiments/precision_probe.py` on the sweep's fp32 models: the fewest e8mM
+               mantissa bits at which each still matches its fp32 exact match (within 0.01), with
+               every operation rounded, each model region alone, and all but attention; plotted
+               beside the constructions' frontier. DIR/probe/ (rows cached).
+  5. report    DIR/REPORT.md: every table and plot (relative links) and one paragraph per claim
                stating, with this run's numbers, what was and was not shown.
 
 Modes:
@@ -31,7 +35,8 @@ Modes:
            MUL base 2 n=2,4,16. Sweep (2 workers, one seed, 2 layers, d_model 64, batch 64, lr
            3e-3, fp32 and bf16): ADD base 2 n=6 (1500 steps), IterADD base 2 k=3 n=4 (1000)
            and n=6 (2000), MUL base 2 n=4 (1500): 8 cells. Quant study on the 4 fp32 cells, 7
-           schemes, 100-step LoRA / QLoRA on the IterADD cells.
+           schemes, 100-step LoRA / QLoRA on the IterADD cells. Precision probe on the 4 fp32
+           cells (accumulation once, every region set, 256 examples, e8m2..e8m10 and bf16).
            Measured on a shared, overloaded 2-core CPU (load average 6-9): 12m30s-13m wall
            (frontier ~3 min, sweep ~8 min, quant ~1.5 min); limit 20 min.
            What it shows: the frontier growing with log n (the constructions need no training),
@@ -67,7 +72,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-PHASES = ("frontier", "sweep", "quant", "report")
+PHASES = ("frontier", "sweep", "quant", "probe", "report")
 MODES = ("smoke", "quick", "full")
 MAX_MANTISSA = 24  # e8m24: the widest a float64 carrier simulates exactly (constructions.frontier)
 BF16_MANTISSA = 7  # bf16 is e8m7 (IEEE-like, 8 exponent bits)
@@ -93,6 +98,7 @@ class Settings:
         quant_tasks: the sweep tasks whose fp32 cells the quant study uses.
         quant_finetune_tasks: of those, the tasks whose cells get LoRA / QLoRA.
         quant: keyword arguments of `quant_study.run_quant_study`.
+        probe: keyword arguments of `precision_probe.probe`.
     """
 
     name: str
@@ -105,6 +111,7 @@ class Settings:
     quant_tasks: tuple[str, ...]
     quant_finetune_tasks: tuple[str, ...]
     quant: dict
+    probe: dict = dataclasses.field(default_factory=dict)
 
 
 def _spec(task: str, base: int, k: int = 2) -> dict:
@@ -133,7 +140,9 @@ def smoke_settings() -> Settings:
         frontier_accumulations=("once",), frontier_random=10, sweep=sweep, workers=2,
         quant_tasks=("add",), quant_finetune_tasks=("add",),
         quant=dict(schemes=("int8", "int4"), finetune_steps=5, lora_rank=2, lora_batch=8,
-                   num_examples=32, eval_batch=32))
+                   num_examples=32, eval_batch=32),
+        probe=dict(region_sets=("all", "mlp", "all_but_attention"), num_examples=32,
+                   batch_size=32, min_bits=8, named_formats=("bf16",)))
 
 
 def quick_settings() -> Settings:
@@ -156,7 +165,8 @@ def quick_settings() -> Settings:
         workers=2, quant_tasks=("add", "iter_add", "mul"), quant_finetune_tasks=("iter_add",),
         quant=dict(schemes=("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16"),
                    finetune_steps=100, lora_rank=8, lora_batch=64, lora_lr=1e-3,
-                   num_examples=256, eval_batch=256))
+                   num_examples=256, eval_batch=256),
+        probe=dict(num_examples=256, batch_size=256, named_formats=("bf16",)))
 
 
 def full_settings() -> Settings:
@@ -175,7 +185,8 @@ def full_settings() -> Settings:
         quant_finetune_tasks=("iter_add", "mul"),
         quant=dict(schemes=("int8", "int4", "int4_g64", "nf4_g64", "e4m3", "e5m2", "bf16"),
                    finetune_steps=1000, lora_rank=16, lora_batch=256, lora_lr=1e-3,
-                   num_examples=2000, eval_batch=500))
+                   num_examples=2000, eval_batch=500),
+        probe=dict(accumulations=("once", "sequential"), num_examples=2000, batch_size=500))
 
 
 SETTINGS = {"smoke": smoke_settings, "quick": quick_settings, "full": full_settings}
@@ -380,6 +391,28 @@ def run_quant(workdir: str, s: Settings, log: Callable[[str], None]) -> dict | N
                 finetune.append(name)
     return quant_study.run_quant_study(os.path.join(workdir, "quant"), base_runs=runs,
                                        finetune_runs=finetune, progress=log, **s.quant)
+
+
+def run_probe(workdir: str, s: Settings, frontiers: Sequence[dict],
+              log: Callable[[str], None]) -> dict | None:
+    from experiments import precision_probe, quant_study
+
+    runs = quant_study.sweep_runs(os.path.join(workdir, "sweep"))
+    if not runs:
+        log("[probe] no completed fp32 sweep cell to probe: skipped (run the sweep phase)")
+        return None
+    out_dir = os.path.join(workdir, "probe")
+    result = precision_probe.probe(runs, out_dir, progress=log, **s.probe)
+    precision_probe.write_outputs(result, out_dir, frontiers)
+    return result
+
+
+def probe_result(workdir: str) -> dict | None:
+    path = os.path.join(workdir, "probe", "probe.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def quant_rows(workdir: str) -> list[dict]:
@@ -668,12 +701,26 @@ def write_report(workdir: str, s: Settings, phase_times: dict, frontiers: Sequen
                                                        if r["stage"] == "ptq") if x != "fp32"]
         lines += [quant_study.report_markdown(qrows, schemes, qlora, image_prefix="quant/"),
                   "Rows: `quant/quant_results.csv`.", ""]
+    lines += ["## 4. Precision probe: the bits the trained models need", ""]
+    probe = probe_result(workdir)
+    if probe:
+        from experiments import precision_probe
+
+        lines += ["The sweep's fp32 models evaluated with activations (and weights) simulated in "
+                  "e8mM, everywhere, one region at a time, and everywhere but inside attention "
+                  "(`experiments/precision_probe.py`); the plot sets the threshold with every "
+                  "operation rounded beside the constructions' frontier (section 1).", "",
+                  "![precision probe](probe/probe.png)", "",
+                  precision_probe.to_markdown(probe), "Rows: `probe/probe_rows.jsonl`.", ""]
+    else:
+        lines += ["Not run (no probe/probe.json).", ""]
     lines += ["## Files", "",
               "- `frontier/`: one JSON per task (cached; delete to recompute), frontier.md, "
               "frontier.png",
               "- `sweep/`: one directory per training run (checkpoints, metrics, summary), "
               "report.md, results.csv, cells.csv, plots",
               "- `quant/`: quant_results.csv, quant_report.md, plots, quant_rows.jsonl (cache)",
+              "- `probe/`: probe.json, probe.md, probe.png, probe_rows.jsonl (cache)",
               "- `phases.json`: wall time of each phase of the last run", ""]
     path = os.path.join(workdir, "REPORT.md")
     tmp = path + ".tmp"
@@ -763,6 +810,8 @@ def reproduce(workdir: str, mode: str = "quick", *, workers: int | None = None,
               lambda result: result is not None and result["skipped"] == len(result["rows"]))
     if frontiers is None:
         frontiers = _cached_frontiers(workdir, s)
+    if "probe" in phases:
+        timed("probe", lambda: run_probe(workdir, s, frontiers, log))
     report = None
     if "report" in phases:
         report = timed("report", lambda: write_report(

@@ -40,6 +40,7 @@ from arith_precision import formats
 from arith_precision.simulate import accumulate
 from arith_precision.simulate import regions as regions_lib
 from arith_precision.simulate.policy import Policy
+from arith_precision.simulate.runtime_format import RuntimeMantissa, round_runtime
 
 CARRIERS = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
 
@@ -76,10 +77,17 @@ def _round_with_grad_bwd(fmt, grad_fmt, _, g):
 _round_with_grad.defvjp(_round_with_grad_fwd, _round_with_grad_bwd)
 
 
-def round_array(x, fmt, grad_fmt=None):
-    """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`)."""
+def round_array(x, fmt, grad_fmt=None, bits=None):
+    """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`).
+
+    `bits`: the widths of `RuntimeMantissa` formats (`runtime_format.py`), carried as data.
+    """
     if not hasattr(x, "dtype") or jnp.dtype(x.dtype) not in CARRIERS:
         return x
+    if isinstance(fmt, RuntimeMantissa):
+        if grad_fmt is not None:
+            raise ValueError(f"{fmt}: a rounded gradient format is not supported with it")
+        return round_runtime(x, fmt, bits)
     if grad_fmt is not None:
         return _round_with_grad(x, fmt, grad_fmt)
     if _identity_format(fmt, jnp.dtype(x.dtype)):
@@ -100,6 +108,9 @@ class SimArray(quax.ArrayValue):
     # last, and the RegionPolicy that maps them to policies (None without regions).
     scope: tuple = eqx.field(static=True, default=())
     regions: Any = eqx.field(static=True, default=None)
+    # The widths of RuntimeMantissa formats (an int32 vector, or None): data, not static, so
+    # that it flows into loop bodies as an operand rather than a closed-over tracer.
+    bits: Any = None
 
     def aval(self):
         return jax.core.ShapedArray(self.array.shape, self.array.dtype)
@@ -110,8 +121,7 @@ class SimArray(quax.ArrayValue):
     @staticmethod
     def default(primitive, values, params):
         owner = _owner_of(values)
-        policy = owner.policy
-        arrays = [_unwrap(v, policy) for v in values]
+        arrays = [_unwrap(v, owner) for v in values]
         out = primitive.bind(*arrays, **params)
         preserve = primitive.name in _VALUE_PRESERVING
         if primitive.multiple_results:
@@ -119,7 +129,10 @@ class SimArray(quax.ArrayValue):
         return _wrap(out, owner, preserve)
 
     def retag(self, array, policy: Policy, scope: tuple) -> SimArray:
-        return SimArray(array, policy, scope, self.regions)
+        return SimArray(array, policy, scope, self.regions, self.bits)
+
+    def round(self, x, fmt, grad_fmt=None):
+        return round_array(x, fmt, grad_fmt, self.bits)
 
 
 def _owner_of(values) -> SimArray:
@@ -137,33 +150,36 @@ def _policy_of(values) -> Policy:
     return _owner_of(values).policy
 
 
-def _unwrap(v, policy: Policy):
+def _unwrap(v, owner: SimArray):
+    compute = owner.policy.compute
     if isinstance(v, SimArray):
-        if v.policy.compute == policy.compute:
+        if v.policy.compute == compute:
             return v.array
         # A value from another region (a parameter used inside a region, say) is rounded to the
         # format of the operation that consumes it.
-        return round_array(v.array, policy.compute)
+        return owner.round(v.array, compute)
     if isinstance(v, quax.Value):
         v = type(v).materialise(v)
-    return round_array(v, policy.compute) if is_carrier(v) else v
+    return owner.round(v, compute) if is_carrier(v) else v
 
 
 def _wrap(out, owner: SimArray, preserve: bool = False):
     if not is_carrier(out):
         return out
     if not preserve:
-        out = round_array(out, owner.policy.compute, owner.policy.grad)
+        out = owner.round(out, owner.policy.compute, owner.policy.grad)
     return owner.retag(out, owner.policy, owner.scope)
 
 
 # ---- accumulation rules ---------------------------------------------------------------------
-def _rounders(policy: Policy):
+def _rounders(owner: SimArray):
+    policy = owner.policy
+
     def round_out(x):
-        return round_array(x, policy.compute, policy.grad)
+        return owner.round(x, policy.compute, policy.grad)
 
     def round_acc(x):
-        return round_array(x, policy.accum_format, policy.grad)
+        return owner.round(x, policy.accum_format, policy.grad)
 
     return round_out, round_acc
 
@@ -173,24 +189,24 @@ def _reduce_sum(x, *, axes, **params):
     array = x.array
     if not is_carrier(array):
         return lax.reduce_sum_p.bind(array, axes=axes, **params)
-    out = accumulate.reduce_sum(array, axes, policy.accumulation, *_rounders(policy))
+    out = accumulate.reduce_sum(array, axes, policy.accumulation, *_rounders(x))
     return x.retag(out, policy, x.scope)
 
 
 def _cumsum(x, *, axis, reverse):
     policy = x.policy
-    out = accumulate.cumsum(x.array, axis, reverse, policy.accumulation, *_rounders(policy))
+    out = accumulate.cumsum(x.array, axis, reverse, policy.accumulation, *_rounders(x))
     return x.retag(out, policy, x.scope)
 
 
 def _dot_general(lhs, rhs, *, dimension_numbers, **params):
     owner = _owner_of([lhs, rhs])
     policy = owner.policy
-    a, b = _unwrap(lhs, policy), _unwrap(rhs, policy)
+    a, b = _unwrap(lhs, owner), _unwrap(rhs, owner)
     if not (is_carrier(a) and is_carrier(b)):
         return _wrap(lax.dot_general_p.bind(a, b, dimension_numbers=dimension_numbers, **params),
                      owner)
-    out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(policy),
+    out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(owner),
                                  **params)
     return owner.retag(out, policy, owner.scope)
 
@@ -204,7 +220,7 @@ def _(x: SimArray, *, name, mode):
         return x
     if mode == "through":  # round to the region's format, stay where the value is
         policy = table.policy_for(name)
-        return x.retag(round_array(x.array, policy.compute, policy.grad), x.policy, x.scope)
+        return x.retag(x.round(x.array, policy.compute, policy.grad), x.policy, x.scope)
     if mode == "enter":
         scope = x.scope + (name,)
     elif inside:
@@ -212,7 +228,7 @@ def _(x: SimArray, *, name, mode):
     else:  # an exit marker on a value outside `name`: the identity (see backward_region)
         return x
     policy = table.policy_of_scope(scope)
-    return x.retag(round_array(x.array, policy.compute, policy.grad), policy, scope)
+    return x.retag(x.round(x.array, policy.compute, policy.grad), policy, scope)
 
 
 # ---- control flow: promote plain floating operands (e.g. a constant initial carry) -------------
@@ -225,7 +241,7 @@ def _promote(args):
     owner = _owner_of(args)
     policy = owner.policy
     return [a if isinstance(a, quax.Value) or not is_carrier(a)
-            else owner.retag(round_array(a, policy.compute, policy.grad), policy, owner.scope)
+            else owner.retag(owner.round(a, policy.compute, policy.grad), policy, owner.scope)
             for a in args]
 
 

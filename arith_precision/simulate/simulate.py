@@ -35,7 +35,7 @@ import quax
 from jax._src import core as jax_core
 from quax import _trace as _quax_trace
 
-from arith_precision.simulate import regions
+from arith_precision.simulate import regions, runtime_format
 from arith_precision.simulate.policy import as_policy, native_dtype
 from arith_precision.simulate.regions import RegionPolicy
 from arith_precision.simulate.sim_array import SimArray, is_carrier, round_array
@@ -100,7 +100,9 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
         def wrap(x):
             if not is_carrier(x):
                 return x
-            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad), policy, (), table)
+            bits = runtime_format.current_bits()
+            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad, bits), policy, (),
+                            table, bits)
         return wrap
 
     @functools.wraps(fn)

@@ -1,0 +1,123 @@
+"""e8mM with M a runtime value: one compiled program for every mantissa width.
+
+A simulated function is traced (and compiled) once per format, because formats are static. A
+search over mantissa widths (the precision probe) would compile once per width; with
+`RuntimeMantissa` it compiles once:
+
+    fmt = RuntimeMantissa(slot=0)
+    f = jax.jit(lambda x, bits_S: with_mantissa_bits(bits_S, simulate(g, fmt), x))
+    f(x, jnp.array([7]))       # == simulate(g, "e8m7")(x), bit for bit
+    f(x, jnp.array([3]))       # == simulate(g, "e8m3")(x), same compiled program
+
+A policy can use several slots (`RuntimeMantissa(slot=i)`), e.g. one per region of a
+`RegionPolicy`; `bits_S[i]` is slot i's mantissa width, 0..23 (23 leaves float32 unchanged).
+
+Rounding (float32 carrier, nearest-even, IEEE-like e8mM: subnormals, overflow to inf, NaN stays
+NaN as the canonical quiet NaN): with s = 23 - M, the magnitude bits are rounded to a multiple of
+2^s, ties to even; because e8mM shares float32's exponent range, this one integer operation is
+exact for normal and subnormal values alike, and a carry out of the largest finite value gives
+the infinity pattern. `quantize(x, "e8mM")` computes the same bits (tested bit for bit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from arith_precision.formats.float_format import FloatFormat
+
+MAX_RUNTIME_BITS = 23
+
+_BITS: contextvars.ContextVar = contextvars.ContextVar("runtime_mantissa_bits", default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeMantissa(FloatFormat):
+    """e8mM whose M is slot `slot` of the bits set by `with_mantissa_bits` (see module doc).
+
+    As a FloatFormat it describes its widest instance (e8m10, what the float32 carrier rule
+    allows), so format checks treat it like e8m10; only the simulation layer rounds with it.
+    """
+
+    exponent_bits: int = 8
+    mantissa_bits: int = 10
+    slot: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.exponent_bits, self.mantissa_bits, self.variant) != (8, 10, "ieee") or \
+                self.saturate or self.flush_subnormals:
+            raise ValueError("RuntimeMantissa is e8mM (IEEE-like) only")
+        if isinstance(self.slot, bool) or not isinstance(self.slot, int) or self.slot < 0:
+            raise ValueError(f"RuntimeMantissa slot must be an integer >= 0, got {self.slot!r}")
+
+    def __str__(self) -> str:
+        return f"e8m<runtime slot {self.slot}>"
+
+
+@contextlib.contextmanager
+def mantissa_bits(bits_S):
+    """While tracing: slot i of every RuntimeMantissa rounds to bits_S[i] mantissa bits."""
+    token = _BITS.set(jnp.asarray(bits_S, jnp.int32))
+    try:
+        yield
+    finally:
+        _BITS.reset(token)
+
+
+def with_mantissa_bits(bits_S, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` traced with `mantissa_bits(bits_S)` active."""
+    with mantissa_bits(bits_S):
+        return fn(*args, **kwargs)
+
+
+def current_bits():
+    """The widths set by the innermost `mantissa_bits` (None outside one)."""
+    return _BITS.get()
+
+
+def round_runtime(x: jax.Array, fmt: RuntimeMantissa, bits_S=None) -> jax.Array:
+    """Round a float32 array to e8m{bits_S[fmt.slot]}, nearest-even; straight-through gradient.
+
+    `bits_S` defaults to the widths set by `mantissa_bits` (the simulation layer passes the ones
+    its arrays carry, so that loop bodies see them as operands).
+    """
+    bits_S = _BITS.get() if bits_S is None else bits_S
+    if bits_S is None:
+        raise ValueError(f"{fmt} used outside `runtime_format.mantissa_bits(...)`: its width is "
+                         f"unknown")
+    if x.dtype != jnp.float32:
+        raise ValueError(f"{fmt} rounds float32 carriers only, got {x.dtype}")
+    if fmt.slot >= bits_S.shape[0]:
+        raise ValueError(f"{fmt}: the bits vector has only {bits_S.shape[0]} slot(s)")
+    return _round_st(x, bits_S[fmt.slot])
+
+
+@jax.custom_jvp
+def _round_st(x, bits):
+    return _round_bits(x, bits)
+
+
+@_round_st.defjvp
+def _round_st_jvp(primals, tangents):
+    x, bits = primals
+    return _round_bits(x, bits), tangents[0]
+
+
+def _round_bits(x, bits):
+    m = jnp.clip(bits, 0, MAX_RUNTIME_BITS).astype(jnp.uint32)
+    shift = jnp.uint32(MAX_RUNTIME_BITS) - m
+    b = lax.bitcast_convert_type(x, jnp.uint32)
+    sign, mag = b & jnp.uint32(0x80000000), b & jnp.uint32(0x7FFFFFFF)
+    one = jnp.uint32(1)
+    lsb = (mag >> shift) & one
+    # half - 1 + lsb: ties go to the even multiple; nothing to add when shift == 0.
+    bias = jnp.where(shift > 0, (one << (shift - one)) - one + lsb, jnp.uint32(0))
+    rounded = (mag + bias) & ~((one << shift) - one)
+    rounded = jnp.where(mag > jnp.uint32(0x7F800000), jnp.uint32(0x7FC00000), rounded)  # NaN
+    return lax.bitcast_convert_type(sign | rounded, jnp.float32)
