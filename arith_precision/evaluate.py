@@ -14,7 +14,7 @@ import numpy as np
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from arith_precision.simulate import Policy, simulate
+from arith_precision.simulate import Policy, region_sets, runtime_format, simulate
 
 
 @functools.lru_cache(maxsize=64)
@@ -26,6 +26,21 @@ def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy 
 
     if policy is not None:
         decode = simulate(decode, policy)
+    return jax.jit(decode)
+
+
+@functools.lru_cache(maxsize=16)
+def runtime_decoder(config: model_lib.TransformerConfig, num_steps: int, accumulation: str):
+    """A jitted `(params, prompt_BxT, bits_S) -> tokens_BxN` compiled once for every region set
+    and e8mM width (`simulate.region_sets.runtime_policy`, widths from `region_bits`)."""
+    regions = [r for r in region_sets.MODEL_REGIONS if not (r == "norm" and config.norm == "none")]
+    policy = region_sets.runtime_policy(accumulation, regions)
+
+    def decode(params, prompt_BxT, bits_S):
+        with runtime_format.mantissa_bits(bits_S):
+            return simulate(lambda p, pr: model_lib.greedy_decode(p, config, pr, num_steps),
+                            policy)(params, prompt_BxT)
+
     return jax.jit(decode)
 
 

@@ -395,7 +395,7 @@ def run_quant(workdir: str, s: Settings, log: Callable[[str], None]) -> dict | N
 
 def run_probe(workdir: str, s: Settings, frontiers: Sequence[dict],
               log: Callable[[str], None]) -> dict | None:
-    from experiments import precision_probe, quant_study
+    from experiments import precision_probe, probe_report, quant_study
 
     runs = quant_study.sweep_runs(os.path.join(workdir, "sweep"))
     if not runs:
@@ -403,7 +403,7 @@ def run_probe(workdir: str, s: Settings, frontiers: Sequence[dict],
         return None
     out_dir = os.path.join(workdir, "probe")
     result = precision_probe.probe(runs, out_dir, progress=log, **s.probe)
-    precision_probe.write_outputs(result, out_dir, frontiers)
+    probe_report.write_outputs(result, out_dir, frontiers)
     return result
 
 
@@ -704,14 +704,14 @@ def write_report(workdir: str, s: Settings, phase_times: dict, frontiers: Sequen
     lines += ["## 4. Precision probe: the bits the trained models need", ""]
     probe = probe_result(workdir)
     if probe:
-        from experiments import precision_probe
+        from experiments import probe_report
 
         lines += ["The sweep's fp32 models evaluated with activations (and weights) simulated in "
                   "e8mM, everywhere, one region at a time, and everywhere but inside attention "
                   "(`experiments/precision_probe.py`); the plot sets the threshold with every "
                   "operation rounded beside the constructions' frontier (section 1).", "",
                   "![precision probe](probe/probe.png)", "",
-                  precision_probe.to_markdown(probe), "Rows: `probe/probe_rows.jsonl`.", ""]
+                  probe_report.to_markdown(probe), "Rows: `probe/probe_rows.jsonl`.", ""]
     else:
         lines += ["Not run (no probe/probe.json).", ""]
     lines += ["## Files", "",

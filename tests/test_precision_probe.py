@@ -11,7 +11,8 @@ import pytest
 
 from arith_precision import formats
 from arith_precision import model as model_lib
-from arith_precision.simulate import RegionPolicy, simulate
+from arith_precision.evaluate import runtime_decoder
+from arith_precision.simulate import RegionPolicy, region_sets, simulate
 from arith_precision.simulate.runtime_format import (
     RuntimeMantissa,
     mantissa_bits,
@@ -60,11 +61,11 @@ def test_one_program_for_every_width_equals_the_static_policies(region_set):
     params, tokens = tiny_model.params(), tiny_model.tokens()
     apply = tiny_model.dense_apply
     runtime = jax.jit(lambda p, t, b: with_mantissa_bits(
-        b, simulate(apply, probe.runtime_policy("once")), p, t))
+        b, simulate(apply, region_sets.runtime_policy("once")), p, t))
     for m in (3,) if region_set != "all" else (3, 7):
-        bits = np.asarray(probe.region_bits(region_set, m), np.int32)
-        static_policy = probe.region_policy(region_set, f"e8m{m}", "once")
-        if region_set in probe.MODEL_REGIONS:
+        bits = np.asarray(region_sets.region_bits(region_set, m), np.int32)
+        static_policy = region_sets.region_policy(region_set, f"e8m{m}", "once")
+        if region_set in region_sets.MODEL_REGIONS:
             # The unrounded float32 rest can differ in its last bit between two compiled programs
             # (XLA fuses them differently); rounding the rest to e8m10 in both compares the slots.
             bits = np.where(bits == 23, 10, bits).astype(np.int32)
@@ -81,10 +82,10 @@ def test_runtime_decoder_matches_static_decoder_inside_the_decode_loop():
     from arith_precision import tasks
 
     prompt = tasks.sample_batch(spec, data_seed=0, step=0, batch_size=8).input_tokens
-    dec = probe.runtime_decoder(tiny_model.CFG, spec.answer_tokens, "once")
+    dec = runtime_decoder(tiny_model.CFG, spec.answer_tokens, "once")
     for region_set, m in (("all", 2), ("residual", 1)):
-        got = np.asarray(dec(params, prompt, np.asarray(probe.region_bits(region_set, m))))
-        policy = probe.region_policy(region_set, f"e8m{m}", "once")
+        got = np.asarray(dec(params, prompt, np.asarray(region_sets.region_bits(region_set, m))))
+        policy = region_sets.region_policy(region_set, f"e8m{m}", "once")
         want = np.asarray(jax.jit(simulate(
             lambda p, pr: model_lib.greedy_decode(p, tiny_model.CFG, pr, spec.answer_tokens),
             policy))(params, prompt))
@@ -116,6 +117,9 @@ def test_threshold_scans_down_and_stops_at_the_first_failure(passing, want):
     (["--runs=.", "--regions=all,bogus"], "bogus"),
     (["--runs=.", "--max-bits=11"], "max 11"),
     (["--runs=.", "--accumulations=twice"], "twice"),
+    (["--constructions=add:10"], "add:10"),
+    (["--constructions=add:1:8"], "base"),
+    ([], "no completed fp32 run"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "experiments.precision_probe",
@@ -124,3 +128,27 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, needle):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_construction_probe_all_regions_is_the_committed_frontier(tmp_path):
+    """ADD base 10, n = 8: region set "all" reproduces results/frontier (7 bits at `once`)."""
+    import json
+    import os
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "results", "frontier",
+                           "frontier.json")) as f:
+        committed = next(r for r in json.load(f) if r["label"] == "add p=10")
+    want = next(e for e in committed["entries"] if e["n"] == 8)["float_mantissa_bits"]["once"]
+    result = probe.probe({}, str(tmp_path), region_sets=("all", "logits"), min_bits=1,
+                         constructions=[{"task": "add", "base": 10, "n": 8}],
+                         progress=lambda _: None)
+    by_set = {e["regions"]: e for e in result["constructions"]}
+    assert by_set["all"]["threshold_bits"] == want
+    assert by_set["all"]["checked"][str(want - 1)] is False
+    # Rounding one region alone never needs more bits than rounding all of them, here.
+    assert by_set["logits"]["threshold_bits"] <= want
+    # Re-running reuses every cached row (no evaluation: the same result).
+    again = probe.probe({}, str(tmp_path), region_sets=("all", "logits"), min_bits=1,
+                        constructions=[{"task": "add", "base": 10, "n": 8}],
+                        progress=lambda _: None)
+    assert again["constructions"] == result["constructions"]

@@ -40,7 +40,8 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
     for heading in ("# Reproduction", "| claim | verdict in this run |",
                     "## 1. Constructions: the precision frontier",
                     "## 2. Training: fp32 vs bf16",
-                    "## 3. Quantization: int4 / QLoRA vs fp32 / LoRA", "## Files"):
+                    "## 3. Quantization: int4 / QLoRA vs fp32 / LoRA",
+                    "## 4. Precision probe: the bits the trained models need", "## Files"):
         assert heading in report, heading
     # One paragraph per claim, each quoting this run's numbers.
     assert "5 at n=2" in report or re.search(r"\d+ at n=2", report)
@@ -53,7 +54,7 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
     # Every image link is relative and points at a file that exists.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert {"frontier/frontier.png", "sweep/exact_match.png", "quant/quant_exact_match.png",
-            "quant/quant_lora.png"} <= set(images)
+            "quant/quant_lora.png", "probe/probe.png"} <= set(images)
     for rel in images + ["sweep/report.md"]:
         assert not os.path.isabs(rel)
         assert os.path.getsize(os.path.join(workdir, rel)) > 0, rel
@@ -62,6 +63,25 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
         assert any(re.match(rf"\[reproduce\] phase {phase}: done in \d+s", ln) for ln in lines)
     with open(os.path.join(workdir, "phases.json")) as f:
         assert set(json.load(f)) == set(reproduce.PHASES)
+
+
+def test_probe_phase_probes_every_fp32_cell_per_region_set(smoke):
+    workdir, _, _ = smoke
+    with open(os.path.join(workdir, "probe", "probe.json")) as f:
+        result = json.load(f)
+    sets = list(reproduce.smoke_settings().probe["region_sets"])
+    assert result["settings"]["region_sets"] == sets
+    runs = sorted(quant_study.sweep_runs(os.path.join(workdir, "sweep")))
+    assert sorted({e["run"] for e in result["results"]}) == runs
+    for e in result["results"]:
+        # The scan is checked where it ends: the threshold passes, the width below it fails
+        # (or it is the minimum), and every width above it passed.
+        checked = {int(m): ok for m, ok in e["checked"].items()}
+        if e["threshold_bits"] is not None:
+            assert all(ok for m, ok in checked.items() if m >= e["threshold_bits"])
+        assert e["first_failure_bits"] is None or checked[e["first_failure_bits"]] is False
+    with open(os.path.join(workdir, "REPORT.md")) as f:
+        assert "| run | task | n | fp32 | all | mlp | all_but_attention |" in f.read()
 
 
 def test_frontier_is_checked_at_both_ends(smoke):
