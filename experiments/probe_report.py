@@ -69,50 +69,79 @@ def to_markdown(result: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _frontier_series(frontiers: Iterable[Mapping]) -> dict[tuple, list[tuple[int, int]]]:
-    """{(task, base, k): [(n, bits)]} from constructions.frontier / reproduce frontier JSONs."""
+def _key(e: Mapping) -> tuple:
+    return e["task"], e["base"], e["k"] if e["task"] == "iter_add" else 2
+
+
+def _frontier_series(frontiers: Iterable[Mapping],
+                     constructions: Iterable[Mapping]) -> dict[tuple, dict[int, int]]:
+    """{(task, base, k): {n: bits}} from frontier JSONs and the probe's own constructions."""
     out = {}
     for f in frontiers:
         f = f.get("result", f)
-        spec = f["spec"]
-        key = (spec["task"], spec["base"], spec["k"] if spec["task"] == "iter_add" else 2)
-        points = [(e["n"], e["float_mantissa_bits"].get("once")) for e in f["entries"]]
-        out[key] = [(n, b) for n, b in points if b is not None]
+        key = _key(f["spec"])
+        for e in f["entries"]:
+            if e["float_mantissa_bits"].get("once") is not None:
+                out.setdefault(key, {})[e["n"]] = e["float_mantissa_bits"]["once"]
+    for e in constructions:
+        if e["regions"] == "all" and e["accumulation"] == "once" and e["threshold_bits"]:
+            out.setdefault(_key(e), {})[e["n"]] = e["threshold_bits"]
     return out
 
 
 def plot(result: Mapping, path: str, frontiers: Iterable[Mapping] = ()) -> None:
-    """Threshold bits against n per task (all / all_but_attention), beside the constructions'."""
+    """Threshold bits against n per task (all / all_but_attention), beside the constructions'.
+
+    A threshold at the lowest width probed ("<=min") is drawn as a downward triangle; one above
+    the widest (">max") on the dotted line above it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    max_bits = result["settings"]["max_bits"]
+    s = result["settings"]
+    max_bits, min_bits = s["max_bits"], s["min_bits"]
     entries = [e for e in result["results"] if e["accumulation"] == "once"]
-    keys = sorted({(e["task"], e["base"], e["k"] if e["task"] == "iter_add" else 2)
-                   for e in entries})
+    keys = sorted({_key(e) for e in entries})
     if not keys:
         return
-    series = _frontier_series(frontiers)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8), squeeze=False)
+    series = _frontier_series(frontiers, result.get("constructions") or [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
-        mine = [e for e in entries
-                if (e["task"], e["base"], e["k"] if e["task"] == "iter_add" else 2) == key]
-        for region_set, style in (("all", "o-"), ("all_but_attention", "s--")):
-            pts = sorted((e["n"], e["threshold_bits"] if e["threshold_bits"] is not None
-                          else max_bits + 1) for e in mine if e["regions"] == region_set)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), style, label=f"trained, {region_set}")
+        mine = [e for e in entries if _key(e) == key]
+        ns = set()
+        for region_set, color, size, ls in (("all", "C0", 7, "-"),
+                                            ("all_but_attention", "C1", 12, "--")):
+            pts = sorted((e["n"], max_bits + 1 if e["threshold_bits"] is None
+                          else e["threshold_bits"], e["all_pass_to_min"])
+                         for e in mine if e["regions"] == region_set)
+            if not pts:
+                continue
+            ns.update(n for n, _, _ in pts)
+            ax.plot([n for n, _, _ in pts], [b for _, b, _ in pts], ls, color=color, lw=1.2,
+                    label=f"trained, {region_set}")
+            for n, b, at_min in pts:
+                ax.plot(n, b, "v" if at_min else "o", ms=size, color=color,
+                        mfc=color if region_set == "all" else "none", mew=1.5)
         if key in series:
-            ax.plot(*zip(*series[key], strict=True), "k^-", label="construction frontier")
+            pts = sorted(series[key].items())
+            ns.update(n for n, _ in pts)
+            ax.plot(*zip(*pts, strict=True), "k^-", ms=6, label="construction frontier")
         ax.axhline(max_bits + 1, color="grey", lw=0.8, ls=":")
-        ax.text(ax.get_xlim()[0], max_bits + 1.1, f"> e8m{max_bits}", fontsize=8, color="grey")
-        ax.set_title(_task_label(mine[0]))
+        ax.set_ylim(min_bits - 1, max_bits + 2)
+        ax.set_xticks(sorted(ns))
+        ax.set_xlim(min(ns) - 1, max(ns) + 1)
+        ax.text(min(ns) - 0.9, max_bits + 1.15, f"> e8m{max_bits}", fontsize=9, color="grey")
+        fp32 = ", ".join(f"n={e['n']}: {e['fp32_exact_match']:.2f}" for e in sorted(
+            (e for e in mine if e["regions"] == "all"), key=lambda e: e["n"]))
+        ax.set_title(f"{_task_label(mine[0])}\n(fp32 exact match {fp32})", fontsize=10)
         ax.set_xlabel("n (digits)")
         ax.set_ylabel("mantissa bits needed (e8mM)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.legend(fontsize=8, loc="lower right")
+    fig.text(0.01, 0.01, f"v: every width down to e8m{min_bits} passes", fontsize=8,
+             color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
