@@ -11,6 +11,11 @@ kill interrupted orbax's garbage collection of old steps (orbax still lists it a
 2. tries the newest remaining step; if restoring it raises, moves it aside and tries the one
    before, and so on.
 
+Garbage collection of old steps cannot leave a half-deleted step in the listing: `manager_options`
+makes orbax *rename* an old step into `<checkpoints>/.deleted/` (one atomic rename) and
+`purge_deleted` empties that directory afterwards (a kill there leaves files only under
+`.deleted/`, whose name orbax never lists as a step).
+
 "Aside" is `<checkpoints>.damaged/<step>` (a rename in the same parent directory; a name taken by
 an earlier move gets a `.1`, `.2`, ... suffix). Every move prints a warning naming both paths.
 Training then continues from the step that restored, and since batches are a function of
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 
@@ -31,6 +37,22 @@ from arith_precision.cli_errors import UsageError
 ITEM = "default"  # orbax's item directory for a single-item CheckpointManager
 _METADATA_FILES = ("_CHECKPOINT_METADATA", os.path.join(ITEM, "_METADATA"))
 _ITEM_INDEX_FILES = ("_METADATA", "_sharding", "commit_success.txt", "manifest.ocdbt")
+
+
+DELETED_SUBDIR = ".deleted"  # where orbax renames the steps it garbage-collects
+
+
+def manager_options(**kwargs):
+    """orbax CheckpointManagerOptions whose garbage collection is an atomic rename (see above)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.CheckpointManagerOptions(todelete_subdir=DELETED_SUBDIR, **kwargs)
+
+
+def purge_deleted(directory: str) -> None:
+    """Delete the steps orbax garbage-collected into `<directory>/.deleted/` (call it when no
+    save is in flight: at the start and the end of a run)."""
+    shutil.rmtree(os.path.join(directory, DELETED_SUBDIR), ignore_errors=True)
 
 
 def _warn(message: str) -> None:
@@ -96,6 +118,7 @@ def restore_newest_good(directory: str, make_manager: Callable[[], object],
     `make_manager()` opens an orbax CheckpointManager on `directory`; `restore(manager, step)`
     restores one step. Raises UsageError when steps existed but none restored.
     """
+    purge_deleted(directory)
     moved = quarantine_incomplete(directory, warn)
     while True:
         manager = make_manager()
@@ -112,7 +135,8 @@ def restore_newest_good(directory: str, make_manager: Callable[[], object],
             manager.close()
             path = os.path.join(directory, str(step))
             target = move_aside(directory, step)
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first.split(" See full TensorStore details")[0][:200]
             warn(f"checkpoint {path} does not restore ({type(e).__name__}: {first}); moved it "
                  f"to {target}, falling back to the previous one")
             moved.append(target)

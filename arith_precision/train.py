@@ -238,7 +238,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
 
     def open_manager():
-        return ocp.CheckpointManager(checkpoint_dir, options=ocp.CheckpointManagerOptions(
+        return ocp.CheckpointManager(checkpoint_dir, options=checkpoints_lib.manager_options(
             max_to_keep=train_cfg.keep_checkpoints,
             save_interval_steps=train_cfg.checkpoint_every))
 
@@ -306,6 +306,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         manager.save(total, args=ocp.args.StandardSave(state), force=True)
         manager.wait_until_finished()
     manager.close()
+    checkpoints_lib.purge_deleted(checkpoint_dir)
 
     params = state["params"]
     results = {}
