@@ -45,6 +45,8 @@ class UsageError(ValueError):
 
 def _one_line(value) -> str:
     text = str(value)
+    if not text:
+        return "''"
     return text if "\n" not in text else text.replace("\n", "\\n")
 
 
