@@ -265,3 +265,12 @@ def test_size_lower_bounds_hold(task, base, n, k, l, chunk, variant):
     assert low["heads"] == real["heads"] and low["layers"] == real["layers"]
     assert low["d_model"] <= real["d_model"] and low["d_ff"] <= real["d_ff"]
     assert sizes.estimate_bytes(spec, low) <= sizes.estimate_bytes(spec, real)
+
+
+def test_readme_example_constant_add_n64_batch_limit():
+    """README: constant-precision ADD at n = 64 needs --batch-size <= 128 under 16 GiB."""
+    spec = tasks.TaskSpec("add", base=10, n=64)
+    real = sizes.construction_widths(build(spec, variant="constant"))
+    sizes.check(spec, real, 128, 1000, "constant")
+    with pytest.raises(cli_errors.UsageError, match="--batch-size: 256: "):
+        sizes.check(spec, real, 256, 1000, "constant")
