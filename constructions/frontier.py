@@ -360,13 +360,13 @@ def validate(args) -> tuple[dict, list[int], list[str]]:
             raise spec_error(e, args) from None
         num_inputs = args.random + 12 * n * spec.num_operands
         sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size,
-                    num_inputs, args.variant)
+                    num_inputs, args.variant, ("--random", args.random))
         try:
             construction = build(spec, variant=args.variant)
         except ValueError as e:
             raise spec_error(e, args) from None
         sizes.check(spec, sizes.construction_widths(construction), args.batch_size, num_inputs,
-                    args.variant)
+                    args.variant, ("--random", args.random))
     if args.out:
         cli_errors.check_writable_dir("--out", args.out)
     return kwargs, ns, accs

@@ -57,9 +57,10 @@ def estimate_bytes(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int = 25
 
 
 def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: int,
-          variant: str = "log") -> None:
-    """UsageError when even one example does not fit (naming --n, or --k when IterADD with
-    k = 3 would fit) or the batch does not (naming --batch-size)."""
+          variant: str = "log", inputs_flag: tuple[str, object] = ("--random", None)) -> None:
+    """UsageError when the input set alone does not fit (naming `inputs_flag`, e.g. --random),
+    when one example does not (naming --n, or --k when IterADD with k = 3 would fit) or when
+    the batch does not (naming --batch-size)."""
     import dataclasses
 
     from arith_precision.cli_errors import check_memory, memory_limit_bytes
@@ -71,6 +72,13 @@ def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: 
             n_flag, n_value = "--k", spec.k
     what = (f"verifying {spec.task} base {spec.base} n={spec.n} (sequence length "
             f"{spec.sequence_length}, {w['heads']} heads, d_ff {w['d_ff']})")
-    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs), what)
+    # First one example with the families that grow with n and k (charged to n or k), then the
+    # flag's own inputs (--random's count; all of an --inputs file), then the whole batch.
+    flag, value = inputs_flag
+    own = min(value, num_inputs) if isinstance(value, int) else num_inputs
+    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs - own), what)
+    inputs_only = estimate_bytes(spec, w, 0, own) - estimate_bytes(spec, w, 0, 0)
+    check_memory(flag, num_inputs if value is None else value, inputs_only,
+                 f"holding {own} inputs of {spec.num_operands} operands")
     check_memory("--batch-size", batch_size, estimate_bytes(spec, w, batch_size, num_inputs),
                  what + f" in batches of {batch_size} (lower --batch-size)")

@@ -181,14 +181,15 @@ def _main(argv) -> int:
     num_inputs = (inputs.exhaustive_count(spec) if exhaustive
                   else args.random + 12 * spec.n * spec.num_operands)
     sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size, num_inputs,
-                args.variant)
+                args.variant, ("--random", args.random))
     try:
         construction = build(spec, variant=args.variant)  # also checks the T_c layout, variant
     except ValueError as e:
         raise spec_error(e, args) from None
     operands = _read_inputs(args.inputs, spec) if args.inputs else None
     sizes.check(spec, sizes.construction_widths(construction), args.batch_size,
-                len(operands) if operands is not None else num_inputs, args.variant)
+                len(operands) if operands is not None else num_inputs, args.variant,
+                ("--inputs", args.inputs) if operands is not None else ("--random", args.random))
     result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
                     args.batch_size, args.variant, construction=construction)
     if args.json:

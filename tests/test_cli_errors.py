@@ -78,6 +78,7 @@ CASES = {
         ("--task=mul --base=10 --n=300", "--n: 300: "),
         ("--task=add --base=10 --n=2000", "--batch-size: 256: "),
         ("--task=add --base=10 --n=4 --batch-size=1000000000", "--batch-size: 1000000000"),
+        ("--task=add --base=10 --n=8 --random=1000000000", "--random: 1000000000: holding"),
     ]),
     "constructions.frontier": (HEAVY + ",constructions,constructions.run,constructions.verify", [
         ("--task=add --base=10 --n=2,x", "--n: 2,x: item 'x'"),
@@ -92,6 +93,7 @@ CASES = {
         ("--task=add --base=2 --n=4 --random=-5", "--random: -5"),
         ("--task=add --base=2 --n=4 --batch-size=0", "--batch-size: 0"),
         ("--task=add --base=2 --n=4 --seed=-2", "--seed: -2"),
+        ("--task=add --base=10 --n=8 --random=1000000000", "--random: 1000000000: holding"),
         ("--task=add --base=2 --n=4 --accumulation=once,kahan", "--accumulation: once,kahan"),
         ("--task=add --base=2 --n=4 --accumulation=", "--accumulation: ''"),
         ("--task=add --base=2 --n=4 --out={tmp}/a_file", "--out: {tmp}/a_file"),
