@@ -241,12 +241,13 @@ def _config_override_key(err: BaseException, argv: Sequence[str]) -> UsageError:
 def parse_absl_flags(argv: Sequence[str], config_flags: Sequence[str] = ("config",)):
     """An `app.run(main, flags_parser=...)` parser: flag and config errors as one line, exit 2.
 
-    `--help` exits 0. The config files named by `config_flags` are loaded here (ml_collections
-    defers a missing file's error to first use), so a missing file is a flag error too.
+    `--help` (and `-h`) exits 0. The config files named by `config_flags` are loaded here
+    (ml_collections defers a missing file's error to first use), so a missing file is a flag
+    error too.
     """
     from absl import flags
 
-    argv = list(argv)
+    argv = [a if a != "-h" else "--help" for a in argv]  # as argparse CLIs accept -h
     try:
         rest = flags.FLAGS(argv)
     except SystemExit:  # absl prints the help and exits 1; asking for help is no error
