@@ -67,8 +67,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from arith_precision import cli_errors
-
 PHASES = ("frontier", "sweep", "quant", "report")
 MODES = ("smoke", "quick", "full")
 MAX_MANTISSA = 24  # e8m24: the widest a float64 carrier simulates exactly (constructions.frontier)
@@ -788,6 +786,8 @@ def _cached_frontiers(workdir: str, s: Settings) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
     any phase runs), 1 an internal error (with its traceback)."""
+    from arith_precision import cli_errors
+
     ap = cli_errors.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="output directory (re-use it to resume)")
