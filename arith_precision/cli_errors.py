@@ -154,7 +154,19 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # --num must not silently mean --num-whatever
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
+
     def error(self, message: str):
+        # argparse reports a missing required flag before an unknown one; a misspelt flag
+        # (--nu=2 for --num=2) is the more useful thing to name.
+        for arg in getattr(self, "_given", ()):
+            name = arg.split("=", 1)[0]
+            if (name.startswith("-") and name not in self._option_string_actions
+                    and not re.fullmatch(r"-[\d.e+-]+", name)):  # not a negative number
+                usage_exit(UsageError(name, arg.split("=", 1)[1] if "=" in arg else "(given)",
+                                      "unknown argument"))
         for pattern, parts in _ARGPARSE_PATTERNS:
             m = pattern.match(message)
             if m:
