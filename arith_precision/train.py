@@ -12,6 +12,9 @@ checkpointed with the parameters, and CPU execution is deterministic, so a run k
 moment and restarted from its latest orbax checkpoint ends with bit-identical parameters
 (`summary.json` records `params_sha256` to check it).
 
+A newest checkpoint that fails to restore is moved aside (never deleted) and the run resumes from
+the previous one (`checkpoints.py`); the final parameters are still bit-identical.
+
 Outputs in `workdir`: `metrics.jsonl` (one line per log step), `checkpoints/` (orbax),
 `summary.json` (final evaluation, timing, versions, resolved config, `params_sha256`, status).
 """
@@ -37,9 +40,11 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from arith_precision import checkpoints as checkpoints_lib
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
-from arith_precision import tasks
+from arith_precision import tasks, train_checks
+from arith_precision.cli_errors import UsageError
 from arith_precision.precision import StepPrecision, step_precision
 from arith_precision.simulate import native_dtype, regions, simulate
 
@@ -207,8 +212,10 @@ def _write_json(path: str, obj) -> None:
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train, checkpoint, evaluate; resume from `workdir` if it holds a checkpoint.
 
-    Returns the summary dict (also written to `workdir/summary.json`).
+    Returns the summary dict (also written to `workdir/summary.json`). Bad config values raise
+    `cli_errors.UsageError` (a ValueError naming the key) before any work.
     """
+    train_checks.validate(config)
     if config.get("distributed", False):
         jax.distributed.initialize()
     jax.config.update("jax_default_matmul_precision", "highest")  # fp32 means fp32, not TF32
@@ -222,8 +229,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     train_cfg = config.train
     num_devices = jax.device_count()
     if train_cfg.batch_size % num_devices:
-        raise ValueError(f"train.batch_size={train_cfg.batch_size} is not divisible by the "
-                         f"{num_devices} devices")
+        raise UsageError("train.batch_size", train_cfg.batch_size,
+                         f"is not divisible by the {num_devices} devices")
 
     # Auto axes: XLA's partitioner places the collectives (no sharding-in-types annotations).
     mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
@@ -240,18 +247,23 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                       in_shardings=(state_sharding, data_sharding),
                       out_shardings=(state_sharding, replicated))
 
-    manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(
+    checkpoint_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
+
+    def open_manager():
+        return ocp.CheckpointManager(checkpoint_dir, options=checkpoints_lib.manager_options(
             max_to_keep=train_cfg.keep_checkpoints,
             save_interval_steps=train_cfg.checkpoint_every))
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
-    latest = manager.latest_step()
-    if latest is not None:
+
+    def restore(manager, step):
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
             state_sharding)
-        state = manager.restore(latest, args=ocp.args.StandardRestore(target))
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    manager, latest, state = checkpoints_lib.restore_newest_good(checkpoint_dir, open_manager,
+                                                                 restore)
+    if latest is not None:
         _rewrite_metrics(metrics_path, latest)
         _progress("resumed from step %d", latest)
     else:
@@ -306,6 +318,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         manager.save(total, args=ocp.args.StandardSave(state), force=True)
         manager.wait_until_finished()
     manager.close()
+    checkpoints_lib.purge_deleted(checkpoint_dir)
 
     params = state["params"]
     results = {}

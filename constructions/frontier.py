@@ -18,6 +18,11 @@ Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits
 with a least-squares line per mode). Without --out it prints the markdown tables (or the JSON
 with --json). `python -m constructions.frontier --merge=DIR1,DIR2,... --out=DIR` combines several
 runs into one table file and one plot.
+
+Exit status: 0 done, 1 internal error (with its traceback), 2 bad input: one line
+`error: <flag>: <value>: <why>`, before the search starts; that includes an --out directory that
+cannot be written and, for every n of the list, a construction whose estimated memory
+(`constructions/sizes.py`, at --batch-size) is over 16 GiB (ARITH_PRECISION_MAX_MEMORY_GB).
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ import time
 
 import numpy as np
 
+from arith_precision import cli_errors, tasks
 from arith_precision import model as model_lib
-from arith_precision import tasks
+from arith_precision.cli_errors import UsageError
 from arith_precision.simulate.policy import ACCUMULATIONS
-from constructions import VARIANTS, blocks
+from constructions import VARIANTS
 
 EXPONENT_BITS = 8
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
@@ -277,9 +283,18 @@ def merge(directories: list[str], out: str) -> str:
     """Combine several `--out` directories into one frontier.md and one frontier.png in `out`."""
     results = []
     for d in directories:
-        with open(os.path.join(d, "frontier.json")) as f:
-            results.append(json.load(f))
-    os.makedirs(out, exist_ok=True)
+        path = os.path.join(d, "frontier.json")
+        try:
+            with open(path) as f:
+                loaded = json.load(f)
+        except OSError as e:
+            raise UsageError("--merge", d, f"cannot read {path} ({e.strerror or e})") from None
+        except ValueError as e:
+            raise UsageError("--merge", d, f"{path} is not valid JSON ({e})") from None
+        if not isinstance(loaded, dict) or "entries" not in loaded:
+            raise UsageError("--merge", d, f"{path} is not one frontier run's output")
+        results.append(loaded)
+    cli_errors.check_writable_dir("--out", out)
     markdown = "\n".join(to_markdown(r) for r in results)
     with open(os.path.join(out, "frontier.md"), "w") as f:
         f.write(markdown + "\n")
@@ -289,26 +304,13 @@ def merge(directories: list[str], out: str) -> str:
     return markdown
 
 
-def main(argv=None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if any(a.startswith("--merge") for a in argv):
-        mp = argparse.ArgumentParser(prog="python -m constructions.frontier --merge")
-        mp.add_argument("--merge", required=True, help="comma-separated --out directories")
-        mp.add_argument("--out", required=True)
-        margs = mp.parse_args(argv)
-        try:
-            print(merge([d for d in margs.merge.split(",") if d], margs.out))
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    ap = argparse.ArgumentParser(prog="python -m constructions.frontier", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> argparse.ArgumentParser:
+    ap = cli_errors.ArgumentParser(prog="python -m constructions.frontier", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", required=True, choices=tasks.TASKS)
     ap.add_argument("--base", type=int, required=True)
     ap.add_argument("--n", required=True, help="comma-separated list, e.g. 2,4,8,16")
-    ap.add_argument("--k", type=int, default=None)
+    ap.add_argument("--k", type=int, default=None, help="operands (iter_add; default 3)")
     ap.add_argument("--l", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--variant", default="log", choices=VARIANTS,
@@ -319,39 +321,79 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--out", default=None, help="directory for frontier.{json,md,png}")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        ns = [int(x) for x in args.n.split(",") if x.strip()]
-        if not ns:
-            raise ValueError(f"--n={args.n!r} lists no sizes")
-        accs = [a.strip() for a in args.accumulation.split(",") if a.strip()]
-        bad = [a for a in accs if a not in ACCUMULATIONS]
-        if bad or not accs:
-            raise ValueError(f"--accumulation={args.accumulation!r}: expected a list of "
-                             f"{ACCUMULATIONS}")
-        kwargs = {"task": args.task, "base": args.base,
-                  "k": (args.k or 3) if args.task == "iter_add" else 2,
-                  "l": args.l if args.task == "mul" else None}
-        if args.chunk != 1:
-            kwargs["chunk"] = args.chunk
-        for n in ns:  # validate every size (and its T_c layout) before the (long) search
-            blocks.check_spec(tasks.TaskSpec(n=n, **kwargs), (args.task,))
-        if args.k is not None and args.task != "iter_add":
-            raise ValueError(f"--k={args.k} only applies to --task=iter_add")
-        if args.l is not None and args.task != "mul":
-            raise ValueError(f"--l={args.l} only applies to --task=mul")
-        if args.variant == "constant" and args.task != "add":
-            raise ValueError(f"--variant=constant exists for --task=add only, got "
-                             f"--task={args.task}")
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return ap
+
+
+def validate(args) -> tuple[dict, list[int], list[str]]:
+    """(spec kwargs, sizes, accumulations) of the flags; a UsageError for the first bad one,
+    including sizes that cannot fit and an --out that cannot be written."""
+    from constructions import build, sizes
+    from constructions.verify import spec_error
+
+    ns = cli_errors.int_list("--n", args.n, lo=1)
+    if len(set(ns)) != len(ns):
+        raise UsageError("--n", args.n, "lists a size twice")
+    accs = [a.strip() for a in args.accumulation.split(",")]
+    bad = [a for a in accs if a not in ACCUMULATIONS]
+    if bad:
+        raise UsageError("--accumulation", args.accumulation,
+                         f"{bad[0]!r} is not one of {', '.join(ACCUMULATIONS)}")
+    if len(set(accs)) != len(accs):
+        raise UsageError("--accumulation", args.accumulation, "lists a mode twice")
+    if args.k is not None and args.task != "iter_add":
+        raise UsageError("--k", args.k, "only applies to --task=iter_add")
+    if args.l is not None and args.task != "mul":
+        raise UsageError("--l", args.l, "only applies to --task=mul")
+    for flag, value, lo in (("--random", args.random, 0), ("--seed", args.seed, 0),
+                            ("--batch-size", args.batch_size, 1)):
+        cli_errors.check_int(flag, value, lo)
+    kwargs = {"task": args.task, "base": args.base,
+              "k": (3 if args.k is None else args.k) if args.task == "iter_add" else 2,
+              "l": args.l if args.task == "mul" else None}
+    if args.chunk != 1:
+        kwargs["chunk"] = args.chunk
+    for n in sorted(ns):  # every size (its T_c layout, its memory) before the (long) search
+        args.n = n  # spec_error names --n with this size
+        try:
+            spec = tasks.TaskSpec(n=n, **kwargs)
+        except ValueError as e:
+            raise spec_error(e, args) from None
+        num_inputs = args.random + 12 * n * spec.num_operands
+        sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size,
+                    num_inputs, args.variant, ("--random", args.random))
+        try:
+            construction = build(spec, variant=args.variant)
+        except ValueError as e:
+            raise spec_error(e, args) from None
+        sizes.check(spec, sizes.construction_widths(construction), args.batch_size, num_inputs,
+                    args.variant, ("--random", args.random))
+    if args.out:
+        cli_errors.check_writable_dir("--out", args.out)
+    return kwargs, ns, accs
+
+
+def main(argv=None) -> int:
+    return cli_errors.run_cli(lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv) -> int:
+    if any(a.startswith("--merge") for a in argv):
+        mp = cli_errors.ArgumentParser(prog="python -m constructions.frontier --merge")
+        mp.add_argument("--merge", required=True, help="comma-separated --out directories")
+        mp.add_argument("--out", required=True)
+        margs = mp.parse_args(argv)
+        dirs = [d for d in margs.merge.split(",") if d.strip()]
+        if not dirs:
+            raise UsageError("--merge", margs.merge, "lists no directories")
+        print(merge(dirs, margs.out))
+        return 0
+    args = _parser().parse_args(argv)
+    kwargs, ns, accs = validate(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log,
                           variant=args.variant)
     markdown = to_markdown(result)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "frontier.json"), "w") as f:
             json.dump(result, f, indent=1)
         with open(os.path.join(args.out, "frontier.md"), "w") as f:

@@ -9,48 +9,72 @@ families (long carry chains, all digits p-1, chains that stop one column early, 
 below a multiple of p, maximal products) plus seeded random inputs. `--inputs=FILE` checks the
 operand lists in FILE instead (one JSON list of integers per line). Prints exact match, the number
 checked and the first failing input; `--json` prints one JSON object. Exit status 0 when every
-input passes, 1 when some fail, 2 on bad arguments.
+input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad input: one
+line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
+(`constructions/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
+element, the inputs) must stay within 16 GiB (ARITH_PRECISION_MAX_MEMORY_GB); n is rejected when
+one example does not fit, --batch-size when the batch does not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 
 from arith_precision import formats, tasks
+from arith_precision.cli_errors import ArgumentParser, UsageError, memory_limit_bytes, run_cli
 from arith_precision.simulate.policy import ACCUMULATIONS
 from constructions import VARIANTS
 
+_SPEC_FLAGS = ("base", "n", "k", "l", "chunk")
+
 
 def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
+    """The operand lists of `path`; any problem is a UsageError naming --inputs and the line."""
+    try:
+        size = os.path.getsize(path)
+        if os.path.isdir(path):
+            raise UsageError("--inputs", path, "is a directory")
+        if 16 * size > memory_limit_bytes():  # Python ints and lists: ~16x the text
+            raise UsageError("--inputs", path, f"is {size} bytes: too large to hold in memory")
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UsageError("--inputs", path, f"cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError("--inputs", path, f"is not a UTF-8 text file (byte "
+                         f"{e.object[e.start]:#04x} at offset {e.start})") from None
     out = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                ops = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not JSON ({e.msg}): {line.strip()!r}") from None
-            if not isinstance(ops, list) or not all(isinstance(x, int) and not isinstance(x, bool)
-                                                    for x in ops):
-                raise ValueError(f"{path}:{lineno}: expected a JSON list of integers, got "
-                                 f"{line.strip()!r}")
-            try:
-                spec.exact_answer(ops)  # validates the count and the range
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            out.append(ops)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            ops = json.loads(line)
+        except ValueError as e:
+            raise UsageError("--inputs", where, f"not JSON ({getattr(e, 'msg', e)}): "
+                             f"{line.strip()[:80]!r}") from None
+        if not isinstance(ops, list) or not all(isinstance(x, int) and not isinstance(x, bool)
+                                                for x in ops):
+            raise UsageError("--inputs", where, f"expected a JSON list of integers, got "
+                             f"{line.strip()[:80]!r}")
+        try:
+            spec.exact_answer(ops)  # validates the count and the range
+        except ValueError as e:
+            raise UsageError("--inputs", where, str(e)) from None
+        out.append(ops)
     if not out:
-        raise ValueError(f"{path} holds no inputs")
+        raise UsageError("--inputs", path, "holds no inputs")
     return out
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m constructions.verify", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m constructions.verify", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", required=True, choices=tasks.TASKS)
     ap.add_argument("--base", type=int, required=True)
     ap.add_argument("--n", type=int, required=True)
@@ -62,30 +86,60 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
-    ap.add_argument("--random", type=int, default=1000, help="random inputs (built-in set)")
+    ap.add_argument("--random", type=int, default=None,
+                    help="random inputs of the built-in set (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--json", action="store_true")
     return ap
 
 
+def spec_error(e: ValueError, args, default: str = "--task") -> UsageError:
+    """A TaskSpec / construction ValueError as a UsageError naming the flag it is about."""
+    message = str(e)
+    first = message.split()[0].split("=")[0] if message.split() else ""
+    if first in _SPEC_FLAGS:
+        return UsageError(f"--{first}", getattr(args, first), message)
+    if "T_c" in message or "chunk" in message or "vocabulary" in message:
+        return UsageError("--chunk", args.chunk, message)
+    if "variant" in message:
+        return UsageError("--variant", args.variant, message)
+    return UsageError(default, getattr(args, default[2:]), message)
+
+
 def spec_from_args(args) -> tasks.TaskSpec:
     if args.k is not None and args.task != "iter_add":
-        raise ValueError(f"--k={args.k} only applies to --task=iter_add")
+        raise UsageError("--k", args.k, "only applies to --task=iter_add")
     if args.l is not None and args.task != "mul":
-        raise ValueError(f"--l={args.l} only applies to --task=mul")
-    return tasks.TaskSpec(args.task, base=args.base, n=args.n,
-                          k=(3 if args.k is None else args.k) if args.task == "iter_add" else 2,
-                          l=args.l, chunk=args.chunk)
+        raise UsageError("--l", args.l, "only applies to --task=mul")
+    try:
+        return tasks.TaskSpec(args.task, base=args.base, n=args.n,
+                              k=(3 if args.k is None else args.k) if args.task == "iter_add"
+                              else 2, l=args.l, chunk=args.chunk)
+    except ValueError as e:
+        raise spec_error(e, args) from None
+
+
+def check_format(flag: str, text: str):
+    """The format of `text` (and its carrier switched on); a UsageError naming `flag`."""
+    from constructions import run
+
+    try:
+        fmt = formats.as_format(text)
+        run.enable_carrier(fmt)
+    except ValueError as e:
+        raise UsageError(flag, text, str(e)) from None
+    return fmt
 
 
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
-           variant: str = "log") -> dict:
-    """Build the construction for `spec` and check it; returns the verifier's JSON object."""
+           variant: str = "log", construction=None) -> dict:
+    """Build the construction for `spec` (unless given) and check it; returns the verifier's
+    JSON object."""
     from constructions import build, inputs, run
 
-    construction = build(spec, variant=variant)
+    construction = construction or build(spec, variant=variant)
     families = {"user": len(operands)} if operands is not None else None
     if operands is None:
         operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
@@ -103,19 +157,41 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
 
 
 def main(argv=None) -> int:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    from constructions import build, inputs, sizes
+
     args = parser().parse_args(argv)
+    spec = spec_from_args(args)
+    fmt = check_format("--format", args.format)
+    if args.batch_size < 1:
+        raise UsageError("--batch-size", args.batch_size, "must be >= 1")
+    if args.inputs is not None and args.random is not None:
+        raise UsageError("--random", args.random, "does not apply with --inputs")
+    args.random = 1000 if args.random is None else args.random
+    if args.random < 0:
+        raise UsageError("--random", args.random, "must be >= 0")
+    if args.seed < 0:
+        raise UsageError("--seed", args.seed, "must be >= 0")
+    # (p^n)^k in log space first: the exact count of n = 10^9 would itself never finish.
+    exhaustive = (spec.n * spec.num_operands * math.log10(spec.base) < 6
+                  and inputs.exhaustive_count(spec) <= inputs.EXHAUSTIVE_LIMIT)
+    num_inputs = (inputs.exhaustive_count(spec) if exhaustive
+                  else args.random + 12 * spec.n * spec.num_operands)
+    sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size, num_inputs,
+                args.variant, ("--random", args.random))
     try:
-        spec = spec_from_args(args)
-        fmt = formats.as_format(args.format)
-        if args.batch_size < 1 or args.random < 0:
-            raise ValueError(f"--batch-size must be >= 1 and --random >= 0, got "
-                             f"{args.batch_size}, {args.random}")
-        operands = _read_inputs(args.inputs, spec) if args.inputs else None
-        result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
-                        args.batch_size, args.variant)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        construction = build(spec, variant=args.variant)  # also checks the T_c layout, variant
+    except ValueError as e:
+        raise spec_error(e, args) from None
+    operands = _read_inputs(args.inputs, spec) if args.inputs else None
+    sizes.check(spec, sizes.construction_widths(construction), args.batch_size,
+                len(operands) if operands is not None else num_inputs, args.variant,
+                ("--inputs", args.inputs) if operands is not None else ("--random", args.random))
+    result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
+                    args.batch_size, args.variant, construction=construction)
     if args.json:
         print(json.dumps(result, default=str))
     else:

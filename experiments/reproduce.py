@@ -833,8 +833,12 @@ def _cached_frontiers(workdir: str, s: Settings) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
+    any phase runs), 1 an internal error (with its traceback)."""
+    from arith_precision import cli_errors
+
+    ap = cli_errors.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="output directory (re-use it to resume)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the <= 20 min CPU reproduction")
@@ -850,15 +854,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else list(argv))
     try:
         if args.workers is not None and args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        if os.path.exists(args.workdir) and not os.path.isdir(args.workdir):
-            raise ValueError(f"--workdir={args.workdir!r} exists and is not a directory")
-        start = time.time()
-        reproduce(args.workdir, name, workers=args.workers, phases=phases, command=command)
-        print(f"[reproduce] finished in {time.time() - start:.0f}s", flush=True)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+            raise cli_errors.UsageError("--workers", args.workers, "--workers must be >= 1, "
+                                        f"got {args.workers}")
+        bad = [p for p in phases if p not in PHASES]
+        if bad or not phases:
+            raise cli_errors.UsageError("--phases", args.phases, f"unknown phase(s) "
+                                        f"{bad or phases!r}; phases are {PHASES}")
+        cli_errors.check_writable_dir("--workdir", args.workdir)
+    except cli_errors.UsageError as e:
+        print(f"error: {e.line()}", file=sys.stderr)
         return 2
+    start = time.time()
+    reproduce(args.workdir, name, workers=args.workers, phases=phases, command=command)
+    print(f"[reproduce] finished in {time.time() - start:.0f}s", flush=True)
     return 0
 
 

@@ -8,14 +8,20 @@ ones from their checkpoints and retries failed ones. `--shard=i/N` runs the cell
 is i mod N (e.g. one shard per machine or per GPU, all into one shared DIR); every shard
 aggregates over all cells present when it ends, and `--aggregate_only` rebuilds the outputs
 without training. Logic: `experiments/sweep_lib.py`; the grids: `experiments/configs/*.py`.
+
+Exit status: 0 done, 2 bad input (one line `error: <flag or key>: <value>: <why>`: a flag, the
+config file or its ARGS, a --config.* override, --shard, a workdir that cannot be written),
+1 an internal error (with its traceback). A cell that fails is recorded and the sweep goes on.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from arith_precision import cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a sweep config file, optionally with :ARGS.", lock_config=True)
@@ -31,39 +37,42 @@ _AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only rebuild resul
 flags.mark_flags_as_required(["workdir"])  # --config too, except with --aggregate_only
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # parse_absl_flags rejects positional arguments
     from experiments import sweep_lib
 
     workdir = _WORKDIR.value
     try:
         if _AGGREGATE_ONLY.value:
+            if not os.path.isdir(workdir):
+                raise cli_errors.UsageError("--workdir", workdir, "is not a directory")
             for name, path in sweep_lib.aggregate(workdir).items():
                 print(f"{name}: {path}")
             return
         if _CONFIG.value is None:
-            raise ValueError("--config is required (except with --aggregate_only)")
-        shard = sweep_lib.parse_shard(_SHARD.value)
-        if _DRY_RUN.value:
+            raise cli_errors.UsageError("--config", "(missing)", "is required (except with "
+                                        "--aggregate_only)")
+        try:
+            shard = sweep_lib.parse_shard(_SHARD.value)
             cells = sweep_lib.select_shard(sweep_lib.expand(_CONFIG.value), shard)
+        except ValueError as e:
+            if "shard" in str(e):
+                raise cli_errors.UsageError("--shard", _SHARD.value, str(e)) from None
+            raise cli_errors.UsageError("--config", flags.FLAGS["config"].config_filename,
+                                        str(e)) from None
+        if _DRY_RUN.value:
             for cell in cells:
                 status = sweep_lib.cell_status(f"{workdir}/{cell.name}")
                 print(f"{cell.index:5d}  {cell.name}  {status}")
             print(f"{len(cells)} cells")
             return
-        result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value,
-                                     shard=shard)
-    except ValueError as e:
-        _fail(str(e))
+        cli_errors.check_writable_dir("--workdir", workdir)
+    except cli_errors.UsageError as e:
+        cli_errors.usage_exit(e)
+    result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value, shard=shard)
     ran = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "none"
     print(f"done: {result['cells']} cells; {result['skipped']} were already done; run now: {ran}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli_errors.parse_absl_flags)

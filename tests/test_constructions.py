@@ -129,7 +129,7 @@ def test_verify_cli_json_and_inputs_file(tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--task=add", "--base=1", "--n=4"], "base"),
     (["--task=add", "--base=10", "--n=4", "--format=e9x"], "e9x"),
-    (["--task=add", "--base=10", "--n=4", "--k=3"], "--k=3"),
+    (["--task=add", "--base=10", "--n=4", "--k=3"], "--k: 3"),
 ])
 def test_verify_cli_rejects_bad_arguments(args, needle):
     proc = _cli(*args)

@@ -120,15 +120,24 @@ def test_killed_sweep_resumes_without_redoing_finished_cells(tmp_path):
 def test_diverged_and_crashing_cells_are_recorded_and_the_sweep_goes_on(tmp_path):
     config = sweep_lib.sweep_config(
         "robustness", train_args="smoke", grid=_tiny_grid(ns={"default": (3, 4, 5)}),
-        rules=[{"when": {"n": 4}, "set": {"optim": {"learning_rate": 1e30}}},  # diverges
-               {"when": {"n": 5}, "set": {"eval": {"batch_size": 0}}}])  # raises in evaluation
+        rules=[{"when": {"n": 4}, "set": {"optim": {"learning_rate": 1e30}}}])  # diverges
+    # The n = 5 cell crashes at run time: its checkpoint directory is a file. (Bad config values
+    # such as eval.batch_size=0 no longer get that far: the sweep rejects them up front.)
+    (tmp_path / "add_b2_n5_fp32_L2_s0").mkdir()
+    (tmp_path / "add_b2_n5_fp32_L2_s0" / "checkpoints").write_text("not a directory")
+    bad_cell = sweep_lib.sweep_config(
+        "bad", train_args="smoke", grid=_tiny_grid(ns={"default": (5,)}),
+        rules=[{"when": {"n": 5}, "set": {"eval": {"batch_size": 0}}}])
+    with pytest.raises(ValueError, match="cell add_b2_n5_fp32_L2_s0: eval.batch_size: 0"):
+        sweep_lib.run_sweep(bad_cell, str(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "add_b2_n5_fp32_L2_s0").exists()  # nothing ran
     lines = []
     result = sweep_lib.run_sweep(config, str(tmp_path), log=lines.append)
     assert result["counts"] == {"completed": 1, "diverged": 1, "error": 1}
     rows = {r["n"]: r for r in _csv(tmp_path / "cells.csv")}
     assert rows["3"]["status"] == "completed"
     assert rows["4"]["status"] == "diverged" and int(rows["4"]["diverged_at_step"]) >= 1
-    assert rows["5"]["status"] == "error" and "batch_size" in rows["5"]["error"]
+    assert rows["5"]["status"] == "error" and "checkpoints" in rows["5"]["error"]
     error = json.loads((tmp_path / "add_b2_n5_fp32_L2_s0" / "error.json").read_text())
     assert error["status"] == "error" and "Traceback" in error["traceback"]
     results = {r["n"]: r for r in _csv(tmp_path / "results.csv")}
@@ -136,7 +145,7 @@ def test_diverged_and_crashing_cells_are_recorded_and_the_sweep_goes_on(tmp_path
     assert results["5"]["num_error"] == "1"
     report = (tmp_path / "report.md").read_text()
     assert "`add_b2_n4_fp32_L2_s0`: diverged" in report
-    assert "`add_b2_n5_fp32_L2_s0`: error: ValueError" in report
+    assert "`add_b2_n5_fp32_L2_s0`: error: " in report
 
     # Re-running skips the completed and diverged cells and retries the failed one.
     again = sweep_lib.run_sweep(config, str(tmp_path), log=lines.append)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from arith_precision.cli_errors import UsageError
+
 TASKS = ("add", "iter_add", "mul")
 
 
@@ -43,10 +45,12 @@ def _parse(arg: str | None) -> dict[str, str]:
             continue
         if "=" not in item:
             if item != "smoke":
-                raise ValueError(f"config argument {item!r} is not key=value (or 'smoke')")
+                raise UsageError("config argument", item, "is not key=value (or 'smoke')")
             out["smoke"] = "1"
             continue
         key, value = item.split("=", 1)
+        if key.strip() in out:
+            raise UsageError(key.strip(), value.strip(), "given twice")
         out[key.strip()] = value.strip()
     return out
 
@@ -100,9 +104,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     }
     unknown = sorted(set(args) - set(setters))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(setters)}")
+        raise UsageError(unknown[0], args[unknown[0]],
+                         f"unknown config key; known: {', '.join(sorted(setters))}")
     if args.get("task", c.task.task) not in TASKS:
-        raise ValueError(f"unknown task {args['task']!r}; expected one of {TASKS}")
+        raise UsageError("task", args["task"], f"unknown task {args['task']!r}; expected one of "
+                         f"{TASKS}")
+    if args.get("smoke", "1") != "1":
+        raise UsageError("smoke", args["smoke"], "is a bare switch: write 'smoke', no value")
     if "smoke" in args:  # tiny everything, applied first so explicit keys still win
         c.model.update(num_layers=2, d_model=32, num_heads=2, d_ff=64)
         c.train.update(steps=20, batch_size=16, log_every=5, checkpoint_every=10)
@@ -112,20 +120,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         try:
             setters[key](value)
         except ValueError as e:
-            raise ValueError(f"bad value for config key {key!r}: {value!r} ({e})") from None
+            why = str(e)
+            if "invalid literal" in why or "could not convert" in why:
+                why = f"not a number ({why})"
+            raise UsageError(key, value, why) from None
     validate(c)
     c.lock()
     return c
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Fail early, with the offending key, on values the run would reject later."""
-    from arith_precision import train
+    """Fail early, with the offending key (a UsageError), on values the run would reject later,
+    including sizes whose estimated memory is over the limit (`arith_precision.train_checks`)."""
+    from arith_precision import train_checks
 
-    train.task_spec(c.task)
-    train.eval_specs(c)
-    train.precision_of(c)
-    train.model_config(c)
-    for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-        if c.train[key] < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {c.train[key]}")
+    train_checks.validate(c)
