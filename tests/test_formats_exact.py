@@ -279,9 +279,9 @@ def ref_float(x: float, E, M, bias=None, variant="ieee", sat=False, ftz=False, m
         return nan if has_nan else -sign * 0.0
     saturating = sat or not has_nan
     if math.isinf(x):
-        if variant == "ieee":
-            return x
-        return sign * float(top) if saturating else nan
+        if saturating:  # one rule for every `_sat` format: +-inf -> +-max
+            return sign * float(top)
+        return x if variant == "ieee" else nan
     a = Fraction(abs(x))
     emin = 1 - bias
     if variant == "fnu" and mode != "nearest":
