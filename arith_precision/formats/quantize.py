@@ -234,11 +234,11 @@ def _bf16_round_trip(x):
         lax.shift_left(half.astype(jnp.uint32), jnp.uint32(16)), jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _quantize_value(x, key, fmt, rounding):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _quantize_value(x, key, fmt, rounding, values_only=False):
     """The forward computation (no custom gradient). Jitted as a whole so that eager calls
     compile one small program per (format, rounding, shape) instead of dispatching op by op."""
-    carrier = carrier_for(fmt, x.dtype)
+    carrier = carrier_for(fmt, x.dtype, values_only)
     if (
         isinstance(fmt, FloatFormat)
         and fmt.variant == "ieee"
@@ -262,17 +262,17 @@ def _quantize_value(x, key, fmt, rounding):
     return lax.bitcast_convert_type(out, x.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _quantize_ste(x, key, fmt, rounding):
-    return _quantize_value(x, key, fmt, rounding)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _quantize_ste(x, key, fmt, rounding, values_only):
+    return _quantize_value(x, key, fmt, rounding, values_only)
 
 
 @_quantize_ste.defjvp
-def _quantize_ste_jvp(fmt, rounding, primals, tangents):
+def _quantize_ste_jvp(fmt, rounding, values_only, primals, tangents):
     x, key = primals
     x_dot, _ = tangents
     # Straight-through estimator: d quantize(x) / dx := 1.
-    return _quantize_ste(x, key, fmt, rounding), x_dot
+    return _quantize_ste(x, key, fmt, rounding, values_only), x_dot
 
 
 def _as_carrier_array(x):
@@ -293,7 +293,8 @@ def _as_carrier_array(x):
     return x
 
 
-def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True):
+def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True,
+             values_only: bool = False):
     """Round every element of `x` to the number format `fmt` (see the module docstring).
 
     Args:
@@ -303,6 +304,10 @@ def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_throu
             "toward_zero", "toward_positive", "toward_negative", "stochastic".
         key: a jax.random key; required for (and only used by) "stochastic".
         straight_through: identity gradient (default); False gives the true, zero, derivative.
+        values_only: admit any format whose values are carrier values (e.g. e8m13 on float32),
+            for rounding a carrier value that is itself the quantity to round (an accumulator
+            register holding a carrier sum); the carrier rule would refuse it because a carrier
+            *operation* followed by this rounding may double round.
 
     Raises:
         ValueError: unknown format or rounding mode; stochastic rounding without a key; an
@@ -317,9 +322,9 @@ def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_throu
             "quantize(x, fmt, 'stochastic', key=jax.random.key(0)); got key=None"
         )
     x = _as_carrier_array(x)
-    carrier_for(fmt, x.dtype)  # raise the carrier error before tracing anything
+    carrier_for(fmt, x.dtype, values_only)  # raise the carrier error before tracing anything
     if rounding != "stochastic":
         key = jnp.zeros((), jnp.uint32)  # placeholder primal; never read
     if not straight_through:
-        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding)
-    return _quantize_ste(x, key, fmt, rounding)
+        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding, values_only)
+    return _quantize_ste(x, key, fmt, rounding, values_only)

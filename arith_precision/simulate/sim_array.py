@@ -58,31 +58,54 @@ def _identity_format(fmt, dtype) -> bool:
     return native is not None and fmt == formats.as_format(native)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _round_with_grad(x, fmt, grad_fmt):
-    return formats.quantize(x, fmt)
+def _key_for(x, rounding: str, seed: int):
+    """The key of a stochastic rounding: key(seed) folded with a hash of the bits of `x`."""
+    if rounding != "stochastic":
+        return None
+    uint = jnp.uint32 if x.dtype == jnp.float32 else jnp.uint64
+    bits = lax.bitcast_convert_type(lax.stop_gradient(x), uint).ravel()
+    mix = jnp.arange(1, bits.size + 1, dtype=uint) * uint(0x9E3779B1)
+    digest = lax.reduce(bits * mix, uint(0), lax.bitwise_xor, (0,))
+    return jax.random.fold_in(jax.random.key(seed), digest.astype(jnp.uint32))
 
 
-def _round_with_grad_fwd(x, fmt, grad_fmt):
-    return formats.quantize(x, fmt), None
+def _quantize(x, fmt, rounding: str, seed: int, values_only: bool = False):
+    return formats.quantize(x, fmt, rounding, _key_for(x, rounding, seed),
+                            values_only=values_only)
 
 
-def _round_with_grad_bwd(fmt, grad_fmt, _, g):
-    return (formats.quantize(g, grad_fmt),)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only):
+    return _quantize(x, fmt, rounding, seed, values_only)
+
+
+def _round_with_grad_fwd(x, fmt, grad_fmt, rounding, seed, values_only):
+    return _quantize(x, fmt, rounding, seed, values_only), None
+
+
+def _round_with_grad_bwd(fmt, grad_fmt, rounding, seed, values_only, _, g):
+    return (_quantize(g, grad_fmt, rounding, seed + 1),)
 
 
 _round_with_grad.defvjp(_round_with_grad_fwd, _round_with_grad_bwd)
 
 
-def round_array(x, fmt, grad_fmt=None):
-    """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`)."""
+def round_array(x, fmt, grad_fmt=None, rounding: str = "nearest_even", seed: int = 0,
+                values_only: bool = False):
+    """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`).
+    `values_only`: see `formats.quantize` (used for accumulator registers)."""
     if not hasattr(x, "dtype") or jnp.dtype(x.dtype) not in CARRIERS:
         return x
     if grad_fmt is not None:
-        return _round_with_grad(x, fmt, grad_fmt)
+        return _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only)
     if _identity_format(fmt, jnp.dtype(x.dtype)):
         return x
-    return formats.quantize(x, fmt)
+    return _quantize(x, fmt, rounding, seed, values_only)
+
+
+def policy_round(x, fmt, policy: Policy, values_only: bool = False):
+    """`round_array` with the policy's gradient format, rounding mode and seed."""
+    return round_array(x, fmt, policy.grad, policy.rounding, policy.seed, values_only)
 
 
 def is_carrier(x) -> bool:
@@ -124,24 +147,29 @@ def _unwrap(v, policy: Policy):
         return v.array
     if isinstance(v, quax.Value):
         v = type(v).materialise(v)
-    return round_array(v, policy.compute) if is_carrier(v) else v
+    return policy_round(v, policy.compute, policy) if is_carrier(v) else v
 
 
 def _wrap(out, policy: Policy, preserve: bool = False):
     if not is_carrier(out):
         return out
     if not preserve:
-        out = round_array(out, policy.compute, policy.grad)
+        out = policy_round(out, policy.compute, policy)
     return SimArray(out, policy)
 
 
 # ---- accumulation rules ---------------------------------------------------------------------
 def _rounders(policy: Policy):
     def round_out(x):
-        return round_array(x, policy.compute, policy.grad)
+        return policy_round(x, policy.compute, policy)
 
     def round_acc(x):
-        return round_array(x, policy.accum_format, policy.grad)
+        if policy.accum is None and policy.accumulation == "once":
+            return x  # round_out follows at once: rounding twice to one format is once
+        # Under once / chunked the register holds a carrier sum by definition: rounding that
+        # value needs only the format's values in the carrier (accum="e8m13" on float32).
+        register = policy.accumulation == "once" or policy.accumulation.startswith("chunked:")
+        return policy_round(x, policy.accum_format, policy, values_only=register)
 
     return round_out, round_acc
 
@@ -167,9 +195,24 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
     if not (is_carrier(a) and is_carrier(b)):
         return _wrap(lax.dot_general_p.bind(a, b, dimension_numbers=dimension_numbers, **params),
                      policy)
+    if policy.matmul_block is not None:
+        a, b = _block_operands(a, b, dimension_numbers, policy.matmul_block)
     out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(policy),
                                  **params)
     return SimArray(out, policy)
+
+
+def _block_operands(a, b, dimension_numbers, block_fmt: str):
+    """Both operands block-quantized along their (single) contraction axis."""
+    (lc, rc), _ = dimension_numbers
+    size = formats.BLOCK_FORMATS[block_fmt].block_size
+    if len(lc) != 1 or a.shape[lc[0]] % size:
+        raise ValueError(
+            f"matmul_block={block_fmt} needs one contraction axis whose length is a multiple of "
+            f"{size}; got a dot_general of shapes {a.shape} x {b.shape} contracting axes "
+            f"{tuple(lc)} x {tuple(rc)}")
+    return (formats.quantize_mx(a.astype(jnp.float32), block_fmt, axis=lc[0]).astype(a.dtype),
+            formats.quantize_mx(b.astype(jnp.float32), block_fmt, axis=rc[0]).astype(b.dtype))
 
 
 # ---- control flow: promote plain floating operands (e.g. a constant initial carry) -------------
@@ -181,7 +224,7 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
 def _promote(args):
     policy = next(a.policy for a in args if isinstance(a, SimArray))
     return [a if isinstance(a, quax.Value) or not is_carrier(a)
-            else SimArray(round_array(a, policy.compute, policy.grad), policy) for a in args]
+            else SimArray(policy_round(a, policy.compute, policy), policy) for a in args]
 
 
 @quax.register(lax.scan_p, precedence=1)

@@ -36,7 +36,7 @@ from jax._src import core as jax_core
 from quax import _trace as _quax_trace
 
 from arith_precision.simulate.policy import as_policy, native_dtype
-from arith_precision.simulate.sim_array import SimArray, is_carrier, round_array
+from arith_precision.simulate.sim_array import SimArray, is_carrier, policy_round
 
 
 def _process_custom_vjp_call(self, primitive, fun, fwd, bwd, tracers, **_):
@@ -93,7 +93,7 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
         def wrap(x):
             if not is_carrier(x):
                 return x
-            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad), policy)
+            return SimArray(policy_round(jnp.asarray(x), fmt, policy), policy)
         return wrap
 
     @functools.wraps(fn)
