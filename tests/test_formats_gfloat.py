@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from gfloat import RoundMode
+from gfloat import Domain, FormatInfo, RoundMode
 from gfloat import formats as gf
 
 from arith_precision import formats
@@ -42,6 +42,18 @@ GFLOAT_FORMATS = {
     "fp16": gf.format_info_binary16,
     **{f"p3109_k8p{p}": gf.format_info_p3109(8, p) for p in range(1, 8)},
 }
+
+
+def _fnuz(name, precision, bias):
+    """gfloat has no preset for ml_dtypes' fnuz formats: finite, no -0, its code is the NaN."""
+    return FormatInfo(name=name, k=8, precision=precision, bias=bias, has_nz=False,
+                      domain=Domain.Finite, num_high_nans=0, has_subnormals=True, is_signed=True,
+                      is_twos_complement=False)
+
+
+GFLOAT_FORMATS["e4m3fnuz"] = _fnuz("e4m3fnuz", 4, 8)
+GFLOAT_FORMATS["e5m2fnuz"] = _fnuz("e5m2fnuz", 3, 16)
+GFLOAT_FORMATS["e4m3b11fnuz"] = _fnuz("e4m3b11fnuz", 4, 11)
 
 
 def _values(fi) -> np.ndarray:
@@ -101,6 +113,21 @@ def test_quantize_matches_gfloat(name, mode, sat):
     want = gfloat_round(fi, x, mode, ref_sat)
     got = formats.quantize(jnp.asarray(x), fmt, mode)
     assert_same_bits(x, got, want, f"{fmt} {mode}")
+
+
+@pytest.mark.parametrize("sat", [False, True])
+@pytest.mark.parametrize("mode", [m for m in MODES if m != "nearest_even"])
+def test_e8m0fnu_matches_gfloat(mode, sat):
+    """The MX scale type on its range [2^-127, inf]. Below 2^-127 gfloat 0.5.2 returns values
+    that are not in the format (it does not underflow formats without subnormals), and under
+    nearest_even our e8m0fnu follows ml_dtypes (ties between powers of two round up; tested in
+    test_formats_exact) where gfloat ties to the even exponent."""
+    fi = gf.format_info_ocp_e8m0
+    x = probes(fi)
+    x = x[(x >= 2.0**-127) | (x == np.inf)]
+    fmt = formats.parse("e8m0fnu" + ("_sat" if sat else ""))
+    want = gfloat_round(fi, x, mode, sat)
+    assert_same_bits(x, formats.quantize(jnp.asarray(x), fmt, mode), want, f"{fmt} {mode}")
 
 
 @pytest.mark.parametrize("name", ["e4m3fn", "e2m1fn", "p3109_k8p1", "p3109_k8p4", "bf16"])

@@ -38,9 +38,8 @@ finite, NaN or infinite is the `variant`, following the naming of ml_dtypes / LL
           M = P - 1), e.g. `p3109_k8p3` is e5m2 with bias 16.
 
 Options (ignored where they cannot matter):
-  saturate          finite values that overflow become +-max instead of inf/NaN; an infinite input
-                    stays infinite in "ieee" formats (it did not overflow) and becomes +-max in
-                    formats without infinities.
+  saturate          one rule for every `_sat` format (OCP's): finite values that overflow and
+                    +-inf inputs become +-max; NaN stays NaN.
   flush_subnormals  results that are subnormal (0 < |r| < 2^(1-b)) after rounding become zero
                     of the same sign (+0 in "fnuz"); the rounding itself is done on the full grid
                     with gradual underflow, as flush-to-zero hardware does on its output.
