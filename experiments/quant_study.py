@@ -43,6 +43,11 @@ Result of the quick settings (measured, one seed): int8, bf16 and e4m3 stay with
 fp32; int4 per channel loses the most, more at larger n (IterADD base 2: fp32 1.000 / 0.875 at
 n=4 / 6, int4 0.602 / 0.168); grouped int4 and NF4 (g32) sit in between (0.73-0.78 / 0.43-0.44);
 100 QLoRA steps recover the int4 loss to within 0.02 of LoRA (n=6: LoRA 0.938, QLoRA 0.918).
+With the block formats (a standalone `--quick` run on freshly trained bases, docs/quant_quick/):
+mxfp8_e4m3 and mxfp6_e2m3 track e4m3 (IterADD n=6: 0.742 / 0.711, e4m3 0.734, fp32 0.859);
+mxfp4_e2m1 and nvfp4 sit with grouped int4 / NF4 (IterADD n=4: 0.680 / 0.863 against int4_g32
+0.656, nf4_g32 0.777, int4 0.516; n=6: 0.363 / 0.375); QLoRA on mxfp4_e2m1 / nvfp4 reaches LoRA
+at n=4 (1.000) but ends 0.105 / 0.109 below it at n=6, where QLoRA on int4 ends 0.035 below.
 """
 
 from __future__ import annotations
@@ -461,18 +466,22 @@ def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from arith_precision import quant_scheme
+
     ptq = [r for r in rows if r["stage"] == "ptq"]
     keys = sorted({_panel(r) for r in ptq})
     fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
                              figsize=(4.6 * max(1, len(keys)), 3.6))
-    palette = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10" if len(schemes) <= 10 else "tab20")  # a colour per scheme
     for ax, key in zip(axes[0], keys, strict=False):
         members = [r for r in ptq if _panel(r) == key]
         for i, s in enumerate(schemes):
             pts = _mean_by_n(r for r in members if r["scheme"] == s)
             if pts:
-                ax.plot(list(pts), list(pts.values()), "o-" if s != "fp32" else "s-", ms=4,
-                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % 10))
+                style = "s-" if s == "fp32" else "o--" if quant_scheme.parse_scheme(
+                    s).kind == "block" else "o-"  # block formats dashed
+                ax.plot(list(pts), list(pts.values()), style, ms=4,
+                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % palette.N))
         ax.set_xticks(sorted({int(r["n"]) for r in members}))
         ax.set_title(_panel_title(key), fontsize=10)
         ax.set_xlabel("n (digits)")
@@ -630,8 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     src.add_argument("--sweep", default=None, help="use the completed fp32 cells of this sweep")
     src.add_argument("--runs", default=None, help="comma-separated fp32 run directories")
     ap.add_argument("--schemes", default=None, help="comma-separated quantization schemes")
-    ap.add_argument("--qlora_schemes", default=",".join(DEFAULT_QLORA),
-                    help="comma-separated frozen bases of the QLoRA arms")
+    ap.add_argument("--qlora_schemes", default=None,
+                    help="comma-separated frozen bases of the QLoRA arms (default: the mode's, "
+                         f"else {','.join(DEFAULT_QLORA)})")
     ap.add_argument("--finetune_steps", type=int, default=None)
     ap.add_argument("--finetune_tasks", default=None,
                     help="comma-separated tasks whose runs get LoRA / QLoRA (default: the "
@@ -652,10 +662,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings["eval_batch"] = min(settings["eval_batch"], max(args.examples, 1))
         from arith_precision import quantized
 
-        qlora_schemes = tuple(_split(args.qlora_schemes))
-        if not qlora_schemes:
-            raise ValueError(f"--qlora_schemes={args.qlora_schemes!r} lists no scheme")
-        for s in (*settings["schemes"], *qlora_schemes):
+        if args.qlora_schemes is not None:
+            settings["qlora_schemes"] = tuple(_split(args.qlora_schemes))
+            if not settings["qlora_schemes"]:
+                raise ValueError(f"--qlora_schemes={args.qlora_schemes!r} lists no scheme")
+        for s in (*settings["schemes"], *settings.get("qlora_schemes", DEFAULT_QLORA)):
             quantized.parse_scheme(s)  # fail before training anything
         if args.sweep is not None:
             runs = sweep_runs(args.sweep)
@@ -671,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = _finetune_tasks(name, args.finetune_tasks)
         runs = _as_runs(runs)
         finetune = [r for r, d in runs.items() if tasks is None or _run_task(d) in tasks]
-        run_quant_study(args.workdir, base_runs=runs, qlora_schemes=qlora_schemes,
+        run_quant_study(args.workdir, base_runs=runs,
                         finetune_runs=finetune, **settings)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
