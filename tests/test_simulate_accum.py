@@ -110,3 +110,18 @@ def test_matmul_block_quantizes_operands_along_the_contraction_axis():
         simulate(lambda x, y: x @ y, Policy("fp32", matmul_block="nvfp4"))(a[:, :24], w[:24])
     with pytest.raises(ValueError, match="unknown block format"):
         Policy("fp32", matmul_block="mxfp5")
+
+
+def test_p3109_formats_work_as_policy_and_scheme_strings():
+    from arith_precision import quantized
+
+    a = jax.random.normal(jax.random.key(7), (64,), jnp.float32)
+    got = simulate(lambda x: x * x, Policy("p3109_k8p4"))(a)
+    qa = formats.quantize(a, "p3109_k8p4")
+    np.testing.assert_array_equal(np.asarray(got),
+                                  np.asarray(formats.quantize(qa * qa, "p3109_k8p4")))
+    w = jax.random.normal(jax.random.key(8), (32, 16), jnp.float32)
+    q = quantized.quantize_array(w, "p3109_k8p3")
+    np.testing.assert_array_equal(np.asarray(quantized.dequantize_array(q)),
+                                  np.asarray(formats.quantize(w, "p3109_k8p3")))
+    assert quantized.bits_per_weight("p3109_k8p3", (32, 16)) == 8
