@@ -125,3 +125,27 @@ def test_p3109_formats_work_as_policy_and_scheme_strings():
     np.testing.assert_array_equal(np.asarray(quantized.dequantize_array(q)),
                                   np.asarray(formats.quantize(w, "p3109_k8p3")))
     assert quantized.bits_per_weight("p3109_k8p3", (32, 16)) == 8
+
+
+def test_weight_block_equals_block_quantized_kernels():
+    """weight_block blocks the parameters where they enter a contraction: on the tiny model
+    (fp32 compute) that is the model applied to kernels quantized by `quantized` (which blocks
+    each kernel along its input axis); the embedding table, only gathered, stays fp32."""
+    from tiny_model import dense_apply, params, tokens
+
+    from arith_precision import quantized
+
+    p, t = params(), tokens()
+    policy = Policy("fp32", weight_block="nvfp4")
+    got = simulate(lambda q, x: dense_apply(q, x), policy, param_argnums=(0,))(p, t)
+    pq = quantized.dequantize_params(
+        quantized.quantize_params(p, "nvfp4", skip=("embed", "pos_embedding")))
+    want = dense_apply(pq, t)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))  # bit for bit
+    plain = dense_apply(p, t)
+    assert np.abs(np.asarray(want) - np.asarray(plain)).max() > 1e-3  # blocking did something
+    # Activations are not blocked: matmul_block (both operands) gives something else.
+    both = simulate(lambda q, x: dense_apply(q, x), Policy("fp32", matmul_block="nvfp4"),
+                    param_argnums=(0,))
+    with pytest.raises(ValueError, match="contraction length that is a multiple of 16"):
+        both(p, t)  # the attention scores contract head_dim = 8

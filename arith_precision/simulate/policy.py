@@ -19,10 +19,14 @@ A policy names up to four formats (any format string or object `arith_precision.
 come from `jax.random.key(seed)` folded with a hash of the bits being rounded: deterministic, fresh
 for different values, but two roundings of identical arrays draw identical bits.
 
-`matmul_block` (a block format: mxfp8_e4m3, ..., mxfp4_e2m1, mxint8, nvfp4) quantizes both operands
-of every contraction (`dot_general`) with `formats.quantize_mx` along their contraction axis, as MX
-hardware blocks them, before the contraction (weights and activations alike); it needs a single
-contraction axis whose length is a multiple of the block size (else a ValueError names the shapes).
+Block formats (mxfp8_e4m3, ..., mxfp4_e2m1, mxint8, nvfp4; `formats.quantize_mx`), applied at
+each contraction (`dot_general`) along the operand's contraction axes (several are flattened in
+the order the contraction pairs them), as MX hardware blocks matmul inputs:
+  matmul_block  both operands of every contraction (weights and activations alike);
+  weight_block  the operands that are parameters (`param_argnums` of `simulate`), after `param`
+                rounding, also through reshape / transpose / squeeze (Flax Dense and DenseGeneral
+                kernels, a transposed embedding table), not after arithmetic on them.
+The contraction length must be a multiple of the block size, else a ValueError names the shapes.
 
 `native=True` runs the function on real `jnp.bfloat16` / `jnp.float16` arrays instead of simulating
 (fast on accelerators, semantics of the hardware, `compute` must be fp32, bf16 or fp16).
@@ -72,6 +76,7 @@ class Policy:
     rounding: str = "nearest_even"
     seed: int = 0
     matmul_block: str | None = None
+    weight_block: str | None = None
 
     def __post_init__(self):
         if self.compute is None:
@@ -86,11 +91,13 @@ class Policy:
         if self.rounding not in formats.ROUNDING_MODES:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of "
                              f"{formats.ROUNDING_MODES}")
-        if self.matmul_block is not None:
-            object.__setattr__(self, "matmul_block", block_format(self.matmul_block).name)
-        if self.native and (self.rounding != "nearest_even" or self.matmul_block is not None):
+        for name in ("matmul_block", "weight_block"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, block_format(getattr(self, name)).name)
+        if self.native and (self.rounding != "nearest_even" or self.matmul_block is not None
+                            or self.weight_block is not None):
             raise ValueError("native mode rounds as the hardware does: rounding must be "
-                             "nearest_even and matmul_block None")
+                             "nearest_even, matmul_block and weight_block None")
         if self.native:
             for name in ("compute", "param"):
                 fmt = getattr(self, name)

@@ -30,6 +30,7 @@ import functools
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import quax
 from jax import lax
 from jaxtyping import ArrayLike
@@ -49,6 +50,11 @@ _VALUE_PRESERVING = frozenset({
     "floor", "ceil", "round", "sort", "clamp", "stop_gradient", "optimization_barrier",
     "sharding_constraint", "device_put", "argmax", "argmin", "reduce_precision",
 })
+
+
+# Unary rearrangements after which a parameter still counts as one (`Policy.weight_block`).
+_KEEPS_PARAM = frozenset({"reshape", "transpose", "squeeze", "expand_dims", "copy", "copy_p",
+                          "convert_element_type"})
 
 
 @functools.cache
@@ -117,6 +123,7 @@ class SimArray(quax.ArrayValue):
 
     array: jax.Array
     policy: Policy = eqx.field(static=True)
+    is_param: bool = eqx.field(static=True, default=False)  # a parameter, for weight_block
 
     def aval(self):
         return jax.core.ShapedArray(self.array.shape, self.array.dtype)
@@ -132,7 +139,11 @@ class SimArray(quax.ArrayValue):
         preserve = primitive.name in _VALUE_PRESERVING
         if primitive.multiple_results:
             return [_wrap(o, policy, preserve) for o in out]
-        return _wrap(out, policy, preserve)
+        out = _wrap(out, policy, preserve)
+        if (primitive.name in _KEEPS_PARAM and isinstance(out, SimArray)
+                and any(isinstance(v, SimArray) and v.is_param for v in values)):
+            out = SimArray(out.array, policy, is_param=True)  # still the parameter's values
+        return out
 
 
 def _policy_of(values) -> Policy:
@@ -195,24 +206,40 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
     if not (is_carrier(a) and is_carrier(b)):
         return _wrap(lax.dot_general_p.bind(a, b, dimension_numbers=dimension_numbers, **params),
                      policy)
-    if policy.matmul_block is not None:
-        a, b = _block_operands(a, b, dimension_numbers, policy.matmul_block)
+    (lc, rc), _ = dimension_numbers
+    for block, lhs_too, rhs_too in (
+            (policy.matmul_block, True, True),
+            (policy.weight_block, _is_param(lhs), _is_param(rhs))):
+        if block is not None and lhs_too:
+            a = _block_along(a, lc, block, (a.shape, b.shape, lc, rc))
+        if block is not None and rhs_too:
+            b = _block_along(b, rc, block, (a.shape, b.shape, lc, rc))
     out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(policy),
                                  **params)
     return SimArray(out, policy)
 
 
-def _block_operands(a, b, dimension_numbers, block_fmt: str):
-    """Both operands block-quantized along their (single) contraction axis."""
-    (lc, rc), _ = dimension_numbers
+def _is_param(v) -> bool:
+    return isinstance(v, SimArray) and v.is_param
+
+
+def _block_along(x, axes, block_fmt: str, where):
+    """x block-quantized along its contraction axes, flattened in the order given (so the k-th
+    contraction index of both operands falls in the same block)."""
+    axes = tuple(int(d) for d in axes)
     size = formats.BLOCK_FORMATS[block_fmt].block_size
-    if len(lc) != 1 or a.shape[lc[0]] % size:
+    k = int(np.prod([x.shape[d] for d in axes]))
+    if not axes or k % size:
+        lhs, rhs, lc, rc = where
         raise ValueError(
-            f"matmul_block={block_fmt} needs one contraction axis whose length is a multiple of "
-            f"{size}; got a dot_general of shapes {a.shape} x {b.shape} contracting axes "
-            f"{tuple(lc)} x {tuple(rc)}")
-    return (formats.quantize_mx(a.astype(jnp.float32), block_fmt, axis=lc[0]).astype(a.dtype),
-            formats.quantize_mx(b.astype(jnp.float32), block_fmt, axis=rc[0]).astype(b.dtype))
+            f"block format {block_fmt} needs a contraction length that is a multiple of {size}; "
+            f"got a dot_general of shapes {lhs} x {rhs} contracting axes {tuple(lc)} x "
+            f"{tuple(rc)} (length {k})")
+    free = tuple(d for d in range(x.ndim) if d not in axes)
+    moved = jnp.transpose(x, free + axes)
+    flat = moved.reshape(moved.shape[:len(free)] + (k,)).astype(jnp.float32)
+    q = formats.quantize_mx(flat, block_fmt, axis=-1).astype(x.dtype).reshape(moved.shape)
+    return jnp.transpose(q, tuple(int(i) for i in np.argsort(free + axes)))
 
 
 # ---- control flow: promote plain floating operands (e.g. a constant initial carry) -------------

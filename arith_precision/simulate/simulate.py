@@ -89,17 +89,17 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
 
         return native_fn
 
-    def enter(fmt):
+    def enter(fmt, is_param=False):
         def wrap(x):
             if not is_carrier(x):
                 return x
-            return SimArray(policy_round(jnp.asarray(x), fmt, policy), policy)
+            return SimArray(policy_round(jnp.asarray(x), fmt, policy), policy, is_param)
         return wrap
 
     @functools.wraps(fn)
     def simulated(*args, **kwargs):
         args = [jax.tree_util.tree_map(
-            enter(policy.param_format if i in param_argnums else policy.compute), a)
+            enter(policy.param_format, True) if i in param_argnums else enter(policy.compute), a)
             for i, a in enumerate(args)]
         kwargs = jax.tree_util.tree_map(enter(policy.compute), kwargs)
         return _materialise(quax.quaxify(fn)(*args, **kwargs))
