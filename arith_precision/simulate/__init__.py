@@ -10,11 +10,19 @@ orders) and `policy.py` (what gets which format).
 """
 
 from arith_precision.simulate.accumulate import cumsum, dot_general, reduce_sum, sum_leading
-from arith_precision.simulate.policy import ACCUMULATIONS, Policy, as_policy, native_dtype
+from arith_precision.simulate.policy import (
+    ACCUMULATION_FORMS,
+    ACCUMULATIONS,
+    Policy,
+    as_policy,
+    is_accumulation,
+    native_dtype,
+)
 from arith_precision.simulate.sim_array import SimArray, round_array
 from arith_precision.simulate.simulate import simulate
 
 __all__ = [
-    "ACCUMULATIONS", "Policy", "SimArray", "as_policy", "cumsum", "dot_general", "native_dtype",
+    "ACCUMULATIONS", "ACCUMULATION_FORMS", "Policy", "SimArray", "as_policy", "cumsum",
+    "dot_general", "is_accumulation", "native_dtype",
     "reduce_sum", "round_array", "simulate", "sum_leading",
 ]

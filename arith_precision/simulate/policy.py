@@ -45,7 +45,20 @@ from arith_precision import formats
 from arith_precision.formats.mx import block_format
 from arith_precision.simulate import accumulate
 
-ACCUMULATIONS = ("once", "sequential", "pairwise", "chunked:C")  # C a positive integer
+ACCUMULATIONS = ("once", "sequential", "pairwise")  # plus "chunked:C", C a positive integer
+ACCUMULATION_FORMS = (*ACCUMULATIONS, "chunked:C")
+
+
+def is_accumulation(mode) -> bool:
+    """Whether `mode` is an accumulation: one of ACCUMULATIONS or chunked:C (C >= 1)."""
+    if not isinstance(mode, str):
+        return False
+    if mode in ACCUMULATIONS:
+        return True
+    try:
+        return accumulate.chunk_size(mode) is not None
+    except ValueError:
+        return False
 NATIVE_FORMATS = ("fp32", "bf16", "fp16")
 
 
@@ -83,11 +96,11 @@ class Policy:
             raise ValueError("Policy.compute must be a format, got None")
         for name in ("compute", "param", "accum", "grad"):
             object.__setattr__(self, name, _fmt(getattr(self, name)))
-        if not isinstance(self.accumulation, str) or (
-                self.accumulation not in ACCUMULATIONS[:3]
-                and accumulate.chunk_size(self.accumulation) is None):
-            raise ValueError(
-                f"unknown accumulation {self.accumulation!r}; expected one of {ACCUMULATIONS}")
+        if isinstance(self.accumulation, str):
+            accumulate.chunk_size(self.accumulation)  # names a bad C
+        if not is_accumulation(self.accumulation):
+            raise ValueError(f"unknown accumulation {self.accumulation!r}; expected one of "
+                             f"{ACCUMULATION_FORMS}")
         if self.rounding not in formats.ROUNDING_MODES:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of "
                              f"{formats.ROUNDING_MODES}")
