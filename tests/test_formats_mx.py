@@ -183,6 +183,8 @@ def test_axis_jit_and_gradient():
     np.testing.assert_array_equal(_bits(a), _bits(b))
     f = jax.jit(lambda v: formats.quantize_mx(v, "nvfp4"))
     np.testing.assert_array_equal(_bits(f(x)), _bits(formats.quantize_mx(x, "nvfp4")))
+    v = jax.vmap(lambda row: formats.quantize_mx(row, "mxfp6_e3m2"))(x)  # row = its own tensor
+    np.testing.assert_array_equal(_bits(v), _bits(formats.quantize_mx(x, "mxfp6_e3m2")))
     g = jax.grad(lambda v: jnp.sum(formats.quantize_mx(v, "mxfp4_e2m1") * 3.0))(x)
     np.testing.assert_array_equal(np.asarray(g), 3.0)
     k = jax.random.key(1)

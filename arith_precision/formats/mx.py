@@ -54,7 +54,7 @@ from arith_precision.formats import rounding as _rounding
 from arith_precision.formats.carrier import FLOAT32
 from arith_precision.formats.fixed_format import FixedFormat
 from arith_precision.formats.float_format import FloatFormat
-from arith_precision.formats.quantize import quantize
+from arith_precision.formats.quantize import ROUNDING_MODES, quantize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,8 +230,6 @@ def _nvfp4_blocks(x, bf: BlockFormat, rounding: str, key):
 
 # ---- public API ----------------------------------------------------------------------------
 def _check(x, bf: BlockFormat, axis: int, rounding: str, key):
-    from arith_precision.formats.quantize import ROUNDING_MODES
-
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
     if rounding == "stochastic" and key is None:
