@@ -16,7 +16,8 @@ Phases (each prints progress lines with its elapsed time; re-running reuses fini
                paper: ADD unaffected, IterADD and MUL collapsing in bf16. DIR/sweep/ (resumable
                cell by cell).
   3. quant     `experiments/quant_study.py` on the sweep's fp32 models: post-training int8 / int4
-               / NF4 / fp8 / bf16 weights, then LoRA on the fp32 base vs QLoRA on the int4 base.
+               / NF4 / fp8 / bf16 / MX / NVFP4 weights, then LoRA on the fp32 base vs QLoRA on
+               the int4 base (and, in quick / full, on mxfp4_e2m1 and nvfp4 bases).
                The paper (LLaMA-3.1-8B): int4 and QLoRA behind bf16 and LoRA, more so at larger
                n. DIR/quant/ (rows cached).
   4. report    DIR/REPORT.md: every table and plot (relative links) and one paragraph per claim
