@@ -31,6 +31,10 @@ Schemes (strings; `parse_scheme`). Each kernel is quantized in its *matrix view*
   any number format      `arith_precision.formats` strings (bf16, fp16, e4m3, e4m3fn, e5m2,
                          fixed8.8, ...): Wq = quantize(W, fmt), round-to-nearest-even with the
                          format's own range, no scale
+  block formats          mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_e2m1, mxint8
+                         (OCP MX: 32 inputs share an E8M0 scale) and nvfp4 (16 inputs share an
+                         E4M3 scale, one float32 scale per tensor): Wq = formats.quantize_mx(W,
+                         fmt, axis=input axis), stored packed (`formats.MXPacked`)
 
 Numerical assumptions: weights are finite float32; scales are float32 (the weight's dtype); the
 integer and NF4 error bounds are those of `formats.int_quant` / `formats.nf4` (|W - Wq| <= s/2
@@ -39,17 +43,17 @@ up to two float32 roundings for integers). Scales are not themselves quantized (
 
 Memory (`bits_per_weight`): nominal bits a packed storage would use, per weight of an (in, out)
 kernel with float32 scales: intB per channel B + 32/in; intB_gG B + 32/G; intB_tensor
-B + 32/(in*out); nf4_gG 4 + 32/G (nf4 = 4.5); a float format its width (bf16 16, e4m3 8). In this
+B + 32/(in*out); nf4_gG 4 + 32/G (nf4 = 4.5); a float format its width (bf16 16, e4m3 8); a
+block format element bits + 8/block (mxfp4_e2m1 4.25, mxfp6 6.25, mxfp8 8.25, nvfp4 4.5 plus
+32/(in*out)). In this
 simulation int codes are *stored* as int8 (4-bit codes are not packed) and float-format values
 in their float32 carrier; `memory_report` gives both the nominal and the stored figure.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,101 +66,15 @@ import quax
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import formats, tasks
 from arith_precision import model as model_lib
-
-SCALE_BITS = 32  # scales are float32
-DEFAULT_NF4_BLOCK = 64  # bitsandbytes / QLoRA
-DEFAULT_SKIP = ("embed", "pos_embedding", "unembed")
-SCHEME_FORMS = (
-    "int8, int4, intB (per output channel, B in 2..8), intB_gG (groups of G inputs, e.g. "
-    "int4_g64, int8_g32), intB_tensor (one scale), nf4 (= nf4_g64), nf4_gG, or a number format "
-    "(bf16, fp16, e4m3, e4m3fn, e5m2, fixed8.8, ...)"
+from arith_precision.quant_scheme import (  # noqa: F401  (re-exported: the public names)
+    DEFAULT_NF4_BLOCK,
+    DEFAULT_SKIP,
+    SCALE_BITS,
+    SCHEME_FORMS,
+    Scheme,
+    bits_per_weight,
+    parse_scheme,
 )
-
-_INT_RE = re.compile(r"int(\d+)(?:_g(\d+)|_(tensor))?")
-_NF4_RE = re.compile(r"nf4(?:_g(\d+))?")
-
-
-# ---- schemes ------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Scheme:
-    """A parsed quantization scheme.
-
-    Attributes:
-        name: the scheme string as given (stripped, lower case).
-        kind: "int", "nf4" or "format".
-        bits: code width in bits (the format's width for "format").
-        group_size: inputs per scale group (int grouped, nf4), else None.
-        per_tensor: one scale for the tensor ("intB_tensor").
-        fmt: the number format ("format" kind), else None.
-    """
-
-    name: str
-    kind: str
-    bits: int
-    group_size: int | None = None
-    per_tensor: bool = False
-    fmt: Any = None
-
-
-@functools.lru_cache(maxsize=256)
-def parse_scheme(scheme: str) -> Scheme:
-    """Parse a scheme string (see the module docstring).
-
-    Raises:
-        ValueError: naming the value if it is not a scheme, or naming the bad field (bits outside
-            2..8, group size < 1) if the form is right but a value is not.
-    """
-    if not isinstance(scheme, str):
-        raise ValueError(f"quantization scheme must be a string, got {scheme!r}")
-    s = scheme.strip().lower()
-    if match := _INT_RE.fullmatch(s):
-        bits = int(match.group(1))
-        if not 2 <= bits <= formats.int_quant.MAX_INT_BITS:
-            raise ValueError(f"invalid quantization scheme {scheme!r}: bits must be in "
-                             f"2..{formats.int_quant.MAX_INT_BITS}, got {bits}")
-        group = _group_size(match.group(2), scheme)
-        return Scheme(s, "int", bits, group, per_tensor=match.group(3) is not None)
-    if match := _NF4_RE.fullmatch(s):
-        group = _group_size(match.group(1), scheme)
-        return Scheme(s, "nf4", 4, DEFAULT_NF4_BLOCK if group is None else group)
-    try:
-        fmt = formats.as_format(s)
-    except ValueError as err:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; expected {SCHEME_FORMS} "
-                         f"(as a number format: {err})") from None
-    return Scheme(s, "format", fmt.total_bits, fmt=fmt)
-
-
-def _group_size(text: str | None, scheme: str) -> int | None:
-    if text is None:
-        return None
-    if int(text) < 1:
-        raise ValueError(f"invalid quantization scheme {scheme!r}: group size must be >= 1, "
-                         f"got {int(text)}")
-    return int(text)
-
-
-def bits_per_weight(scheme: str, shape: tuple[int, int]) -> float:
-    """Nominal storage bits per weight of an (in, out) kernel under `scheme`.
-
-    (code bits * in * out + 32 * number of float32 scales) / (in * out); see the module docstring.
-    """
-    sch = parse_scheme(scheme)
-    n_in, n_out = (int(d) for d in shape)
-    return (sch.bits * n_in * n_out + SCALE_BITS * _num_scales(sch, n_in, n_out)) / (n_in * n_out)
-
-
-def _num_scales(sch: Scheme, n_in: int, n_out: int) -> int:
-    if sch.kind == "format":
-        return 0
-    if sch.per_tensor:
-        return 1
-    if sch.group_size is None:
-        return n_out
-    return n_out * (n_in // sch.group_size)
-
 
 # ---- the implicit array -------------------------------------------------------------------------
 
@@ -222,15 +140,19 @@ class QuantizedArray(quax.ArrayValue):
 
     @property
     def nominal_bits(self) -> int:
-        """Bits of a packed storage: code bits per weight plus 32 per scale."""
+        """Bits of a packed storage: code bits per weight plus 32 per scale (8 per block scale
+        and 32 per tensor scale for block formats)."""
+        sch = parse_scheme(self.scheme)
+        if sch.kind == "block":
+            return formats.MXPacked(self.codes, self.scales[0], self.scales[1], sch.fmt,
+                                    self.contract_axis).storage_bits
         num_scales = 0 if self.scales is None else int(np.prod(self.scales.shape))
-        return parse_scheme(self.scheme).bits * int(np.prod(self.weight_shape)) + \
-            SCALE_BITS * num_scales
+        return sch.bits * int(np.prod(self.weight_shape)) + SCALE_BITS * num_scales
 
     @property
     def stored_bits(self) -> int:
         """Bits actually held here (int8 codes, float32 carrier values and scales)."""
-        leaves = [self.codes] + ([] if self.scales is None else [self.scales])
+        leaves = jax.tree.leaves((self.codes, self.scales))
         return sum(8 * int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in leaves)
 
 
@@ -261,6 +183,9 @@ def quantize_array(w, scheme: str, *, split: int = 1, contract_axis: int = 0) ->
     elif sch.kind == "nf4":
         q = formats.quantize_nf4(w_RxC, block_size=sch.group_size, axis=contract_axis)
         codes, scales = q.codes, q.absmax
+    elif sch.kind == "block":
+        packed = formats.pack_mx(w_RxC.astype(jnp.float32), sch.fmt, axis=contract_axis)
+        codes, scales = packed.codes, (packed.scales, packed.tensor_scale)
     else:
         codes, scales = formats.quantize(w_RxC, sch.fmt), None
     return QuantizedArray(codes, scales, sch.name, tuple(w.shape), contract_axis,
@@ -277,6 +202,9 @@ def dequantize_array(q: QuantizedArray):
     elif sch.kind == "nf4":
         w_RxC = formats.dequantize_nf4(
             formats.NF4Quantized(q.codes, q.scales, sch.group_size, q.contract_axis))
+    elif sch.kind == "block":
+        w_RxC = formats.dequantize_mx(
+            formats.MXPacked(q.codes, q.scales[0], q.scales[1], sch.fmt, q.contract_axis))
     else:
         w_RxC = q.codes
     return w_RxC.reshape(q.weight_shape).astype(q.weight_dtype)

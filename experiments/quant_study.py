@@ -17,8 +17,11 @@ the "LLM" is one of our own fp32-trained Transformers (one per task and n):
    each scheme: int8 and int4 per output channel, int4 in groups, NF4 in blocks, and plain number
    formats (e4m3, e5m2, bf16); exact match and digit accuracy on held-out examples of the run's
    own task and n (the run's evaluation stream, so the fp32 row repeats the run's own summary).
+   The block formats (OCP MX mxfp8_e4m3 / mxfp6_e2m3 / mxfp4_e2m1 and NVIDIA nvfp4, blocked along
+   each kernel's input axis) stand next to int4 and NF4.
 3. A short fine-tune on the same task: LoRA on the frozen fp32 base against QLoRA (the same LoRA
-   on the frozen int4 base, `--qlora_scheme`), same steps, rank, learning rate and data.
+   on a frozen quantized base: int4 as in the paper, and mxfp4_e2m1 and nvfp4;
+   `--qlora_schemes`), same steps, rank, learning rate and data.
 
 Outputs in DIR: `quant_results.csv` (one row per run x stage x scheme), `quant_report.md`
 (tables), `quant_exact_match.png` (exact match against n, one line per scheme, one panel per
@@ -40,6 +43,11 @@ Result of the quick settings (measured, one seed): int8, bf16 and e4m3 stay with
 fp32; int4 per channel loses the most, more at larger n (IterADD base 2: fp32 1.000 / 0.875 at
 n=4 / 6, int4 0.602 / 0.168); grouped int4 and NF4 (g32) sit in between (0.73-0.78 / 0.43-0.44);
 100 QLoRA steps recover the int4 loss to within 0.02 of LoRA (n=6: LoRA 0.938, QLoRA 0.918).
+With the block formats (a standalone `--quick` run on freshly trained bases, docs/quant_quick/):
+mxfp8_e4m3 and mxfp6_e2m3 track e4m3 (IterADD n=6: 0.742 / 0.711, e4m3 0.734, fp32 0.859);
+mxfp4_e2m1 and nvfp4 sit with grouped int4 / NF4 (IterADD n=4: 0.680 / 0.863 against int4_g32
+0.656, nf4_g32 0.777, int4 0.516; n=6: 0.363 / 0.375); QLoRA on mxfp4_e2m1 / nvfp4 reaches LoRA
+at n=4 (1.000) but ends 0.105 / 0.109 below it at n=6, where QLoRA on int4 ends 0.035 below.
 """
 
 from __future__ import annotations
@@ -55,7 +63,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 TASKS = ("add", "iter_add", "mul")
-DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16")
+DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16", "mxfp8_e4m3",
+                   "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4")
+DEFAULT_QLORA = ("int4", "mxfp4_e2m1", "nvfp4")
 STAGES = ("ptq", "lora", "qlora")
 COLUMNS = ("run", "task", "base", "k", "n", "layers", "d_model", "stage", "scheme",
            "bits_per_weight", "exact_match", "digit_accuracy", "finetune_steps", "final_loss",
@@ -214,7 +224,8 @@ def _as_runs(base_runs) -> dict[str, str]:
 def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str],
                     schemes: Sequence[str] = DEFAULT_SCHEMES, ns: Iterable[int] | None = None,
                     finetune_steps: int = 200, finetune_runs: Iterable[str] | None = None,
-                    qlora_scheme: str = "int4", lora_rank: int = 8, lora_alpha: float = 16.0,
+                    qlora_schemes: Sequence[str] = DEFAULT_QLORA, lora_rank: int = 8,
+                    lora_alpha: float = 16.0,
                     lora_lr: float = 1e-3, lora_batch: int = 64, num_examples: int = 512,
                     eval_batch: int = 256, seed: int = 0,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
@@ -230,7 +241,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
             n: a model trained on n-digit layouts does not transfer to other n.
         finetune_steps: LoRA and QLoRA steps (0: no fine-tuning).
         finetune_runs: names of the runs to fine-tune (None: all of them).
-        qlora_scheme: the frozen quantized base of QLoRA (the paper: int4).
+        qlora_schemes: the frozen quantized bases of QLoRA (the paper: int4), one arm each.
         lora_rank, lora_alpha, lora_lr, lora_batch: the LoRA settings (both arms).
         num_examples, eval_batch: held-out examples per evaluation and the decoding batch.
         seed: LoRA initialisation; fine-tuning data is the run's data_seed + 1 training stream.
@@ -251,8 +262,8 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
 
     start = time.time()
     runs = _as_runs(base_runs)
-    schemes = tuple(schemes)
-    for s in (*schemes, qlora_scheme):
+    schemes, qlora_schemes = tuple(schemes), tuple(qlora_schemes)
+    for s in (*schemes, *qlora_schemes):
         quantized.parse_scheme(s)
     _check_positive("finetune_steps", finetune_steps, 0)
     for name, value in (("lora_rank", lora_rank), ("lora_batch", lora_batch),
@@ -271,7 +282,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
         if not loaded:
             raise ValueError(f"no base run was trained at n in {sorted(ns)}")
     for run in loaded:  # fail before any work on a scheme that does not fit a run's kernels
-        for s in (*schemes, qlora_scheme):
+        for s in (*schemes, *qlora_schemes):
             try:
                 quantized.quantize_params(run.params, s)
             except ValueError as e:
@@ -283,7 +294,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
     rows, skipped = [], 0
     lora_settings = json.dumps(dict(steps=finetune_steps, rank=lora_rank, alpha=lora_alpha,
                                     lr=lora_lr, batch=lora_batch, seed=seed,
-                                    qlora=qlora_scheme), sort_keys=True)
+                                    qlora=list(qlora_schemes)), sort_keys=True)
 
     def record(run: BaseRun, stage: str, scheme: str, compute: Callable[[], dict]) -> dict:
         nonlocal skipped
@@ -331,7 +342,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
                             bits_per_weight=round(bits, 3), finetune_steps=0, final_loss="")
             record(run, "ptq", scheme, ptq)
         if finetune_steps and run.name in finetune_set:
-            for stage, scheme in (("lora", "fp32"), ("qlora", qlora_scheme)):
+            for stage, scheme in (("lora", "fp32"), *(("qlora", q) for q in qlora_schemes)):
                 def tune(run=run, stage=stage, scheme=scheme):
                     base = run.params if stage == "lora" else \
                         quantized.quantize_params(run.params, scheme)
@@ -347,7 +358,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
                                 bits_per_weight=round(bits, 3), finetune_steps=finetune_steps,
                                 final_loss=float(result.losses[-1]))
                 record(run, stage, scheme, tune)
-    out = write_outputs(workdir, rows, schemes=("fp32", *schemes), qlora_scheme=qlora_scheme)
+    out = write_outputs(workdir, rows, schemes=("fp32", *schemes), qlora_schemes=qlora_schemes)
     progress(f"[quant] {len(rows)} rows ({skipped} cached) in {time.time() - start:.0f}s: "
              f"{out['csv']}, {out['report']}")
     return dict(out, rows=rows, skipped=skipped)
@@ -402,7 +413,7 @@ def comparison(rows: Sequence[Mapping], qlora_scheme: str = "int4") -> list[dict
 
 
 def report_markdown(rows: Sequence[Mapping], schemes: Sequence[str],
-                    qlora_scheme: str = "int4", image_prefix: str = "") -> str:
+                    qlora_schemes: Sequence[str] = DEFAULT_QLORA, image_prefix: str = "") -> str:
     """The tables (and plot links, relative with `image_prefix`) of the study as markdown."""
     ptq = [r for r in rows if r["stage"] == "ptq"]
     bits = {}
@@ -427,12 +438,17 @@ def report_markdown(rows: Sequence[Mapping], schemes: Sequence[str],
             lines.append(f"| {run} | {n} | " + " | ".join(
                 _fmt(by.get((run, s), {}).get("exact_match")) for s in present) + " |")
         lines.append("")
-    comp = comparison(rows, qlora_scheme)
-    if comp:
+    shown_plot = False
+    for qlora_scheme in qlora_schemes:
+        comp = comparison(rows, qlora_scheme)
+        if not comp:
+            continue
         lines += ["LoRA on the frozen fp32 base against QLoRA (the same LoRA on the frozen "
-                  f"{qlora_scheme} base): exact match before and after the same fine-tune.", "",
-                  f"![LoRA vs QLoRA]({image_prefix}quant_lora.png)", "",
-                  f"| run | task | n | steps | fp32 | {qlora_scheme} | LoRA (fp32 base) | "
+                  f"{qlora_scheme} base): exact match before and after the same fine-tune.", ""]
+        if not shown_plot:
+            lines += [f"![LoRA vs QLoRA]({image_prefix}quant_lora.png)", ""]
+            shown_plot = True
+        lines += [f"| run | task | n | steps | fp32 | {qlora_scheme} | LoRA (fp32 base) | "
                   f"QLoRA ({qlora_scheme} base) | LoRA - QLoRA |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in comp:
@@ -450,18 +466,22 @@ def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from arith_precision import quant_scheme
+
     ptq = [r for r in rows if r["stage"] == "ptq"]
     keys = sorted({_panel(r) for r in ptq})
     fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
                              figsize=(4.6 * max(1, len(keys)), 3.6))
-    palette = plt.get_cmap("tab10")
+    palette = plt.get_cmap("tab10" if len(schemes) <= 10 else "tab20")  # a colour per scheme
     for ax, key in zip(axes[0], keys, strict=False):
         members = [r for r in ptq if _panel(r) == key]
         for i, s in enumerate(schemes):
             pts = _mean_by_n(r for r in members if r["scheme"] == s)
             if pts:
-                ax.plot(list(pts), list(pts.values()), "o-" if s != "fp32" else "s-", ms=4,
-                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % 10))
+                style = "s-" if s == "fp32" else "o--" if quant_scheme.parse_scheme(
+                    s).kind == "block" else "o-"  # block formats dashed
+                ax.plot(list(pts), list(pts.values()), style, ms=4,
+                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % palette.N))
         ax.set_xticks(sorted({int(r["n"]) for r in members}))
         ax.set_title(_panel_title(key), fontsize=10)
         ax.set_xlabel("n (digits)")
@@ -475,30 +495,36 @@ def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
     plt.close(fig)
 
 
-def plot_lora(comp: Sequence[Mapping], path: str, qlora_scheme: str) -> None:
-    """fp32 and the quantized base before fine-tuning, LoRA and QLoRA after, against n."""
+def plot_lora(rows: Sequence[Mapping], path: str, qlora_schemes: Sequence[str]) -> None:
+    """fp32 and each quantized base before fine-tuning, LoRA and each QLoRA after, against n."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted({_panel(c) for c in comp})
+    comps = {q: comparison(rows, q) for q in qlora_schemes}
+    comps = {q: c for q, c in comps.items() if c}
+    first = next(iter(comps.values()))
+    keys = sorted({_panel(c) for c in first})
     fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
                              figsize=(4.6 * max(1, len(keys)), 3.6))
-    series = (("fp32", "fp32 (before)", "s:", "tab:blue"),
-              ("quant", f"{qlora_scheme} (before)", "v:", "tab:red"),
-              ("lora", "LoRA on fp32", "o-", "tab:blue"),
-              ("qlora", f"QLoRA on {qlora_scheme}", "o-", "tab:red"))
+    colors = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+    series = [(first, "fp32", "fp32 (before)", "s:", "tab:blue"),
+              (first, "lora", "LoRA on fp32", "o-", "tab:blue")]
+    for i, (q, comp) in enumerate(comps.items()):
+        color = colors[i % len(colors)]
+        series += [(comp, "quant", f"{q} (before)", "v:", color),
+                   (comp, "qlora", f"QLoRA on {q}", "o-", color)]
     for ax, key in zip(axes[0], keys, strict=False):
-        members = [c for c in comp if _panel(c) == key]
-        for field, label, style, color in series:
+        for comp, field, label, style, color in series:
             acc = collections.defaultdict(list)
-            for c in members:
-                if c[field] is not None:
+            for c in comp:
+                if _panel(c) == key and c[field] is not None:
                     acc[int(c["n"])].append(float(c[field]))
             ns = sorted(acc)
             ax.plot(ns, [sum(acc[n]) / len(acc[n]) for n in ns], style, color=color, ms=5,
                     label=label, alpha=0.6 if "before" in label else 1.0)
+        members = [c for c in first if _panel(c) == key]
         ax.set_xticks(sorted({int(c["n"]) for c in members}))
         ax.set_title(f"{_panel_title(key)}: {members[0]['steps']} fine-tuning steps",
                      fontsize=10)
@@ -506,14 +532,14 @@ def plot_lora(comp: Sequence[Mapping], path: str, qlora_scheme: str) -> None:
         ax.set_ylabel("exact match")
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[str],
-                  qlora_scheme: str = "int4") -> dict[str, Any]:
+                  qlora_schemes: Sequence[str] = DEFAULT_QLORA) -> dict[str, Any]:
     """quant_results.csv, quant_report.md, quant_exact_match.png and (if any) quant_lora.png."""
     out = {"csv": os.path.join(workdir, "quant_results.csv"),
            "report": os.path.join(workdir, "quant_report.md"), "plots": []}
@@ -524,13 +550,12 @@ def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[st
             writer.writerow({c: "" if r.get(c) is None else r.get(c, "") for c in COLUMNS})
     plot(rows, os.path.join(workdir, "quant_exact_match.png"), schemes)
     out["plots"].append(os.path.join(workdir, "quant_exact_match.png"))
-    comp = comparison(rows, qlora_scheme)
-    if comp:
-        plot_lora(comp, os.path.join(workdir, "quant_lora.png"), qlora_scheme)
+    if any(comparison(rows, q) for q in qlora_schemes):
+        plot_lora(rows, os.path.join(workdir, "quant_lora.png"), qlora_schemes)
         out["plots"].append(os.path.join(workdir, "quant_lora.png"))
     with open(out["report"], "w") as f:
-        f.write("# Quantization study: int4 / QLoRA vs fp32 / LoRA\n\n")
-        f.write(report_markdown(rows, schemes, qlora_scheme) + "\n")
+        f.write("# Quantization study: int4 / NF4 / MX / NVFP4 and QLoRA vs fp32 / LoRA\n\n")
+        f.write(report_markdown(rows, schemes, qlora_schemes) + "\n")
     return out
 
 
@@ -614,7 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     src.add_argument("--sweep", default=None, help="use the completed fp32 cells of this sweep")
     src.add_argument("--runs", default=None, help="comma-separated fp32 run directories")
     ap.add_argument("--schemes", default=None, help="comma-separated quantization schemes")
-    ap.add_argument("--qlora_scheme", default="int4")
+    ap.add_argument("--qlora_schemes", default=None,
+                    help="comma-separated frozen bases of the QLoRA arms (default: the mode's, "
+                         f"else {','.join(DEFAULT_QLORA)})")
     ap.add_argument("--finetune_steps", type=int, default=None)
     ap.add_argument("--finetune_tasks", default=None,
                     help="comma-separated tasks whose runs get LoRA / QLoRA (default: the "
@@ -635,7 +662,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings["eval_batch"] = min(settings["eval_batch"], max(args.examples, 1))
         from arith_precision import quantized
 
-        for s in (*settings["schemes"], args.qlora_scheme):
+        if args.qlora_schemes is not None:
+            settings["qlora_schemes"] = tuple(_split(args.qlora_schemes))
+            if not settings["qlora_schemes"]:
+                raise ValueError(f"--qlora_schemes={args.qlora_schemes!r} lists no scheme")
+        for s in (*settings["schemes"], *settings.get("qlora_schemes", DEFAULT_QLORA)):
             quantized.parse_scheme(s)  # fail before training anything
         if args.sweep is not None:
             runs = sweep_runs(args.sweep)
@@ -651,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = _finetune_tasks(name, args.finetune_tasks)
         runs = _as_runs(runs)
         finetune = [r for r, d in runs.items() if tasks is None or _run_task(d) in tasks]
-        run_quant_study(args.workdir, base_runs=runs, qlora_scheme=args.qlora_scheme,
+        run_quant_study(args.workdir, base_runs=runs,
                         finetune_runs=finetune, **settings)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

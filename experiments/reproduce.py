@@ -16,7 +16,8 @@ Phases (each prints progress lines with its elapsed time; re-running reuses fini
                paper: ADD unaffected, IterADD and MUL collapsing in bf16. DIR/sweep/ (resumable
                cell by cell).
   3. quant     `experiments/quant_study.py` on the sweep's fp32 models: post-training int8 / int4
-               / NF4 / fp8 / bf16 weights, then LoRA on the fp32 base vs QLoRA on the int4 base.
+               / NF4 / fp8 / bf16 / MX / NVFP4 weights, then LoRA on the fp32 base vs QLoRA on
+               the int4 base (and, in quick / full, on mxfp4_e2m1 and nvfp4 bases).
                The paper (LLaMA-3.1-8B): int4 and QLoRA behind bf16 and LoRA, more so at larger
                n. DIR/quant/ (rows cached).
   4. probe     `experiments/precision_probe.py` on the sweep's fp32 models: the fewest e8mM
@@ -139,8 +140,8 @@ def smoke_settings() -> Settings:
         name="smoke", frontiers=((_spec("add", 2), (2, 3)),), frontier_full=False,
         frontier_accumulations=("once",), frontier_random=10, sweep=sweep, workers=2,
         quant_tasks=("add",), quant_finetune_tasks=("add",),
-        quant=dict(schemes=("int8", "int4"), finetune_steps=5, lora_rank=2, lora_batch=8,
-                   num_examples=32, eval_batch=32),
+        quant=dict(schemes=("int8", "int4"), qlora_schemes=("int4",), finetune_steps=5,
+                   lora_rank=2, lora_batch=8, num_examples=32, eval_batch=32),
         probe=dict(region_sets=("all", "mlp", "all_but_attention"), num_examples=32,
                    batch_size=32, min_bits=8, named_formats=("bf16",)))
 
@@ -163,8 +164,10 @@ def quick_settings() -> Settings:
                    (_spec("mul", 2), (2, 4, 16))),
         frontier_full=False, frontier_accumulations=("once",), frontier_random=30, sweep=sweep,
         workers=2, quant_tasks=("add", "iter_add", "mul"), quant_finetune_tasks=("iter_add",),
-        quant=dict(schemes=("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16"),
-                   finetune_steps=100, lora_rank=8, lora_batch=64, lora_lr=1e-3,
+        quant=dict(schemes=("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16",
+                            "mxfp8_e4m3", "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4"),
+                   qlora_schemes=("int4", "mxfp4_e2m1", "nvfp4"), finetune_steps=100,
+                   lora_rank=8, lora_batch=64, lora_lr=1e-3,
                    num_examples=256, eval_batch=256),
         probe=dict(num_examples=256, batch_size=256, named_formats=("bf16",)))
 
@@ -183,8 +186,10 @@ def full_settings() -> Settings:
         frontier_full=True, frontier_accumulations=("once", "sequential"), frontier_random=200,
         sweep=sweep, workers=4, quant_tasks=("add", "iter_add", "mul"),
         quant_finetune_tasks=("iter_add", "mul"),
-        quant=dict(schemes=("int8", "int4", "int4_g64", "nf4_g64", "e4m3", "e5m2", "bf16"),
-                   finetune_steps=1000, lora_rank=16, lora_batch=256, lora_lr=1e-3,
+        quant=dict(schemes=("int8", "int4", "int4_g64", "nf4_g64", "e4m3", "e5m2", "bf16",
+                            "mxfp8_e4m3", "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4"),
+                   qlora_schemes=("int4", "mxfp4_e2m1", "nvfp4"), finetune_steps=1000,
+                   lora_rank=16, lora_batch=256, lora_lr=1e-3,
                    num_examples=2000, eval_batch=500),
         probe=dict(accumulations=("once", "sequential"), num_examples=2000, batch_size=500))
 
@@ -653,7 +658,8 @@ def write_report(workdir: str, s: Settings, phase_times: dict, frontiers: Sequen
 
     pairs = precision_pairs(sweep_results(workdir))
     qrows = quant_rows(workdir)
-    qlora = s.quant.get("qlora_scheme", "int4")
+    qloras = tuple(s.quant.get("qlora_schemes", ("int4",)))
+    qlora = qloras[0]  # the paper's arm (int4) carries the claim
     claims = [("Bits a construction needs grow like log n", *frontier_claim(frontiers)),
               ("bf16 training hurts IterADD / MUL, not ADD",
                *training_claim(pairs, _eval_examples(workdir))),
@@ -699,7 +705,7 @@ def write_report(workdir: str, s: Settings, phase_times: dict, frontiers: Sequen
     if qrows:
         schemes = ["fp32"] + [x for x in dict.fromkeys(r["scheme"] for r in qrows
                                                        if r["stage"] == "ptq") if x != "fp32"]
-        lines += [quant_study.report_markdown(qrows, schemes, qlora, image_prefix="quant/"),
+        lines += [quant_study.report_markdown(qrows, schemes, qloras, image_prefix="quant/"),
                   "Rows: `quant/quant_results.csv`.", ""]
     lines += ["## 4. Precision probe: the bits the trained models need", ""]
     probe = probe_result(workdir)

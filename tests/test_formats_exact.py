@@ -279,9 +279,9 @@ def ref_float(x: float, E, M, bias=None, variant="ieee", sat=False, ftz=False, m
         return nan if has_nan else -sign * 0.0
     saturating = sat or not has_nan
     if math.isinf(x):
-        if variant == "ieee":
-            return x
-        return sign * float(top) if saturating else nan
+        if saturating:  # one rule for every `_sat` format: +-inf -> +-max
+            return sign * float(top)
+        return x if variant == "ieee" else nan
     a = Fraction(abs(x))
     emin = 1 - bias
     if variant == "fnu" and mode != "nearest":
@@ -507,3 +507,35 @@ def test_fixed_point_on_float64_matches_fraction_reference():
         want = reference_array(lambda v: ref_fixed(v, 8, 8), x, np.float64)
         got = np.asarray(_quantize(jnp.asarray(x), fmt))
     assert_same_bits(x, got, want, str(fmt))
+
+
+_FIXED_MODES = {
+    "nearest_away": lambda y: math.floor(y + Fraction(1, 2)) if y >= 0 else -math.floor(
+        -y + Fraction(1, 2)),
+    "toward_positive": math.ceil,
+    "toward_negative": math.floor,
+}
+
+
+@pytest.mark.parametrize("mode", list(_FIXED_MODES))
+@pytest.mark.parametrize("name", ["fixed4.3", "fixed5.5", "fixed1.6"])
+def test_fixed_point_new_rounding_modes_match_fraction_reference(name, mode):
+    """Every code, every midpoint and one float32 ulp either side, beyond both ends, +-inf."""
+    fmt = F.parse(name)
+    I, Fb = fmt.int_bits, fmt.frac_bits
+    lo, hi = -(2 ** (I + Fb)), 2 ** (I + Fb) - 1
+    grid = np.arange(lo - 2, hi + 3) / 2.0**Fb
+    base = np.concatenate([grid, grid + 2.0 ** -(Fb + 1)]).astype(np.float32)
+    x = np.concatenate([base, np.nextafter(base, np.float32(np.inf)),
+                        np.nextafter(base, np.float32(-np.inf)),
+                        np.array([np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30], np.float32)])
+
+    def ref(v):
+        if math.isinf(v):
+            k = hi if v > 0 else lo
+        else:
+            k = min(max(_FIXED_MODES[mode](Fraction(v) * 2**Fb), lo), hi)
+        return float(Fraction(k, 2**Fb)) if k != 0 else 0.0
+
+    want = np.array([ref(float(v)) for v in x], np.float32)
+    assert_same_bits(x, np.asarray(F.quantize(jnp.asarray(x), fmt, mode)), want, f"{name} {mode}")

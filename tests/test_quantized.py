@@ -29,7 +29,7 @@ EXACT_SCHEMES = ["int8", "int4", "int4_g16", "int8_tensor", "nf4_g16", "bf16", "
 @pytest.mark.parametrize("scheme", VALID)
 def test_every_scheme_string_parses(scheme):
     sch = quantized.parse_scheme(scheme)
-    assert sch.kind in ("int", "nf4", "format")
+    assert sch.kind in ("int", "nf4", "format", "block")
     assert 1 <= sch.bits <= 16
 
 
@@ -186,3 +186,34 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     assert metrics == evaluate_lib.evaluate(quantized.dequantize_params(params_q), CFG, SPEC,
                                             **kw)
     assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples"}
+
+
+# ---- block formats (OCP MX, NVFP4) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,bits", [("mxfp4_e2m1", 4 + 8 / 32), ("mxfp6_e2m3", 6 + 8 / 32),
+                                         ("mxfp8_e4m3", 8 + 8 / 32), ("mxint8", 8 + 8 / 32),
+                                         ("nvfp4", 4 + 8 / 16 + 32 / (64 * 48))])
+def test_block_scheme_is_quantize_mx_along_the_input_axis(scheme, bits):
+    from arith_precision import formats
+
+    sch = quantized.parse_scheme(scheme)
+    assert sch.kind == "block"
+    assert quantized.bits_per_weight(scheme, (64, 48)) == bits
+    w = jax.random.normal(jax.random.key(0), (64, 48))
+    q = quantized.quantize_array(w, scheme)
+    assert q.nominal_bits == bits * w.size
+    np.testing.assert_array_equal(np.asarray(quantized.dequantize_array(q)),
+                                  np.asarray(formats.quantize_mx(w, scheme, axis=0)))
+    with pytest.raises(ValueError, match="does not divide the input length 40"):
+        quantized.quantize_array(w[:40], scheme)
+
+
+def test_nvfp4_model_apply_equals_dequantized_apply_bit_exact():
+    params_q = quantized.quantize_params(_params(), "nvfp4", skip=())
+    tokens = _tokens()
+    got = quantized.apply_quantized(params_q, CFG, tokens)
+    want = _dense_apply(quantized.dequantize_params(params_q), tokens)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    report = quantized.memory_report(params_q)
+    assert 4.5 < report["bits_per_quantized_weight"] < 4.6

@@ -132,19 +132,22 @@ def test_quant_study_alone_writes_csv_report_and_lora_rows(smoke, tmp_path):
     with open(os.path.join(cell, "summary.json")) as f:
         summary = json.load(f)
     out = quant_study.run_quant_study(
-        str(tmp_path), base_runs=[cell], schemes=("int4_g16",), finetune_steps=2, lora_rank=2,
-        lora_batch=4, num_examples=32, eval_batch=16, progress=lambda _: None)
+        str(tmp_path), base_runs=[cell], schemes=("int4_g16", "nvfp4"), finetune_steps=2,
+        lora_rank=2, lora_batch=4, num_examples=32, eval_batch=16, progress=lambda _: None,
+        qlora_schemes=("int4", "nvfp4"))
     rows = _csv(out["csv"])
     assert [(r["stage"], r["scheme"], r["finetune_steps"]) for r in rows] == [
-        ("ptq", "fp32", "0"), ("ptq", "int4_g16", "0"), ("lora", "fp32", "2"),
-        ("qlora", "int4", "2")]
+        ("ptq", "fp32", "0"), ("ptq", "int4_g16", "0"), ("ptq", "nvfp4", "0"),
+        ("lora", "fp32", "2"), ("qlora", "int4", "2"), ("qlora", "nvfp4", "2")]
     assert all(r["task"] == "iter_add" and r["n"] == "3" and r["k"] == "3" for r in rows)
     # The restored fp32 model is the trained one: same examples, same exact match as training's.
     assert float(rows[0]["exact_match"]) == summary["exact_match"]["3"]
-    assert 4 < float(rows[1]["bits_per_weight"]) < 8 and float(rows[3]["final_loss"]) > 0
+    assert 4 < float(rows[1]["bits_per_weight"]) < 8 and float(rows[4]["final_loss"]) > 0
+    assert 4.5 <= float(rows[2]["bits_per_weight"]) < 4.6  # nvfp4: 4 + 8/16 + tensor scale
     with open(out["report"]) as f:
         report = f.read()
     assert "| LoRA - QLoRA |" in report and "int4_g16" in report
+    assert "QLoRA (nvfp4 base)" in report
     for path in out["plots"]:
         assert os.path.getsize(path) > 0
 

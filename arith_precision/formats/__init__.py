@@ -10,6 +10,14 @@ Rounding:
   quantize(x, fmt, rounding="nearest_even", key=None) -- nearest_even / toward_zero /
       stochastic, exact (integer bit arithmetic), jit/vmap-able, straight-through gradient.
 
+  rounding modes: nearest_even, nearest_away, toward_zero, toward_positive, toward_negative,
+      stochastic; P3109 binary8 strings p3109_k8p1 .. p3109_k8p7.
+
+Block formats (OCP MX v1.0 and NVFP4; see `mx.py`):
+  quantize_mx(x, fmt, axis=-1, rounding="nearest_even", key=None) -> dequantized array
+  pack_mx(...) -> MXPacked (codes, scales, tensor scale); dequantize_mx(packed) -> array
+      fmt in mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8 nvfp4
+
 Weight quantization (pytrees):
   quantize_int(w, bits=8, axis=None, group_size=None) -> IntQuantized
   quantize_nf4(w, block_size=64, axis=-1) -> NF4Quantized
@@ -21,6 +29,15 @@ from arith_precision.formats.fixed_format import FixedFormat
 from arith_precision.formats.float_format import FloatFormat
 from arith_precision.formats.int_quant import IntQuantized, dequantize_int, quantize_int
 from arith_precision.formats.ml_dtypes_compat import ML_DTYPE_FORMATS, to_ml_dtype
+from arith_precision.formats.mx import (
+    BLOCK_FORMATS,
+    BlockFormat,
+    MXPacked,
+    dequantize_mx,
+    is_block_format,
+    pack_mx,
+    quantize_mx,
+)
 from arith_precision.formats.nf4 import NF4_LEVELS, NF4Quantized, dequantize_nf4, quantize_nf4
 from arith_precision.formats.parsing import ALIASES, Format, as_format, parse
 from arith_precision.formats.quantize import ROUNDING_MODES, quantize
@@ -37,6 +54,13 @@ def dequantize(q):
 
 __all__ = [
     "ALIASES",
+    "BLOCK_FORMATS",
+    "BlockFormat",
+    "MXPacked",
+    "dequantize_mx",
+    "is_block_format",
+    "pack_mx",
+    "quantize_mx",
     "ML_DTYPE_FORMATS",
     "NF4_LEVELS",
     "ROUNDING_MODES",

@@ -123,8 +123,19 @@ def carrier_dtype(fmt) -> np.dtype:
     )
 
 
-def carrier_for(fmt, dtype) -> Carrier:
-    """The `Carrier` for an input of `dtype`, checking that it holds `fmt`.
+def holds_values(fmt, carrier: Carrier) -> bool:
+    """Whether every value of `fmt` is a carrier value: enough to round a carrier *value* to
+    `fmt` exactly (what `fits` adds is that a carrier *operation* followed by that rounding
+    equals one rounding of the exact result)."""
+    if isinstance(fmt, FixedFormat):
+        return fits(fmt, carrier)
+    return (fmt.mantissa_bits <= carrier.mantissa_bits and fmt.max_exact <= carrier.max_exact
+            and fmt.min_positive_exact >= carrier.min_positive_exact)
+
+
+def carrier_for(fmt, dtype, values_only: bool = False) -> Carrier:
+    """The `Carrier` for an input of `dtype`, checking that it holds `fmt` (with `values_only`,
+    only that it holds the format's values: `holds_values`).
 
     Raises:
         ValueError: if `dtype` is not float32/float64, or does not hold `fmt` (naming both and
@@ -136,7 +147,7 @@ def carrier_for(fmt, dtype) -> Carrier:
             f"quantize needs a float32 or float64 input (the carrier), got dtype {dtype}"
         )
     carrier = CARRIERS[dtype]
-    if fits(fmt, carrier):
+    if fits(fmt, carrier) or (values_only and holds_values(fmt, carrier)):
         return carrier
     try:
         need = carrier_dtype(fmt)

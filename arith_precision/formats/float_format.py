@@ -30,10 +30,16 @@ finite, NaN or infinite is the `variant`, following the naming of ml_dtypes / LL
           leading 1). `quantize` reproduces this bit for bit; toward-zero and stochastic
           rounding use the true grid {2^-b, 2^(1-b), ...} instead. Default bias 2^(E-1) - 1.
 
+  "p3109" IEEE P3109 (interim report v3; gfloat's `format_info_p3109(k, P)`, signed, extended
+          domain): no -0, its code 0x80.. is the single NaN, the top code of each sign is +-inf,
+          every other code finite, subnormals as IEEE. Default bias 2^(E-1) (= 2^(k-P-1)).
+          Overflow gives +-inf. With M = 0 (P = 1) nearest-even ties between powers of two go
+          to the even exponent field. Canonical string `p3109_k{k}p{P}` (E = k - P,
+          M = P - 1), e.g. `p3109_k8p3` is e5m2 with bias 16.
+
 Options (ignored where they cannot matter):
-  saturate          finite values that overflow become +-max instead of inf/NaN; an infinite input
-                    stays infinite in "ieee" formats (it did not overflow) and becomes +-max in
-                    formats without infinities.
+  saturate          one rule for every `_sat` format (OCP's): finite values that overflow and
+                    +-inf inputs become +-max; NaN stays NaN.
   flush_subnormals  results that are subnormal (0 < |r| < 2^(1-b)) after rounding become zero
                     of the same sign (+0 in "fnuz"); the rounding itself is done on the full grid
                     with gradual underflow, as flush-to-zero hardware does on its output.
@@ -50,7 +56,7 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 
-VARIANTS = ("ieee", "fn", "fnuz", "fnu")
+VARIANTS = ("ieee", "fn", "fnuz", "fnu", "p3109")
 # The widest carrier is float64 (11 exponent bits, 52 mantissa bits); a wider format could be
 # described but never simulated, so we reject it up front with a clear message.
 MAX_EXPONENT_BITS = 11
@@ -69,7 +75,9 @@ def check_int(name: str, value, lo: int, hi: int | None = None) -> None:
 
 def default_bias(exponent_bits: int, variant: str) -> int:
     """IEEE bias 2^(E-1) - 1, or 2^(E-1) for "fnuz" (ml_dtypes' shifted-by-one bias)."""
-    return 2 ** (exponent_bits - 1) if variant == "fnuz" else 2 ** (exponent_bits - 1) - 1
+    if variant in ("fnuz", "p3109"):
+        return 2 ** (exponent_bits - 1)
+    return 2 ** (exponent_bits - 1) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +129,8 @@ class FloatFormat:
 
     @property
     def has_inf(self) -> bool:
-        """Only "ieee" formats encode infinities."""
-        return self.variant == "ieee"
+        """Only "ieee" and "p3109" formats encode infinities."""
+        return self.variant in ("ieee", "p3109")
 
     @property
     def has_nan(self) -> bool:
@@ -142,8 +150,8 @@ class FloatFormat:
             return ((2**e - 1) << m) - 1  # top exponent field reserved for inf/NaN
         if self.variant == "fn" and self.has_nan:
             return all_ones - 1  # only S.1..1.1..1 is NaN
-        if self.variant == "fnu":
-            return all_ones - 1  # 0xff is NaN
+        if self.variant in ("fnu", "p3109"):
+            return all_ones - 1  # 0xff is NaN ("fnu"); 0x7f is +inf ("p3109")
         return all_ones  # "fnuz" (NaN is the -0 code) and sub-byte "fn" (no NaN)
 
     def code_value(self, code_magnitude: int) -> Fraction:
@@ -200,6 +208,9 @@ class FloatFormat:
     # ---- naming ---------------------------------------------------------------------------
 
     def __str__(self) -> str:
+        if self.variant == "p3109" and self.bias == default_bias(self.exponent_bits, "p3109"):
+            s = f"p3109_k{self.total_bits}p{self.mantissa_bits + 1}"
+            return s + ("_sat" if self.saturate else "") + ("_ftz" if self.flush_subnormals else "")
         s = f"e{self.exponent_bits}m{self.mantissa_bits}"
         if self.bias != default_bias(self.exponent_bits, self.variant):
             s += f"b{self.bias}"

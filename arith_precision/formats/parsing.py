@@ -8,6 +8,8 @@ Accepted strings (case-insensitive, surrounding whitespace ignored):
                  e3m2fn, e2m1fn, e8m0fnu, e5m2_sat, e4m3_ftz, e4m3fn_sat_ftz
   dtype names    float32, float16, bfloat16, float64 and the ml_dtypes names with the width
                  prefix, e.g. float8_e4m3fn, float6_e3m2fn, float4_e2m1fn (the width is checked)
+  P3109          p3109_k{k}p{P}[_sat][_ftz], e.g. p3109_k8p1 .. p3109_k8p7 (IEEE P3109 binary8:
+                 signed, extended domain; E = k - P exponent bits, M = P - 1, bias 2^(k-P-1))
   fixed point    fixedI.F, e.g. fixed8.8
 
 Aliases are synonyms: they parse to the canonical object, whose `str` is the canonical eEmM
@@ -41,7 +43,8 @@ ALIASES: dict[str, FloatFormat] = {
 
 # Signs are admitted by the patterns so that e.g. "e4m-1" or "fixed-1.3" reach the dataclass
 # validation and get an error naming the bad field, rather than a generic "unknown format".
-_FLOAT_RE = re.compile(r"e(-?\d+)m(-?\d+)(?:b(-?\d+))?(fnuz|fnu|fn)?(_sat)?(_ftz)?")
+_FLOAT_RE = re.compile(r"e(-?\d+)m(-?\d+)(?:b(-?\d+))?(fnuz|fnu|fn|p3109)?(_sat)?(_ftz)?")
+_P3109_RE = re.compile(r"p3109_k(-?\d+)p(-?\d+)(_sat)?(_ftz)?")
 _DTYPE_NAME_RE = re.compile(r"float(\d+)_(e\d+m\d+.*)")
 _FIXED_RE = re.compile(r"fixed(-?\d+)\.(-?\d+)")
 _ALIAS_OPTIONS_RE = re.compile(r"([a-z0-9]+?)(_sat)?(_ftz)?")
@@ -49,7 +52,8 @@ _ALIAS_OPTIONS_RE = re.compile(r"([a-z0-9]+?)(_sat)?(_ftz)?")
 VALID_FORMS = (
     "fp32, bf16, fp16, tf32, fp64 (optionally with _sat / _ftz); eEmM (e.g. e5m2, e8m7); "
     "eEmM[b<bias>][fn|fnuz|fnu][_sat][_ftz] "
-    "(e.g. e4m3fn, e5m2fnuz, e4m3b11fnuz, e2m1fn, e8m0fnu, e5m2_sat, e4m3_ftz); dtype names "
+    "(e.g. e4m3fn, e5m2fnuz, e4m3b11fnuz, e2m1fn, e8m0fnu, e5m2_sat, e4m3_ftz); "
+    "p3109_k8p1 .. p3109_k8p7 (IEEE P3109 binary8); dtype names "
     "(float32, bfloat16, float8_e4m3fn, float4_e2m1fn, ...); fixedI.F (e.g. fixed8.8)"
 )
 
@@ -89,6 +93,18 @@ def parse(text: str) -> Format:
         )
     if match := _FLOAT_RE.fullmatch(s):
         return _parse_float(match, text)
+    if match := _P3109_RE.fullmatch(s):
+        k, p, sat, ftz = match.groups()
+        k, p = int(k), int(p)
+        if not 1 <= p < k:
+            raise ValueError(
+                f"invalid number format {text!r}: P3109 precision P must satisfy 1 <= P < k "
+                f"(at least one exponent bit), got k={k}, P={p}")
+        try:
+            return FloatFormat(k - p, p - 1, variant="p3109", saturate=sat is not None,
+                               flush_subnormals=ftz is not None)
+        except ValueError as err:
+            raise ValueError(f"invalid number format {text!r}: {err}") from None
     if match := _DTYPE_NAME_RE.fullmatch(s):
         width, rest = int(match.group(1)), match.group(2)
         inner = _FLOAT_RE.fullmatch(rest)

@@ -14,8 +14,15 @@ Semantics (see `float_format.py` / `fixed_format.py` for the formats):
     for float32 x (values, signs of zeros, NaN vs inf; NaN payloads are canonical quiet NaNs).
     For float64 x we round once, directly; ml_dtypes 0.6 casts float64 through float32 and so
     double rounds (1 + 2^-4 + 2^-30 -> e4m3fn gives 1.0 there, 1.125 here).
+  * nearest_away: nearest, ties away from zero (IEEE roundTiesToAway). Overflow as nearest_even.
   * toward_zero: the grid value of largest magnitude not above |x|. As in IEEE 754, it never
     overflows: finite inputs beyond the range give +-max. (ml_dtypes has no such cast.)
+  * toward_positive / toward_negative: the smallest grid value >= x / the largest <= x (IEEE
+    roundTowardPositive / roundTowardNegative). A finite x beyond the range on the side the mode
+    rounds away from gives +-max; on the other side it overflows as nearest_even does.
+  * The P3109 formats (variant "p3109") with M = 0 break nearest_even ties between powers of two
+    toward the even exponent field, as gfloat does; every other format's ties go to the even
+    multiple of the quantum (with M = 0 that is the larger power of two, as ml_dtypes does).
   * stochastic: one of the two grid neighbours of x, the upper (in magnitude) with probability
     proportional to the distance from the lower, so E[quantize(x)] = x for x within range
     (exactly for every x whose discarded part fits 2 * carrier-width random bits; see
@@ -23,8 +30,11 @@ Semantics (see `float_format.py` / `fixed_format.py` for the formats):
     key); the same key gives the same result. For "fnu" the grid below 2^(1-b) is the true one
     ({2^-b, 2^(1-b)}), values below 2^-b give 2^-b.
   * Special inputs: NaN stays NaN (except the sub-byte "fn" formats, which have no NaN; see
-    `float_format.py`); +-inf stays +-inf in "ieee", becomes NaN where there is no infinity, or
-    +-max when saturating / in fixed point.
+    `float_format.py`); +-inf stays +-inf where the format has infinities ("ieee", "p3109"),
+    becomes NaN where there is no infinity, and +-max in every saturating (`_sat`) format, in
+    the formats with neither inf nor NaN, and in fixed point.
+  * Saturation (one rule for every `_sat` format, OCP's): +-inf and finite overflow give +-max,
+    NaN stays NaN. All of the above is checked bit for bit against gfloat 0.5.2.
 
 Gradient: straight-through (identity) by default, via `jax.custom_jvp`; `straight_through=False`
 gives the true derivative of a step function, zero.
@@ -112,6 +122,8 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
             and 1 - fmt.bias + carrier.bias >= 1):
         return _ieee_nearest_bits(bits, fmt, carrier)
     negative, mag, field, finite = _rounding.decompose(bits, carrier)
+    # P3109 breaks nearest-even ties between powers of two (M = 0) toward an even exponent field.
+    even_field_bias = fmt.bias if fmt.variant == "p3109" and fmt.mantissa_bits == 0 else None
     is_nan = ~finite & ((mag & _u(2**carrier.mantissa_bits - 1, carrier)) != 0)
     is_inf = ~finite & ~is_nan
 
@@ -121,13 +133,14 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
     emin = 1 - fmt.bias
     if fmt.variant == "fnu" and rounding != "nearest_even":
         emin = -fmt.bias
-    if rounding == "nearest_even" and emin + carrier.bias >= 1:
+    if rounding == "nearest_even" and emin + carrier.bias >= 1 and even_field_bias is None:
         rmag = _rounding.round_nearest_even_normal_floor(
             mag, field, fmt.mantissa_bits, emin + carrier.bias, carrier)
     else:
         e = _rounding.binade_exponent(mag, field, carrier)
         q = jnp.maximum(e, emin) - fmt.mantissa_bits
-        rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words)
+        rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words,
+                                          negative, even_field_bias)
 
     max_mag = _u(carrier.bits_of(fmt.max_exact), carrier)
     overflow = rmag > max_mag
@@ -146,26 +159,30 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
     signed_max = _signed(max_mag, negative, carrier)
     if fmt.variant == "fnuz":
         nan = _nan_bits(True, carrier)  # the fnuz NaN is the "-0" code: a negative NaN
-    elif fmt.variant == "fnu":
-        nan = _nan_bits(False, carrier)
+    elif fmt.variant in ("fnu", "p3109"):
+        nan = _nan_bits(False, carrier)  # a single, unsigned NaN code
     else:
         nan = _nan_bits(negative, carrier)
 
-    # Overflow of finite values.
-    saturating = fmt.saturate or not fmt.has_nan or rounding == "toward_zero"
-    if saturating:
-        overflow_value = signed_max
-    elif fmt.has_inf:
-        overflow_value = _signed(inf, negative, carrier)
+    # Overflow of finite values. Rounding toward zero, and directed rounding toward the side
+    # opposite to the value's sign, never overflow (IEEE 754): they give +-max.
+    if fmt.saturate or not fmt.has_nan or rounding == "toward_zero":
+        to_max = jnp.ones_like(negative)
+    elif rounding == "toward_positive":
+        to_max = negative
+    elif rounding == "toward_negative":
+        to_max = ~negative
     else:
-        overflow_value = nan
-    out = jnp.where(overflow, overflow_value, out)
+        to_max = jnp.zeros_like(negative)
+    past_max = _signed(inf, negative, carrier) if fmt.has_inf else nan
+    out = jnp.where(overflow, jnp.where(to_max, signed_max, past_max), out)
 
-    # Infinite inputs: kept where the format has infinities, else NaN or +-max (saturating).
-    if fmt.has_inf:
-        inf_value = _signed(inf, negative, carrier)
-    elif fmt.saturate or not fmt.has_nan:
+    # Infinite inputs: +-max when saturating (one rule for every `_sat` format) or when the
+    # format has neither inf nor NaN; else kept where the format has infinities, else NaN.
+    if fmt.saturate or not fmt.has_nan:
         inf_value = signed_max
+    elif fmt.has_inf:
+        inf_value = _signed(inf, negative, carrier)
     else:
         inf_value = nan
     out = jnp.where(is_inf, inf_value, out)
@@ -189,7 +206,7 @@ def _fixed_bits(bits, fmt: FixedFormat, carrier: Carrier, rounding: str, random_
     negative, mag, field, finite = _rounding.decompose(bits, carrier)
     is_nan = ~finite & ((mag & _u(2**carrier.mantissa_bits - 1, carrier)) != 0)
     q = jnp.asarray(-fmt.frac_bits, jnp.int32)
-    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words)
+    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words, negative)
     # Two's complement: the negative end is one quantum further out than the positive end.
     limit_pos = _u(carrier.bits_of(fmt.max_exact), carrier)
     limit_neg = _u(carrier.bits_of(-fmt.min_exact), carrier)
@@ -217,15 +234,16 @@ def _bf16_round_trip(x):
         lax.shift_left(half.astype(jnp.uint32), jnp.uint32(16)), jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _quantize_value(x, key, fmt, rounding):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _quantize_value(x, key, fmt, rounding, values_only=False):
     """The forward computation (no custom gradient). Jitted as a whole so that eager calls
     compile one small program per (format, rounding, shape) instead of dispatching op by op."""
-    carrier = carrier_for(fmt, x.dtype)
+    carrier = carrier_for(fmt, x.dtype, values_only)
     if (
         isinstance(fmt, FloatFormat)
         and fmt.variant == "ieee"
         and not fmt.flush_subnormals
+        and not fmt.saturate
         and (fmt.exponent_bits, fmt.mantissa_bits, fmt.bias)
         == (carrier.exponent_bits, carrier.mantissa_bits, carrier.bias)
     ):
@@ -244,17 +262,17 @@ def _quantize_value(x, key, fmt, rounding):
     return lax.bitcast_convert_type(out, x.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _quantize_ste(x, key, fmt, rounding):
-    return _quantize_value(x, key, fmt, rounding)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _quantize_ste(x, key, fmt, rounding, values_only):
+    return _quantize_value(x, key, fmt, rounding, values_only)
 
 
 @_quantize_ste.defjvp
-def _quantize_ste_jvp(fmt, rounding, primals, tangents):
+def _quantize_ste_jvp(fmt, rounding, values_only, primals, tangents):
     x, key = primals
     x_dot, _ = tangents
     # Straight-through estimator: d quantize(x) / dx := 1.
-    return _quantize_ste(x, key, fmt, rounding), x_dot
+    return _quantize_ste(x, key, fmt, rounding, values_only), x_dot
 
 
 def _as_carrier_array(x):
@@ -275,15 +293,21 @@ def _as_carrier_array(x):
     return x
 
 
-def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True):
+def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True,
+             values_only: bool = False):
     """Round every element of `x` to the number format `fmt` (see the module docstring).
 
     Args:
         x: float32 or float64 array (the carrier), any shape; the result has its dtype.
         fmt: a format string ("bf16", "e4m3fn", "fixed8.8", ...), format object or dtype.
-        rounding: "nearest_even" (default), "toward_zero" or "stochastic".
+        rounding: one of ROUNDING_MODES: "nearest_even" (default), "nearest_away",
+            "toward_zero", "toward_positive", "toward_negative", "stochastic".
         key: a jax.random key; required for (and only used by) "stochastic".
         straight_through: identity gradient (default); False gives the true, zero, derivative.
+        values_only: admit any format whose values are carrier values (e.g. e8m13 on float32),
+            for rounding a carrier value that is itself the quantity to round (an accumulator
+            register holding a carrier sum); the carrier rule would refuse it because a carrier
+            *operation* followed by this rounding may double round.
 
     Raises:
         ValueError: unknown format or rounding mode; stochastic rounding without a key; an
@@ -298,9 +322,9 @@ def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_throu
             "quantize(x, fmt, 'stochastic', key=jax.random.key(0)); got key=None"
         )
     x = _as_carrier_array(x)
-    carrier_for(fmt, x.dtype)  # raise the carrier error before tracing anything
+    carrier_for(fmt, x.dtype, values_only)  # raise the carrier error before tracing anything
     if rounding != "stochastic":
         key = jnp.zeros((), jnp.uint32)  # placeholder primal; never read
     if not straight_through:
-        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding)
-    return _quantize_ste(x, key, fmt, rounding)
+        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding, values_only)
+    return _quantize_ste(x, key, fmt, rounding, values_only)

@@ -23,14 +23,22 @@ of 2^q is therefore rounding the integer sig to a multiple of 2^d with d = q - q
                   odd (the kept part of sig counts quanta, so "even" means an even multiple of
                   the quantum: IEEE ties-to-even; with M = 0 it is the implicit leading 1 and
                   ties between powers of two round up, as ml_dtypes does for float8_e8m0fnu);
+    nearest_away  add 2^d when the remainder is at least half (IEEE roundTiesToAway);
     toward_zero   drop the remainder;
+    toward_positive / toward_negative
+                  add 2^d when the remainder is nonzero and the value is positive / negative (the
+                  sign is passed in; magnitudes of the other sign are truncated);
     stochastic    add 2^d with probability remainder / 2^d exactly, using 2 * width random bits
                   (see `stochastic_round_up`).
 
 d <= 0 means the value is already on the grid. For d >= Mc + 2 the value is below half a
 quantum, so nearest and toward-zero give 0; d is clamped there to keep shifts in range (XLA does
-not define shifts by the full width on every backend), and a stochastic round-up there gives the
-quantum 2^q, built directly (`pow2_bits`).
+not define shifts by the full width on every backend), and a round-up there (stochastic or
+directed) gives the quantum 2^q, built directly (`pow2_bits`).
+
+With M = 0 (grids of powers of two) "even" under nearest_even can instead mean an even exponent
+field (IEEE P3109 / gfloat for precision 1): `round_to_quantum(..., even_field_bias=b)` then breaks
+ties toward the power of two whose format exponent field q + b is even.
 """
 
 from __future__ import annotations
@@ -40,7 +48,11 @@ from jax import lax
 
 from arith_precision.formats.carrier import Carrier
 
-ROUNDING_MODES = ("nearest_even", "toward_zero", "stochastic")
+ROUNDING_MODES = (
+    "nearest_even", "nearest_away", "toward_zero", "toward_positive", "toward_negative",
+    "stochastic",
+)
+DIRECTED = ("toward_positive", "toward_negative")
 
 
 def _const(value: int, carrier: Carrier):
@@ -109,7 +121,8 @@ def stochastic_round_up(rem, d, hi, lo, carrier: Carrier):
     return (hi < t_hi) | ((hi == t_hi) & (lo < t_lo))
 
 
-def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_words=None):
+def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_words=None,
+                     negative=None, even_field_bias: int | None = None):
     """Round finite magnitudes `mag` (carrier bits) to multiples of 2^q; returns carrier bits.
 
     Args:
@@ -117,6 +130,9 @@ def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_word
         q: int32 array (or scalar), the exponent of the target grid's spacing at each element.
         rounding: one of ROUNDING_MODES.
         random_words: (hi, lo) uniform uint words shaped like `mag`, for "stochastic".
+        negative: bool array (the sign), needed by "toward_positive" / "toward_negative".
+        even_field_bias: for M = 0 grids under "nearest_even": a tie rounds up iff the lower
+            neighbour's exponent field q + even_field_bias is odd (None: kept-bit parity).
 
     The result is the bit pattern of the rounded magnitude; it may be the carrier's inf pattern
     (or beyond the format's range), which callers handle as overflow.
@@ -136,7 +152,17 @@ def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_word
     if rounding == "nearest_even":
         half = lax.shift_right_logical(unit, one)  # 2^(dc-1), or 0 when dc == 0
         kept_odd = (lax.shift_right_logical(sig, dcu) & one) == one
+        if even_field_bias is not None:
+            kept_odd = (((q + even_field_bias) & 1) == 1) & (sig >= unit)
         up = (rem > half) | ((rem == half) & (half != 0) & kept_odd)
+    elif rounding == "nearest_away":
+        half = lax.shift_right_logical(unit, one)
+        up = (rem >= half) & (half != 0)
+    elif rounding in DIRECTED:
+        if negative is None:
+            raise ValueError(f"rounding={rounding!r} needs the sign (negative=...)")
+        toward_sign = negative if rounding == "toward_negative" else ~negative
+        up = (rem != 0) & toward_sign
     elif rounding == "toward_zero":
         up = jnp.zeros(sig.shape, dtype=bool)
     elif rounding == "stochastic":
@@ -150,9 +176,9 @@ def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_word
     # offset + sig encodes the value only for 0 < sig <= 2^(Mc+1) (offset alone would be a
     # nonzero number, and above 2^(Mc+1) the carrier's spacing doubles).
     out = jnp.where(rounded_sig == 0, jnp.zeros_like(mag), offset + rounded_sig)
-    if rounding == "stochastic":
-        # Only stochastic rounding rounds up a value below half a quantum (d >= Mc + 2, where
-        # dc is clamped): the result is the quantum 2^q itself.
+    if rounding == "stochastic" or rounding in DIRECTED:
+        # Only stochastic and directed rounding round up a value below half a quantum
+        # (d >= Mc + 2, where dc is clamped): the result is the quantum 2^q itself.
         out = jnp.where(up & (d >= mc + 2), pow2_bits(q, carrier), out)
     return out
 

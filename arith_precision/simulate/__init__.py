@@ -11,12 +11,20 @@ orders), `policy.py` (what gets which format) and `regions.py` (a policy per reg
 """
 
 from arith_precision.simulate.accumulate import cumsum, dot_general, reduce_sum, sum_leading
-from arith_precision.simulate.policy import ACCUMULATIONS, Policy, as_policy, native_dtype
+from arith_precision.simulate.policy import (
+    ACCUMULATION_FORMS,
+    ACCUMULATIONS,
+    Policy,
+    as_policy,
+    is_accumulation,
+    native_dtype,
+)
 from arith_precision.simulate.regions import REGIONS, RegionPolicy
 from arith_precision.simulate.sim_array import SimArray, round_array
 from arith_precision.simulate.simulate import simulate
 
 __all__ = [
-    "ACCUMULATIONS", "Policy", "REGIONS", "RegionPolicy", "SimArray", "as_policy", "cumsum",
-    "dot_general", "native_dtype", "reduce_sum", "round_array", "simulate", "sum_leading",
+    "ACCUMULATIONS", "ACCUMULATION_FORMS", "Policy", "REGIONS", "RegionPolicy", "SimArray",
+    "as_policy", "cumsum", "dot_general", "is_accumulation", "native_dtype", "reduce_sum",
+    "round_array", "simulate", "sum_leading",
 ]

@@ -6,12 +6,27 @@ A policy names up to four formats (any format string or object `arith_precision.
            step also gradients and optimizer arithmetic) is rounded to it.
   param    the arguments listed as parameters (`param_argnums` of `simulate`) are rounded to it on
            entry. None: the compute format.
-  accum    partial sums inside reductions and contractions under `sequential` / `pairwise`
-           accumulation. None: the compute format. Under `once` the accumulation happens in the
-           carrier (float32 / float64), as on hardware with a wide accumulator, and only the result
-           is rounded to `compute`.
+  accum    partial sums inside reductions and contractions under `sequential` / `pairwise`, the
+           chunk accumulator under `chunked:C`, and the accumulator register under `once` (whose
+           sum is computed in the carrier, float32 / float64, then rounded to `accum` and to
+           `compute`; e.g. accum="e8m13" models a ~14-bit hardware accumulator). None: the
+           compute format (under `once` that is one rounding of the carrier sum).
   grad     if set, the cotangent flowing back into every rounded operation is rounded to it (for
            `jax.grad` taken *outside* a simulated function). None: straight-through.
+
+`rounding` is the rounding mode of every one of these roundings (any of
+`formats.ROUNDING_MODES`; default nearest_even). Under "stochastic" the random bits of each rounding
+come from `jax.random.key(seed)` folded with a hash of the bits being rounded: deterministic, fresh
+for different values, but two roundings of identical arrays draw identical bits.
+
+Block formats (mxfp8_e4m3, ..., mxfp4_e2m1, mxint8, nvfp4; `formats.quantize_mx`), applied at
+each contraction (`dot_general`) along the operand's contraction axes (several are flattened in
+the order the contraction pairs them), as MX hardware blocks matmul inputs:
+  matmul_block  both operands of every contraction (weights and activations alike);
+  weight_block  the operands that are parameters (`param_argnums` of `simulate`), after `param`
+                rounding, also through reshape / transpose / squeeze (Flax Dense and DenseGeneral
+                kernels, a transposed embedding table), not after arithmetic on them.
+The contraction length must be a multiple of the block size, else a ValueError names the shapes.
 
 `native=True` runs the function on real `jnp.bfloat16` / `jnp.float16` arrays instead of simulating
 (fast on accelerators, semantics of the hardware, `compute` must be fp32, bf16 or fp16).
@@ -27,8 +42,23 @@ import dataclasses
 from typing import Any
 
 from arith_precision import formats
+from arith_precision.formats.mx import block_format
+from arith_precision.simulate import accumulate
 
-ACCUMULATIONS = ("once", "sequential", "pairwise")
+ACCUMULATIONS = ("once", "sequential", "pairwise")  # plus "chunked:C", C a positive integer
+ACCUMULATION_FORMS = (*ACCUMULATIONS, "chunked:C")
+
+
+def is_accumulation(mode) -> bool:
+    """Whether `mode` is an accumulation: one of ACCUMULATIONS or chunked:C (C >= 1)."""
+    if not isinstance(mode, str):
+        return False
+    if mode in ACCUMULATIONS:
+        return True
+    try:
+        return accumulate.chunk_size(mode) is not None
+    except ValueError:
+        return False
 NATIVE_FORMATS = ("fp32", "bf16", "fp16")
 
 
@@ -56,15 +86,31 @@ class Policy:
     grad: Any = None
     accumulation: str = "once"
     native: bool = False
+    rounding: str = "nearest_even"
+    seed: int = 0
+    matmul_block: str | None = None
+    weight_block: str | None = None
 
     def __post_init__(self):
         if self.compute is None:
             raise ValueError("Policy.compute must be a format, got None")
         for name in ("compute", "param", "accum", "grad"):
             object.__setattr__(self, name, _fmt(getattr(self, name)))
-        if self.accumulation not in ACCUMULATIONS:
-            raise ValueError(
-                f"unknown accumulation {self.accumulation!r}; expected one of {ACCUMULATIONS}")
+        if isinstance(self.accumulation, str):
+            accumulate.chunk_size(self.accumulation)  # names a bad C
+        if not is_accumulation(self.accumulation):
+            raise ValueError(f"unknown accumulation {self.accumulation!r}; expected one of "
+                             f"{ACCUMULATION_FORMS}")
+        if self.rounding not in formats.ROUNDING_MODES:
+            raise ValueError(f"unknown rounding {self.rounding!r}; expected one of "
+                             f"{formats.ROUNDING_MODES}")
+        for name in ("matmul_block", "weight_block"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, block_format(getattr(self, name)).name)
+        if self.native and (self.rounding != "nearest_even" or self.matmul_block is not None
+                            or self.weight_block is not None):
+            raise ValueError("native mode rounds as the hardware does: rounding must be "
+                             "nearest_even, matmul_block and weight_block None")
         if self.native:
             for name in ("compute", "param"):
                 fmt = getattr(self, name)

@@ -31,6 +31,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import quax
 from jax import lax
 from jaxtyping import ArrayLike
@@ -54,6 +55,11 @@ _VALUE_PRESERVING = frozenset({
 })
 
 
+# Unary rearrangements after which a parameter still counts as one (`Policy.weight_block`).
+_KEEPS_PARAM = frozenset({"reshape", "transpose", "squeeze", "expand_dims", "copy", "copy_p",
+                          "convert_element_type"})
+
+
 @functools.cache
 def _identity_format(fmt, dtype) -> bool:
     """True when rounding to `fmt` on this carrier is the identity (fp32 on float32, ...)."""
@@ -61,26 +67,45 @@ def _identity_format(fmt, dtype) -> bool:
     return native is not None and fmt == formats.as_format(native)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _round_with_grad(x, fmt, grad_fmt):
-    return formats.quantize(x, fmt)
+def _key_for(x, rounding: str, seed: int):
+    """The key of a stochastic rounding: key(seed) folded with a hash of the bits of `x`."""
+    if rounding != "stochastic":
+        return None
+    uint = jnp.uint32 if x.dtype == jnp.float32 else jnp.uint64
+    bits = lax.bitcast_convert_type(lax.stop_gradient(x), uint).ravel()
+    mix = jnp.arange(1, bits.size + 1, dtype=uint) * uint(0x9E3779B1)
+    digest = lax.reduce(bits * mix, uint(0), lax.bitwise_xor, (0,))
+    return jax.random.fold_in(jax.random.key(seed), digest.astype(jnp.uint32))
 
 
-def _round_with_grad_fwd(x, fmt, grad_fmt):
-    return formats.quantize(x, fmt), None
+def _quantize(x, fmt, rounding: str, seed: int, values_only: bool = False):
+    return formats.quantize(x, fmt, rounding, _key_for(x, rounding, seed),
+                            values_only=values_only)
 
 
-def _round_with_grad_bwd(fmt, grad_fmt, _, g):
-    return (formats.quantize(g, grad_fmt),)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only):
+    return _quantize(x, fmt, rounding, seed, values_only)
+
+
+def _round_with_grad_fwd(x, fmt, grad_fmt, rounding, seed, values_only):
+    return _quantize(x, fmt, rounding, seed, values_only), None
+
+
+def _round_with_grad_bwd(fmt, grad_fmt, rounding, seed, values_only, _, g):
+    return (_quantize(g, grad_fmt, rounding, seed + 1),)
 
 
 _round_with_grad.defvjp(_round_with_grad_fwd, _round_with_grad_bwd)
 
 
-def round_array(x, fmt, grad_fmt=None, bits=None):
+def round_array(x, fmt, grad_fmt=None, bits=None, rounding: str = "nearest_even", seed: int = 0,
+                values_only: bool = False):
     """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`).
 
     `bits`: the widths of `RuntimeMantissa` formats (`runtime_format.py`), carried as data.
+    `rounding`, `seed`: the policy's rounding mode (and the seed of stochastic rounding).
+    `values_only`: see `formats.quantize` (used for accumulator registers).
     """
     if not hasattr(x, "dtype") or jnp.dtype(x.dtype) not in CARRIERS:
         return x
@@ -89,10 +114,10 @@ def round_array(x, fmt, grad_fmt=None, bits=None):
             raise ValueError(f"{fmt}: a rounded gradient format is not supported with it")
         return round_runtime(x, fmt, bits)
     if grad_fmt is not None:
-        return _round_with_grad(x, fmt, grad_fmt)
+        return _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only)
     if _identity_format(fmt, jnp.dtype(x.dtype)):
         return x
-    return formats.quantize(x, fmt)
+    return _quantize(x, fmt, rounding, seed, values_only)
 
 
 def is_carrier(x) -> bool:
@@ -111,6 +136,7 @@ class SimArray(quax.ArrayValue):
     # The widths of RuntimeMantissa formats (an int32 vector, or None): data, not static, so
     # that it flows into loop bodies as an operand rather than a closed-over tracer.
     bits: Any = None
+    is_param: bool = eqx.field(static=True, default=False)  # a parameter, for weight_block
 
     def aval(self):
         return jax.core.ShapedArray(self.array.shape, self.array.dtype)
@@ -126,13 +152,20 @@ class SimArray(quax.ArrayValue):
         preserve = primitive.name in _VALUE_PRESERVING
         if primitive.multiple_results:
             return [_wrap(o, owner, preserve) for o in out]
-        return _wrap(out, owner, preserve)
+        out = _wrap(out, owner, preserve)
+        if (primitive.name in _KEEPS_PARAM and isinstance(out, SimArray)
+                and any(isinstance(v, SimArray) and v.is_param for v in values)):
+            # still the parameter's values
+            out = SimArray(out.array, out.policy, out.scope, out.regions, out.bits, True)
+        return out
 
     def retag(self, array, policy: Policy, scope: tuple) -> SimArray:
         return SimArray(array, policy, scope, self.regions, self.bits)
 
-    def round(self, x, fmt, grad_fmt=None):
-        return round_array(x, fmt, grad_fmt, self.bits)
+    def round(self, x, fmt, grad_fmt=None, values_only: bool = False):
+        """Round to `fmt` with this value's policy's rounding mode (its region's policy)."""
+        return round_array(x, fmt, grad_fmt, self.bits, self.policy.rounding, self.policy.seed,
+                           values_only)
 
 
 def _owner_of(values) -> SimArray:
@@ -179,7 +212,12 @@ def _rounders(owner: SimArray):
         return owner.round(x, policy.compute, policy.grad)
 
     def round_acc(x):
-        return owner.round(x, policy.accum_format, policy.grad)
+        if policy.accum is None and policy.accumulation == "once":
+            return x  # round_out follows at once: rounding twice to one format is once
+        # Under once / chunked the register holds a carrier sum by definition: rounding that
+        # value needs only the format's values in the carrier (accum="e8m13" on float32).
+        register = policy.accumulation == "once" or policy.accumulation.startswith("chunked:")
+        return owner.round(x, policy.accum_format, policy.grad, values_only=register)
 
     return round_out, round_acc
 
@@ -206,6 +244,14 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
     if not (is_carrier(a) and is_carrier(b)):
         return _wrap(lax.dot_general_p.bind(a, b, dimension_numbers=dimension_numbers, **params),
                      owner)
+    (lc, rc), _ = dimension_numbers
+    for block, lhs_too, rhs_too in (
+            (policy.matmul_block, True, True),
+            (policy.weight_block, _is_param(lhs), _is_param(rhs))):
+        if block is not None and lhs_too:
+            a = _block_along(a, lc, block, (a.shape, b.shape, lc, rc))
+        if block is not None and rhs_too:
+            b = _block_along(b, rc, block, (a.shape, b.shape, lc, rc))
     out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(owner),
                                  **params)
     return owner.retag(out, policy, owner.scope)
@@ -229,6 +275,29 @@ def _(x: SimArray, *, name, mode):
         return x
     policy = table.policy_of_scope(scope)
     return x.retag(x.round(x.array, policy.compute, policy.grad), policy, scope)
+
+
+def _is_param(v) -> bool:
+    return isinstance(v, SimArray) and v.is_param
+
+
+def _block_along(x, axes, block_fmt: str, where):
+    """x block-quantized along its contraction axes, flattened in the order given (so the k-th
+    contraction index of both operands falls in the same block)."""
+    axes = tuple(int(d) for d in axes)
+    size = formats.BLOCK_FORMATS[block_fmt].block_size
+    k = int(np.prod([x.shape[d] for d in axes]))
+    if not axes or k % size:
+        lhs, rhs, lc, rc = where
+        raise ValueError(
+            f"block format {block_fmt} needs a contraction length that is a multiple of {size}; "
+            f"got a dot_general of shapes {lhs} x {rhs} contracting axes {tuple(lc)} x "
+            f"{tuple(rc)} (length {k})")
+    free = tuple(d for d in range(x.ndim) if d not in axes)
+    moved = jnp.transpose(x, free + axes)
+    flat = moved.reshape(moved.shape[:len(free)] + (k,)).astype(jnp.float32)
+    q = formats.quantize_mx(flat, block_fmt, axis=-1).astype(x.dtype).reshape(moved.shape)
+    return jnp.transpose(q, tuple(int(i) for i in np.argsort(free + axes)))
 
 
 # ---- control flow: promote plain floating operands (e.g. a constant initial carry) -------------

@@ -96,19 +96,20 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
 
         return native_fn
 
-    def enter(fmt):
+    def enter(fmt, is_param=False):
         def wrap(x):
             if not is_carrier(x):
                 return x
             bits = runtime_format.current_bits()
-            return SimArray(round_array(jnp.asarray(x), fmt, policy.grad, bits), policy, (),
-                            table, bits)
+            rounded = round_array(jnp.asarray(x), fmt, policy.grad, bits, policy.rounding,
+                                  policy.seed)
+            return SimArray(rounded, policy, (), table, bits, is_param)
         return wrap
 
     @functools.wraps(fn)
     def simulated(*args, **kwargs):
         args = [jax.tree_util.tree_map(
-            enter(policy.param_format if i in param_argnums else policy.compute), a)
+            enter(policy.param_format, True) if i in param_argnums else enter(policy.compute), a)
             for i, a in enumerate(args)]
         kwargs = jax.tree_util.tree_map(enter(policy.compute), kwargs)
         if table is None:
