@@ -39,15 +39,13 @@ Settings (`--smoke`, `--quick`, default full; the bases only when trained here):
   full   ADD base 10 n=4/8/16, IterADD base 2 k=3 n=4..12, MUL base 2 n=4/6/8 (3 layers,
          d=128, batch 512, 20k steps), 1000-step LoRA/QLoRA, 2000 examples: a GPU job (an
          estimate, not measured: ~1 GPU-hour for the bases, minutes for the study itself).
-Result of the quick settings (measured, one seed): int8, bf16 and e4m3 stay within ~0.05 of
-fp32; int4 per channel loses the most, more at larger n (IterADD base 2: fp32 1.000 / 0.875 at
-n=4 / 6, int4 0.602 / 0.168); grouped int4 and NF4 (g32) sit in between (0.73-0.78 / 0.43-0.44);
-100 QLoRA steps recover the int4 loss to within 0.02 of LoRA (n=6: LoRA 0.938, QLoRA 0.918).
-With the block formats (a standalone `--quick` run on freshly trained bases, docs/quant_quick/):
-mxfp8_e4m3 and mxfp6_e2m3 track e4m3 (IterADD n=6: 0.742 / 0.711, e4m3 0.734, fp32 0.859);
-mxfp4_e2m1 and nvfp4 sit with grouped int4 / NF4 (IterADD n=4: 0.680 / 0.863 against int4_g32
-0.656, nf4_g32 0.777, int4 0.516; n=6: 0.363 / 0.375); QLoRA on mxfp4_e2m1 / nvfp4 reaches LoRA
-at n=4 (1.000) but ends 0.105 / 0.109 below it at n=6, where QLoRA on int4 ends 0.035 below.
+Result of the quick settings (measured, one seed; docs/reproduce_quick/quant/): int8, bf16 and
+e4m3 stay within ~0.07 of fp32; int4 per channel loses the most (IterADD base 2: fp32 0.996 /
+0.879 at n=4 / 6, int4 0.531 / 0.508); grouped int4 and NF4 (g32) sit in between at n=4 (0.836 /
+0.781) and not at n=6 (0.293 / 0.504); mxfp8_e4m3 and mxfp6_e2m3 track e4m3 (n=6: 0.816 / 0.770,
+e4m3 0.809); mxfp4_e2m1 and nvfp4 land near int4 / NF4 (n=4: 0.582 / 0.801; n=6: 0.520 /
+0.570). After 100 steps, LoRA on the fp32 base reaches 1.000 / 0.941; QLoRA on int4, mxfp4_e2m1
+and nvfp4 ends 0.066, 0.094 and 0.102 below it at n=6 (within 0.004 at n=4).
 """
 
 from __future__ import annotations
