@@ -10,24 +10,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
+from timing import best_time
 
 from arith_precision import formats
-
-
-def _time(fn, *args, reps: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    best = float("inf")
-    for _ in range(3):  # best of 3 blocks of `reps` calls: robust to a noisy machine
-        start = time.perf_counter()
-        for _ in range(reps):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best
 
 
 def main() -> None:
@@ -37,11 +25,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
     x = jax.random.normal(jax.random.key(0), (args.size, args.size), jnp.float32)
-    base = _time(jax.jit(lambda v: formats.quantize(v, "e4m3fn")), x, reps=args.reps)
+    base = best_time(jax.jit(lambda v: formats.quantize(v, "e4m3fn")), x, reps=args.reps)
     print(f"quantize(x, 'e4m3fn') on {x.shape}: {base * 1e3:.1f} ms")
     rows = []
     for fmt, target in (("mxfp4_e2m1", 3.0), ("nvfp4", None), ("mxfp8_e4m3", None)):
-        t = _time(jax.jit(lambda v, f=fmt: formats.quantize_mx(v, f)), x, reps=args.reps)
+        t = best_time(jax.jit(lambda v, f=fmt: formats.quantize_mx(v, f)), x, reps=args.reps)
         rows.append((f"quantize_mx(x, {fmt!r}) / quantize(x, 'e4m3fn')", t / base, target))
     width = max(len(r[0]) for r in rows)
     for name, ratio, target in rows:

@@ -15,27 +15,15 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import best_time
 
 from arith_precision import formats
 from arith_precision import model as model_lib
 from arith_precision.simulate import Policy, simulate
-
-
-def _time(fn, *args, reps: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile
-    best = float("inf")
-    for _ in range(3):  # best of 3 blocks of `reps` calls: robust to a noisy machine
-        start = time.perf_counter()
-        for _ in range(reps):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     native = jax.jit(lambda v: v.astype(jnp.bfloat16).astype(jnp.float32))
     np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(native(x)))  # same numbers
     rows.append(("quantize e8m7 / native bf16 round trip",
-                 _time(ours, x, reps=args.reps) / _time(native, x, reps=args.reps), 1.5))
+                 best_time(ours, x, reps=args.reps) / best_time(native, x, reps=args.reps), 1.5))
 
     cfg = model_lib.TransformerConfig(vocab_size=32, max_len=args.seq, num_layers=4, d_model=128,
                                       num_heads=4, d_ff=512)
@@ -65,17 +53,17 @@ def main() -> None:
             logits, t[..., None], -1)[..., 0])
 
     grad = jax.value_and_grad(loss)
-    t_fp32 = _time(jax.jit(grad), params, tokens, reps=args.reps)
-    t_once = _time(jax.jit(simulate(grad, "bf16", "once")), params, tokens, reps=args.reps)
-    t_seq = _time(jax.jit(simulate(grad, "bf16", "sequential")), params, tokens,
+    t_fp32 = best_time(jax.jit(grad), params, tokens, reps=args.reps)
+    t_once = best_time(jax.jit(simulate(grad, "bf16", "once")), params, tokens, reps=args.reps)
+    t_seq = best_time(jax.jit(simulate(grad, "bf16", "sequential")), params, tokens,
                   reps=max(1, args.reps // 5))
     rows.append(("fwd+bwd 4x128 simulated bf16 (once) / native fp32", t_once / t_fp32, 1.2))
     rows.append(("fwd+bwd sequential / once accumulation", t_seq / t_once, 10.0))
     chunked = Policy(compute="bf16", accum="fp32", accumulation="chunked:128")
-    t_chunk = _time(jax.jit(simulate(grad, chunked)), params, tokens, reps=args.reps)
+    t_chunk = best_time(jax.jit(simulate(grad, chunked)), params, tokens, reps=args.reps)
     rows.append(("fwd+bwd chunked:128 (fp32 accum) / once accumulation", t_chunk / t_once, None))
     narrow = Policy(compute="bf16", accum="e8m13", accumulation="once")
-    t_narrow = _time(jax.jit(simulate(grad, narrow)), params, tokens, reps=args.reps)
+    t_narrow = best_time(jax.jit(simulate(grad, narrow)), params, tokens, reps=args.reps)
     rows.append(("fwd+bwd once with accum=e8m13 / once", t_narrow / t_once, None))
 
     width = max(len(r[0]) for r in rows)

@@ -43,6 +43,7 @@ import numpy as np
 
 from arith_precision.simulate.region_sets import MODEL_REGIONS, REGION_SETS
 from experiments.probe_report import threshold_label, write_outputs
+from experiments.row_cache import RowCache
 
 NAMED_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")
 ACCUMULATIONS = ("once", "sequential", "pairwise")
@@ -74,17 +75,6 @@ def _decode_at(mcfg, steps: int, accumulation: str, region_set: str, fmt: str):
     return None, region_policy(region_set, fmt, accumulation)
 
 
-def _rows_cache(path: str) -> dict[str, dict]:
-    rows = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    rows[row["key"]] = row
-    return rows
-
-
 class _Progress:
     def __init__(self, jobs: int, log: Callable[[str], None]):
         self.jobs, self.done, self.start, self.log = jobs, 0, time.time(), log
@@ -110,7 +100,7 @@ def probe(run_dirs: Mapping[str, str], out_dir: str, *, accumulations: Sequence[
                    max_bits)
     os.makedirs(out_dir, exist_ok=True)
     rows_path = os.path.join(out_dir, "probe_rows.jsonl")
-    cache = _rows_cache(rows_path)
+    cache = RowCache(rows_path, lambda row: row["key"])
     runs = {name: load_run(d, name=name) for name, d in run_dirs.items()}
     bar = _Progress((len(runs) + len(constructions)) * len(accumulations) * len(region_sets),
                     progress)
@@ -120,9 +110,7 @@ def probe(run_dirs: Mapping[str, str], out_dir: str, *, accumulations: Sequence[
         key = json.dumps(key)
         if key not in cache:
             t0 = time.time()
-            cache[key] = {"key": key, **compute(), "seconds": round(time.time() - t0, 2)}
-            with open(rows_path, "a") as f:
-                f.write(json.dumps(cache[key]) + "\n")
+            cache.add({"key": key, **compute(), "seconds": round(time.time() - t0, 2)})
         return cache[key]["exact_match"]
 
     def measure(run, accumulation, region_set, fmt):

@@ -60,6 +60,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from experiments.row_cache import RowCache
+
 TASKS = ("add", "iter_add", "mul")
 DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16", "mxfp8_e4m3",
                    "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4")
@@ -191,17 +193,6 @@ def _key(row: Mapping[str, Any]) -> str:
                        row.get("settings", "")])
 
 
-def _load_rows(path: str) -> dict[str, dict]:
-    rows = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    rows[_key(row)] = row
-    return rows
-
-
 def _check_positive(name: str, value, lo: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
@@ -288,7 +279,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
 
     os.makedirs(workdir, exist_ok=True)
     rows_path = os.path.join(workdir, ROWS_FILE)
-    cache = _load_rows(rows_path)
+    cache = RowCache(rows_path, _key)
     rows, skipped = [], 0
     lora_settings = json.dumps(dict(steps=finetune_steps, rank=lora_rank, alpha=lora_alpha,
                                     lr=lora_lr, batch=lora_batch, seed=seed,
@@ -310,9 +301,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
         t0 = time.time()
         row.update(compute())
         row["wall_time_s"] = round(time.time() - t0, 2)
-        with open(rows_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        cache[key] = row
+        cache.add(row)
         rows.append(row)
         tail = (f" after {row['finetune_steps']} steps (loss {row['final_loss']:.3f})"
                 if stage != "ptq" else "")

@@ -20,16 +20,10 @@ from gfloat import formats as gf
 
 from arith_precision import formats
 from arith_precision.formats.carrier import FLOAT32
+from tests.gfloat_modes import MODES
 
 _quantize_module = importlib.import_module("arith_precision.formats.quantize")
 
-MODES = {
-    "nearest_even": RoundMode.TiesToEven,
-    "nearest_away": RoundMode.TiesToAway,
-    "toward_zero": RoundMode.TowardZero,
-    "toward_positive": RoundMode.TowardPositive,
-    "toward_negative": RoundMode.TowardNegative,
-}
 
 # Our format string -> gfloat FormatInfo.
 GFLOAT_FORMATS = {

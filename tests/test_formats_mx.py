@@ -10,6 +10,7 @@ from gfloat import formats as gf
 
 from arith_precision import formats
 from arith_precision.formats import mx
+from tests.gfloat_modes import MODES
 
 MX = {
     "mxfp8_e4m3": gf.format_info_mxfp8_e4m3,
@@ -18,13 +19,6 @@ MX = {
     "mxfp6_e2m3": gf.format_info_mxfp6_e2m3,
     "mxfp4_e2m1": gf.format_info_mxfp4_e2m1,
     "mxint8": gf.format_info_mxint8,
-}
-MODES = {
-    "nearest_even": RoundMode.TiesToEven,
-    "nearest_away": RoundMode.TiesToAway,
-    "toward_zero": RoundMode.TowardZero,
-    "toward_positive": RoundMode.TowardPositive,
-    "toward_negative": RoundMode.TowardNegative,
 }
 
 

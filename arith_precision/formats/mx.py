@@ -259,18 +259,22 @@ def _from_blocks(blocks, axis: int):
     return jnp.moveaxis(flat, -1, axis)
 
 
+def _random_words(key, shape, rounding: str):
+    """Two uint32 words per element for stochastic rounding (None for the other modes)."""
+    if rounding != "stochastic":
+        return None
+    words = jax.random.bits(key, (2, *shape), jnp.uint32)
+    return words[0], words[1]
+
+
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _quantize_mx_value(x, key, bf: BlockFormat, axis: int, rounding: str):
     blocks = _to_blocks(x, axis, bf.block_size)
     if bf.name == "nvfp4":
         out = _nvfp4_blocks(blocks, bf, rounding, key if rounding == "stochastic" else None)[0]
         return _from_blocks(out, axis)
-    random_words = None
-    if rounding == "stochastic":
-        words = jax.random.bits(key, (2, *blocks.shape), jnp.uint32)
-        random_words = (words[0], words[1])
     bits = lax.bitcast_convert_type(blocks, jnp.uint32)
-    out, _, _ = _mx_blocks(bits, bf, rounding, random_words)
+    out, _, _ = _mx_blocks(bits, bf, rounding, _random_words(key, blocks.shape, rounding))
     return _from_blocks(lax.bitcast_convert_type(out, jnp.float32), axis)
 
 
@@ -354,12 +358,8 @@ def _pack(x, key, bf: BlockFormat, axis: int, rounding: str) -> MXPacked:
         codes = jnp.where(bad, jnp.uint8(0), jnp.where(b == 0, zero_codes, codes))
         tensor_scale = g
     else:
-        random_words = None
-        if rounding == "stochastic":
-            words = jax.random.bits(key, (2, *blocks.shape), jnp.uint32)
-            random_words = (words[0], words[1])
         bits = lax.bitcast_convert_type(blocks, jnp.uint32)
-        out, s, bad = _mx_blocks(bits, bf, rounding, random_words)
+        out, s, bad = _mx_blocks(bits, bf, rounding, _random_words(key, blocks.shape, rounding))
         codes = jnp.where(bad, jnp.uint8(0), _element_codes(out, s, bf))
         scale_codes = jnp.where(bad, jnp.uint8(0xFF), (s + 127).astype(jnp.uint8))
         tensor_scale = jnp.float32(1.0)
