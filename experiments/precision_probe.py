@@ -92,7 +92,8 @@ def probe(run_dirs: Mapping[str, str], out_dir: str, *, accumulations: Sequence[
           batch_size: int = 256, tolerance: float = 0.01, min_bits: int = 2, max_bits: int = 10,
           named_formats: Sequence[str] = NAMED_FORMATS, constructions: Sequence[dict] = (),
           progress: Callable[[str], None] = print) -> dict:
-    """Probe every run (and construction); returns {"settings", "results"}; rows cached."""
+    """Probe every run (a directory or a loaded `quant_study.BaseRun`) and construction;
+    returns {"settings", "results", "constructions"}; rows cached in out_dir."""
     from arith_precision.evaluate import evaluate
     from experiments.quant_study import load_run
 
@@ -101,7 +102,8 @@ def probe(run_dirs: Mapping[str, str], out_dir: str, *, accumulations: Sequence[
     os.makedirs(out_dir, exist_ok=True)
     rows_path = os.path.join(out_dir, "probe_rows.jsonl")
     cache = RowCache(rows_path, lambda row: row["key"])
-    runs = {name: load_run(d, name=name) for name, d in run_dirs.items()}
+    runs = {name: d if not isinstance(d, str) else load_run(d, name=name)
+            for name, d in run_dirs.items()}
     bar = _Progress((len(runs) + len(constructions)) * len(accumulations) * len(region_sets),
                     progress)
     results = []
@@ -230,14 +232,13 @@ def parse_construction(text: str) -> dict:
         if len(parts) == 4:
             out["k"] = int(parts[3])
     except ValueError:
-        raise ValueError(f"--constructions: {text!r}: expected TASK:BASE:N[:K], e.g. "
-                         f"add:10:8 or iter_add:2:8:3") from None
+        raise ValueError("expected TASK:BASE:N[:K], e.g. add:10:8 or iter_add:2:8:3") from None
     from arith_precision import tasks
 
     try:
         tasks.TaskSpec(out["task"], base=out["base"], n=out["n"], k=out.get("k", 2))
     except ValueError as e:
-        raise ValueError(f"--constructions: {text!r}: {e}") from None
+        raise ValueError(str(e)) from None
     return out
 
 
@@ -249,8 +250,14 @@ def _split(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.precision_probe", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
+    any evaluation), 1 an internal error (with its traceback)."""
+    from arith_precision import cli_errors
+    from experiments.quant_study import load_run, sweep_runs
+
+    ap = cli_errors.ArgumentParser(prog="python -m experiments.precision_probe",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", help="a sweep directory: probe its completed fp32 cells")
     ap.add_argument("--runs", default="", help="comma-separated fp32 training run directories")
     ap.add_argument("--out", required=True, help="output directory (re-use it to resume)")
@@ -267,40 +274,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="hand-built models to probe: TASK:BASE:N[:K],... (e.g. add:10:8)")
     ap.add_argument("--json", action="store_true", help="print probe.json to stdout")
     args = ap.parse_args(argv)
+
+    def flag(key, value, check):
+        try:
+            return check()
+        except ValueError as e:
+            raise cli_errors.UsageError(key, value, str(e).split(": ", 2)[-1]) from None
+
     try:
         regions = []
         for r in _split(args.regions):
             regions += list(MODEL_REGIONS) if r == "each" else [r]
-        check_settings(_split(args.accumulations), regions, args.num_examples, args.batch_size,
-                        args.tolerance, args.min_bits, args.max_bits)
+        for key, value, accs, regs, bits in (
+                ("--accumulations", args.accumulations, _split(args.accumulations), ["all"],
+                 (2, 10)),
+                ("--regions", args.regions, ["once"], regions, (2, 10)),
+                ("--min-bits/--max-bits", f"{args.min_bits}/{args.max_bits}", ["once"], ["all"],
+                 (args.min_bits, args.max_bits))):
+            flag(key, value, lambda a=accs, r=regs, b=bits: check_settings(a, r, 1, 1, 0.0, *b))
+        for key, value in (("--num-examples", args.num_examples),
+                           ("--batch-size", args.batch_size)):
+            cli_errors.check_int(key, value, lo=1)
+        if not 0 <= args.tolerance < 1:
+            raise cli_errors.UsageError("--tolerance", args.tolerance, "must be in [0, 1)")
         runs = {}
         if args.sweep:
-            from experiments.quant_study import sweep_runs
-
-            runs.update(sweep_runs(args.sweep))
+            runs.update(flag("--sweep", args.sweep, lambda: sweep_runs(args.sweep)))
         for d in _split(args.runs):
-            if not os.path.isdir(d):
-                raise ValueError(f"--runs: {d!r}: not a directory")
             runs[os.path.basename(os.path.normpath(d))] = d
-        constructions = [parse_construction(c) for c in _split(args.constructions)]
+        runs = {name: flag("--sweep/--runs", d, lambda d=d, name=name: load_run(d, name=name))
+                for name, d in runs.items()}
+        constructions = [flag("--constructions", c, lambda c=c: parse_construction(c))
+                         for c in _split(args.constructions)]
         if not runs and not constructions:
-            raise ValueError("--sweep/--runs/--constructions: no completed fp32 run or "
-                             "construction to probe")
+            raise cli_errors.UsageError("--sweep/--runs/--constructions", "(none)",
+                                        "no completed fp32 run or construction to probe")
         frontiers = []
         for p in _split(args.frontier):
             try:
                 with open(p) as f:
                     frontiers.append(json.load(f))
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"--frontier: {p!r}: {e}") from None
-        result = probe(runs, args.out, accumulations=_split(args.accumulations),
-                       region_sets=regions, num_examples=args.num_examples,
-                       batch_size=args.batch_size, tolerance=args.tolerance,
-                       min_bits=args.min_bits, max_bits=args.max_bits,
-                       constructions=constructions)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+                raise cli_errors.UsageError("--frontier", p, str(e)) from None
+        cli_errors.check_writable_dir("--out", args.out)
+    except cli_errors.UsageError as e:
+        cli_errors.usage_exit(e)
+    result = probe(runs, args.out, accumulations=_split(args.accumulations), region_sets=regions,
+                   num_examples=args.num_examples, batch_size=args.batch_size,
+                   tolerance=args.tolerance, min_bits=args.min_bits, max_bits=args.max_bits,
+                   constructions=constructions)
     paths = write_outputs(result, args.out, frontiers)
     if args.json:
         print(json.dumps(result))

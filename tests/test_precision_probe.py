@@ -115,7 +115,8 @@ def test_threshold_scans_down_and_stops_at_the_first_failure(passing, want):
 @pytest.mark.parametrize("args,needle", [
     (["--runs=/nonexistent"], "/nonexistent"),
     (["--runs=.", "--regions=all,bogus"], "bogus"),
-    (["--runs=.", "--max-bits=11"], "max 11"),
+    (["--runs=.", "--max-bits=11"], "2/11"),
+    (["--constructions=add:2:3", "--num-examples=0"], "--num-examples: 0"),
     (["--runs=.", "--accumulations=twice"], "twice"),
     (["--constructions=add:10"], "add:10"),
     (["--constructions=add:1:8"], "base"),
