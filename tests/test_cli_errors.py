@@ -279,3 +279,14 @@ def test_readme_example_constant_add_n64_batch_limit():
     sizes.check(spec, real, 128, 1000, "constant")
     with pytest.raises(cli_errors.UsageError, match="--batch-size: 256: "):
         sizes.check(spec, real, 256, 1000, "constant")
+
+
+def test_importing_the_library_starts_no_jax_backend():
+    """No JAX computation at import time: it would start XLA's thread pools, making the forks of
+    tests/cli_harness.py deadlock-prone and every CLI's bad-input path slower."""
+    code = ("import arith_precision.formats, arith_precision.simulate, arith_precision.train, "
+            "constructions, experiments.precision_probe, experiments.reproduce\n"
+            "from jax._src import xla_bridge\n"
+            "assert not xla_bridge._backends, sorted(xla_bridge._backends)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -137,7 +137,7 @@ def _sign_bit(negative):
     return jnp.where(negative, _U(0x80000000), _U(0))
 
 
-_NAN = _U(0x7FC00000)
+_NAN = np.uint32(0x7FC00000)  # NumPy, not jnp: no JAX computation (backend start) at import
 
 
 # ---- OCP MX --------------------------------------------------------------------------------
