@@ -2,6 +2,7 @@
 
     python -m constructions.frontier --task=add --base=10 --n=2,4,8,16,32,64 [--k=K] [--l=L]
         [--chunk=C] [--accumulation=once,sequential] [--random=200] [--out=DIR] [--json]
+        [--float-only]
 
 For each n and accumulation mode it checks the verifier on its full input set (exhaustive or
 adversarial + `--random` random inputs) in the float format e{E}m{M} (E = 8 exponent bits,
@@ -22,7 +23,7 @@ passing one passes (checked at both ends of the answer), on the static path (one
 format). It also reports, for each common format (bf16 = e8m7 from the scan; fp16, e4m3, e5m2
 static), the largest n of the list at which it still passes (sizes are visited in increasing
 order; a format is not re-checked at larger n once it has failed, and the fixed-point search
-starts from the previous n's answer).
+starts from the previous n's answer). `--float-only` skips the fixed point and fp16 / e4m3 / e5m2.
 
 Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
 with a least-squares line per mode; `frontier_report.py`). Without --out it prints the markdown
@@ -192,12 +193,14 @@ class _Ticker:
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
                  num_random: int = 200, seed: int = 0, batch_size: int = 512,
                  progress=print, previous: dict | None = None, variant: str = "log",
-                 ticker: _Ticker | None = None) -> dict:
+                 ticker: _Ticker | None = None, float_only: bool = False) -> dict:
     """Frontier entries for one spec: float mantissa threshold and the narrower widths that pass
     (every width checked, `mantissa_scan`), fixed fraction bits, common formats.
 
     `previous` (the entry of the next smaller n) warm-starts the fixed-point search, and a
     common format that already failed there is not checked again (recorded as failing).
+    `float_only`: the e8mM scan alone (bf16 read off it); no fixed point (None), no fp16 / e4m3 /
+    e5m2, the formats that still compile one decoder each.
     """
     from arith_precision import formats
     from constructions import build, inputs
@@ -209,7 +212,7 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
     entry = {"n": spec.n, "checked": len(operands), "families": families,
              "d_model": construction.d_model, "float_mantissa_bits": {},
              "float_narrower_passing": {}, "float_checked": {}, "fixed": {}, "common": {}}
-    int_bits = integer_bits(construction, operands)
+    int_bits = None if float_only else integer_bits(construction, operands)
     for acc in accumulations:
         start = time.time()
         what = f"{spec.task} p={spec.base} n={spec.n} [{acc}]"
@@ -226,6 +229,14 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
         entry["float_mantissa_bits"][acc] = m
         entry["float_narrower_passing"][acc] = scan["narrower_passing"]
         entry["float_checked"][acc] = {str(b): ok for b, ok in scan["checked"].items()}
+        if float_only:
+            entry["fixed"][acc] = None
+            entry["common"][acc] = {"bf16": scan["checked"][7] and not (
+                previous and not previous["common"][acc]["bf16"])}
+            ticker.unit_done()
+            progress(f"  {what}: float threshold M={m}, narrower passing "
+                     f"{scan['narrower_passing'] or 'none'} ({time.time() - start:.0f}s)")
+            continue
         max_frac = MAX_FIXED_BITS - int_bits
         def fixed_ok(b, acc=acc):
             return _passes(construction, operands, f"fixed{int_bits}.{b}", acc, batch_size)
@@ -251,7 +262,8 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
 
 
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
-                 batch_size: int = 512, progress=print, variant: str = "log") -> dict:
+                 batch_size: int = 512, progress=print, variant: str = "log",
+                 float_only: bool = False) -> dict:
     ns = sorted(ns)
     entries = []
     ticker = _Ticker(progress, len(ns) * len(accumulations))
@@ -259,7 +271,7 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
                                     progress, previous=entries[-1] if entries else None,
-                                    variant=variant, ticker=ticker))
+                                    variant=variant, ticker=ticker, float_only=float_only))
     label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
     if spec_kwargs["task"] == "iter_add":
         label += f" k={spec_kwargs['k']}"
@@ -273,7 +285,8 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
             for acc in accumulations}
     return {"label": label, "spec": spec_kwargs, "variant": variant, "ns": ns,
             "accumulations": list(accumulations), "exponent_bits": EXPONENT_BITS,
-            "mantissa_range": [MIN_MANTISSA, MAX_MANTISSA], "entries": entries, "fits": fits}
+            "mantissa_range": [MIN_MANTISSA, MAX_MANTISSA], "float_only": float_only,
+            "entries": entries, "fits": fits}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -293,6 +306,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--out", default=None, help="directory for frontier.{json,md,png}")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--float-only", action="store_true",
+                    help="only the e8mM scan (and bf16 = e8m7): no fixed point, fp16, e4m3, e5m2")
     return ap
 
 
@@ -363,7 +378,7 @@ def _main(argv) -> int:
     kwargs, ns, accs = validate(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log,
-                          variant=args.variant)
+                          variant=args.variant, float_only=args.float_only)
     markdown = to_markdown(result)
     if args.out:
         with open(os.path.join(args.out, "frontier.json"), "w") as f:

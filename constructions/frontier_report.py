@@ -61,7 +61,8 @@ def to_markdown(result: dict) -> str:
         lines.append("|---|---|---|---|---|---|")
         for e in result["entries"]:
             fx = e["fixed"][acc]
-            fixed = (f"fixed{fx['int_bits']}.{fx['frac_bits']}" if fx["frac_bits"] is not None
+            fixed = ("not searched (--float-only)" if fx is None
+                     else f"fixed{fx['int_bits']}.{fx['frac_bits']}" if fx["frac_bits"] is not None
                      else f"none with I={fx['int_bits']}, I+F <= {MAX_FIXED_BITS}")
             m = e["float_mantissa_bits"][acc]
             lines.append(f"| {e['n']} | {math.log2(e['n']):.2f} | "
@@ -78,6 +79,9 @@ def to_markdown(result: dict) -> str:
         lines.append("\n| format | largest n of the list that passes |")
         lines.append("|---|---|")
         for fmt in COMMON_FORMATS:
+            if any(fmt not in e["common"][acc] for e in result["entries"]):
+                lines.append(f"| {fmt} | not checked (--float-only) |")
+                continue
             ok = [e["n"] for e in result["entries"] if e["common"][acc][fmt]]
             fails = [e["n"] for e in result["entries"] if not e["common"][acc][fmt]]
             if not ok:

@@ -123,6 +123,12 @@ def test_markdown_and_plot_tell_the_threshold_from_narrower_widths(tmp_path):
     merged = frontier_report.merge([str(tmp_path / "a"), str(tmp_path / "b")],
                                    str(tmp_path / "out"))
     assert "| 2 | 1.00 | 5 | 2 |" in merged and "not checked" in merged
+    float_only = _fake_result()
+    for e in float_only["entries"]:
+        e["fixed"]["once"], e["common"]["once"] = None, {"bf16": e["n"] <= 4}
+    md = frontier.to_markdown(float_only)
+    assert "| 2 | 1.00 | 5 | 2 | not searched (--float-only) | 16 |" in md
+    assert "| bf16 | 4 (fails from n=8) |" in md and "| fp16 | not checked (--float-only) |" in md
 
 
 @pytest.mark.slow  # ~2-4 minutes: the fixed-point search and fp16 / e4m3 / e5m2 compile per format
@@ -136,3 +142,18 @@ def test_frontier_entry_reports_threshold_and_narrower_widths(tmp_path):
     assert e["float_checked"]["once"]["3"] is False and len(e["float_checked"]["once"]) == 25
     assert e["common"]["once"]["bf16"] is True  # e8m7 of the scan
     assert result["mantissa_range"] == [0, 24]
+
+
+def test_float_only_frontier_of_add_base2_n2(add_b2_n2, tmp_path):
+    """run_frontier end to end without the static formats: the JSON keys other code reads."""
+    result = frontier.run_frontier({"task": "add", "base": 2, "k": 2, "l": None}, [2], ("once",),
+                                   num_random=0, seed=0, progress=lambda *a: None,
+                                   float_only=True)
+    (e,) = result["entries"]
+    assert (e["n"], e["float_mantissa_bits"], e["float_narrower_passing"]) == (
+        2, {"once": 5}, {"once": [2]})
+    assert e["fixed"] == {"once": None} and e["common"] == {"once": {"bf16": True}}
+    assert e["float_checked"]["once"] == {str(m): m == 2 or m >= 5 for m in range(25)}
+    assert result["float_only"] and result["mantissa_range"] == [0, 24]
+    frontier.plot([result], str(tmp_path / "f.png"))
+    json.dumps(result)  # serialisable as written by --out
