@@ -39,6 +39,11 @@ def narrower_passing(entry: dict, acc: str) -> list[int] | None:
     return entry.get("float_narrower_passing", {}).get(acc)
 
 
+def _label(result: dict) -> str:
+    """The result's label; runs before the full scan say "[binary search]"."""
+    return result["label"] + ("" if "mantissa_range" in result else " [binary search]")
+
+
 def _narrower_text(entry: dict, acc: str, lowest: int | None) -> str:
     narrower = narrower_passing(entry, acc)
     if narrower is None:
@@ -55,7 +60,7 @@ def to_markdown(result: dict) -> str:
     lowest = result.get("mantissa_range", [None])[0]
     lines = []
     for acc in result["accumulations"]:
-        lines.append(f"**{result['label']}, accumulation `{acc}`**\n")
+        lines.append(f"**{_label(result)}, accumulation `{acc}`**\n")
         lines.append("| n | log2 n | threshold: float mantissa bits M (e8mM) | narrower M that "
                      "also pass | fixed point (I.F) | checked |")
         lines.append("|---|---|---|---|---|---|")
@@ -113,7 +118,7 @@ def plot(results: list[dict], path: str) -> None:
             if not pts:
                 continue
             x, y = zip(*pts, strict=True)
-            line = ax.plot(x, y, style, label=f"{result['label']} ({acc}): threshold")[0]
+            line = ax.plot(x, y, style, label=f"{_label(result)} ({acc})")[0]
             below = [(math.log2(e["n"]), m) for e in result["entries"]
                      for m in (narrower_passing(e, acc) or [])]
             if below:
@@ -132,7 +137,8 @@ def plot(results: list[dict], path: str) -> None:
         ax.text(ax.get_xlim()[0], m + 0.2, name, fontsize=7, color="gray")
     ax.set_xlabel("log2 n")
     ax.set_ylabel("mantissa bits M of e8mM")
-    ax.set_title("Precision frontier: threshold (every wider M exact) and narrower M that pass")
+    ax.set_title("Precision frontier: threshold (every wider M exact); hollow: narrower M that "
+                 "pass", fontsize=10)
     if many:  # beside the axes, where it cannot hide a curve
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
