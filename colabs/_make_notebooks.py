@@ -368,16 +368,17 @@ NB02 = header("02_constructions", "Hand-built Transformers that add and multiply
     md("""
         ## The precision frontier
 
-        `run_frontier` finds, for each n, the fewest mantissa bits M of `e8mM` (binary search,
-        checked at both ends: M passes, M - 1 fails), the fewest fraction bits of fixed point,
-        and which common formats still pass. It compiles one simulated decoder per format tried,
-        so it is slow on a CPU: 2-4 minutes for the first n on a busy 2-core machine, less for
-        the next (the searches start from the previous n's answer, and decoders compiled above
-        for the same n are reused). For the full curve use the CLI, e.g.
+        `run_frontier` checks, for each n, every mantissa width M = 0..24 of `e8mM` and reports
+        the threshold (the smallest M from which every wider width passes) and the narrower
+        widths that pass too (exactness is not monotonic in M); also the fewest fraction bits of
+        fixed point, and which common formats still pass. The 25 widths share one compiled
+        decoder per carrier (the width is a runtime value); fixed point, fp16, e4m3 and e5m2
+        compile one decoder per format tried, so it is still slow on a CPU (minutes per n on a
+        busy 2-core machine). For the full curve use the CLI, e.g.
         `python -m constructions.frontier --task=add --base=10 --n=2,4,8,16,32,64 --out=DIR`.
     """),
     code("""
-        # Two sizes, "once" accumulation only. SMOKE mode (CI) skips it: ~15 compiles per size.
+        # Two sizes, "once" accumulation only. SMOKE mode (CI) skips it: ~10 compiles per size.
         # (The frontier itself is tested in tests/test_constructions.py.)
         frontier = None
         if not SMOKE:

@@ -2,22 +2,33 @@
 
     python -m constructions.frontier --task=add --base=10 --n=2,4,8,16,32,64 [--k=K] [--l=L]
         [--chunk=C] [--accumulation=once,sequential] [--random=200] [--out=DIR] [--json]
+        [--float-only]
 
-For each n and accumulation mode it finds, by binary search, the fewest mantissa bits M such
-that the verifier passes on its full input set (exhaustive or adversarial + `--random` random
-inputs) in the float format e{E}m{M} (E = 8 exponent bits, float32's range, large enough for
-every construction value), and the fewest fraction bits F of fixed point fixed{I}.{F} (I = the
-integer bits the construction's largest value needs at that n, measured). The search assumes the
-verifier passes for every width above the frontier and checks it at the two ends: the reported M
-passes and M - 1 fails. It also reports, for each common format (bf16, fp16, e4m3, e5m2), the
-largest n of the list at which it still passes (sizes are visited in increasing order; a format
-is not re-checked at larger n once it has failed, and the searches start from the previous n's
-answer).
+For each n and accumulation mode it checks the verifier on its full input set (exhaustive or
+adversarial + `--random` random inputs) in the float format e{E}m{M} (E = 8 exponent bits,
+float32's range, large enough for every construction value) for *every* M from 0 to 24, and
+reports
+
+  * the threshold: the smallest M from which every wider mantissa up to e8m24 passes (None when
+    e8m24 fails), what the plots and fits show; and
+  * the narrower widths that pass too: exactness is not monotonic in M (ADD base 2, n = 2,
+    `once`: e8m2 is exact on all 16 inputs, e8m3 and e8m4 are not, the threshold is 5).
+
+The widths run through one compiled decoder per (model shape, accumulation, carrier) whose
+mantissa width is a runtime value (`constructions.run`, `simulate.runtime_format`: float32 for
+M <= 10, float64 above), so checking all 25 widths costs two compiles. The fixed-point column
+searches the fewest fraction bits F of fixed{I}.{F} (I = the integer bits the construction's
+largest value needs at that n, measured) by binary search, which assumes that every F above a
+passing one passes (checked at both ends of the answer), on the static path (one compile per
+format). It also reports, for each common format (bf16 = e8m7 from the scan; fp16, e4m3, e5m2
+static), the largest n of the list at which it still passes (sizes are visited in increasing
+order; a format is not re-checked at larger n once it has failed, and the fixed-point search
+starts from the previous n's answer). `--float-only` skips the fixed point and fp16 / e4m3 / e5m2.
 
 Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
-with a least-squares line per mode). Without --out it prints the markdown tables (or the JSON
-with --json). `python -m constructions.frontier --merge=DIR1,DIR2,... --out=DIR` combines several
-runs into one table file and one plot.
+with a least-squares line per mode; `frontier_report.py`). Without --out it prints the markdown
+tables (or the JSON with --json). `python -m constructions.frontier --merge=DIR1,DIR2,... --out=DIR`
+combines several runs into one table file and one plot.
 
 Exit status: 0 done, 1 internal error (with its traceback), 2 bad input: one line
 `error: <flag>: <value>: <why>`, before the search starts; that includes an --out directory that
@@ -41,11 +52,22 @@ from arith_precision import model as model_lib
 from arith_precision.cli_errors import UsageError
 from arith_precision.simulate.policy import ACCUMULATIONS
 from constructions import VARIANTS
+from constructions.frontier_report import (
+    COMMON_FORMATS,
+    MAX_FIXED_BITS,
+    MAX_MANTISSA,
+    fit_line,
+    merge,
+    plot,
+    to_markdown,
+)
+
+__all__ = ["COMMON_FORMATS", "MAX_FIXED_BITS", "MAX_MANTISSA", "MIN_MANTISSA", "fit_line",
+           "frontier_for", "integer_bits", "mantissa_scan", "merge", "plot", "run_frontier",
+           "to_markdown"]
 
 EXPONENT_BITS = 8
-MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
-MAX_FIXED_BITS = 25  # I + F on a float64 carrier
-COMMON_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")
+MIN_MANTISSA = 0  # e8m0: powers of two only; the scan checks every width from here up
 
 
 _CACHE: dict = {}
@@ -63,9 +85,28 @@ def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
     if key not in _CACHE:
         run.enable_carrier(fmt)
         result = run.check(construction, operands, fmt, accumulation, batch_size,
-                           stop_at_first_failure=True)
+                           stop_at_first_failure=True,
+                           runtime=run.runtime_mantissa(fmt) is not None)
         _CACHE[key] = result["failures"] == 0
     return _CACHE[key]
+
+
+def mantissa_scan(passes, lo: int = MIN_MANTISSA, hi: int = MAX_MANTISSA) -> dict:
+    """Check `passes(M)` for every M from `hi` down to `lo` (no monotonicity assumed).
+
+    Returns {"threshold": the smallest M such that every width M..hi passes (None if hi fails),
+    "narrower_passing": the widths below it that pass as well, "checked": {M: passes}}.
+    """
+    checked = {m: bool(passes(m)) for m in range(hi, lo - 1, -1)}
+    threshold = None
+    for m in range(hi, lo - 1, -1):
+        if not checked[m]:
+            break
+        threshold = m
+    narrower = sorted(m for m, ok in checked.items()
+                      if ok and (threshold is None or m < threshold))
+    return {"threshold": threshold, "narrower_passing": narrower,
+            "checked": {m: checked[m] for m in sorted(checked)}}
 
 
 def _search(passes, lo: int, hi: int) -> int | None:
@@ -125,35 +166,77 @@ def integer_bits(construction, operands) -> int:
     return max(1, math.ceil(math.log2(largest + 1)) + 1)
 
 
+class _Ticker:
+    """Progress lines with an ETA: after each width checked, at most every `every` seconds."""
+
+    def __init__(self, progress, units: int, every: float = 20.0):
+        self.progress, self.units, self.every = progress, units, every
+        self.start = self.last = time.time()
+        self.done = 0  # finished (n, accumulation) units
+
+    def width(self, what: str, m: int, ok: bool, checked: int, total: int) -> None:
+        now = time.time()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        fraction = (self.done + checked / total) / self.units
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else float("nan")
+        self.progress(f"  {what}: e8m{m} {'passes' if ok else 'fails'} ({checked}/{total} "
+                      f"widths; elapsed {elapsed:.0f}s, ETA ~{eta:.0f}s)")
+
+    def unit_done(self) -> None:
+        self.done += 1
+        self.last = time.time()
+
+
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
                  num_random: int = 200, seed: int = 0, batch_size: int = 512,
-                 progress=print, previous: dict | None = None, variant: str = "log") -> dict:
-    """Frontier entries for one spec: float mantissa bits, fixed fraction bits, common formats.
+                 progress=print, previous: dict | None = None, variant: str = "log",
+                 ticker: _Ticker | None = None, float_only: bool = False) -> dict:
+    """Frontier entries for one spec: float mantissa threshold and the narrower widths that pass
+    (every width checked, `mantissa_scan`), fixed fraction bits, common formats.
 
-    `previous` (the entry of the next smaller n) warm-starts the searches, and a common format
-    that already failed there is not checked again (recorded as failing, "not re-checked").
-    Every reported minimum is still checked at both ends (M passes, M - 1 fails).
+    `previous` (the entry of the next smaller n) warm-starts the fixed-point search, and a
+    common format that already failed there is not checked again (recorded as failing).
+    `float_only`: the e8mM scan alone (bf16 read off it); no fixed point (None), no fp16 / e4m3 /
+    e5m2, the formats that still compile one decoder each.
     """
+    from arith_precision import formats
     from constructions import build, inputs
 
+    assert formats.as_format("bf16") == formats.as_format("e8m7")  # bf16 is read off the scan
+    ticker = ticker or _Ticker(progress, len(accumulations))
     construction = build(spec, variant=variant)
     operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
     entry = {"n": spec.n, "checked": len(operands), "families": families,
              "d_model": construction.d_model, "float_mantissa_bits": {},
-             "fixed": {}, "common": {}}
-    int_bits = integer_bits(construction, operands)
+             "float_narrower_passing": {}, "float_checked": {}, "fixed": {}, "common": {}}
+    int_bits = None if float_only else integer_bits(construction, operands)
     for acc in accumulations:
         start = time.time()
-        def float_ok(b, acc=acc):
-            return _passes(construction, operands, f"e{EXPONENT_BITS}m{b}", acc, batch_size)
+        what = f"{spec.task} p={spec.base} n={spec.n} [{acc}]"
+        seen = []
 
-        prev_m = previous["float_mantissa_bits"].get(acc) if previous else None
-        m = (_search_from(float_ok, prev_m, 1, MAX_MANTISSA) if prev_m is not None
-             else _search(float_ok, 1, MAX_MANTISSA))
-        if m is not None and m > 1:  # the end check: one bit fewer must fail
-            assert not _passes(construction, operands, f"e{EXPONENT_BITS}m{m - 1}", acc,
-                               batch_size), (spec, acc, m)
+        def float_ok(b, acc=acc, what=what, seen=seen, total=MAX_MANTISSA - MIN_MANTISSA + 1):
+            ok = _passes(construction, operands, f"e{EXPONENT_BITS}m{b}", acc, batch_size)
+            seen.append(b)
+            ticker.width(what, b, ok, len(seen), total)
+            return ok
+
+        scan = mantissa_scan(float_ok, MIN_MANTISSA, MAX_MANTISSA)
+        m = scan["threshold"]
         entry["float_mantissa_bits"][acc] = m
+        entry["float_narrower_passing"][acc] = scan["narrower_passing"]
+        entry["float_checked"][acc] = {str(b): ok for b, ok in scan["checked"].items()}
+        if float_only:
+            entry["fixed"][acc] = None
+            entry["common"][acc] = {"bf16": scan["checked"][7] and not (
+                previous and not previous["common"][acc]["bf16"])}
+            ticker.unit_done()
+            progress(f"  {what}: float threshold M={m}, narrower passing "
+                     f"{scan['narrower_passing'] or 'none'} ({time.time() - start:.0f}s)")
+            continue
         max_frac = MAX_FIXED_BITS - int_bits
         def fixed_ok(b, acc=acc):
             return _passes(construction, operands, f"fixed{int_bits}.{b}", acc, batch_size)
@@ -168,101 +251,27 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
         entry["fixed"][acc] = {"int_bits": int_bits, "frac_bits": f}
         entry["common"][acc] = {
             fmt: (False if previous and not previous["common"][acc][fmt]
+                  else scan["checked"][7] if fmt == "bf16"
                   else _passes(construction, operands, fmt, acc, batch_size))
             for fmt in COMMON_FORMATS}
-        progress(f"  {spec.task} p={spec.base} n={spec.n} [{acc}]: float M={m}, fixed "
-                 f"{int_bits}.{f}, common {entry['common'][acc]} ({time.time() - start:.0f}s)")
+        ticker.unit_done()
+        progress(f"  {what}: float threshold M={m}, narrower passing "
+                 f"{scan['narrower_passing'] or 'none'}, fixed {int_bits}.{f}, common "
+                 f"{entry['common'][acc]} ({time.time() - start:.0f}s)")
     return entry
 
 
-def fit_line(ns, bits) -> tuple[float, float] | None:
-    """Least-squares bits = a log2(n) + b over the entries that have a value."""
-    pts = [(math.log2(n), b) for n, b in zip(ns, bits, strict=True) if b is not None]
-    if len(pts) < 2:
-        return None
-    x, y = np.array(pts).T
-    a, b = np.polyfit(x, y, 1)
-    return float(a), float(b)
-
-
-def to_markdown(result: dict) -> str:
-    lines = []
-    for acc in result["accumulations"]:
-        lines.append(f"**{result['label']}, accumulation `{acc}`**\n")
-        lines.append("| n | log2 n | float mantissa bits (e8mM) | fixed point (I.F) | checked |")
-        lines.append("|---|---|---|---|---|")
-        for e in result["entries"]:
-            fx = e["fixed"][acc]
-            fixed = (f"fixed{fx['int_bits']}.{fx['frac_bits']}" if fx["frac_bits"] is not None
-                     else f"none with I={fx['int_bits']}, I+F <= {MAX_FIXED_BITS}")
-            m = e["float_mantissa_bits"][acc]
-            lines.append(f"| {e['n']} | {math.log2(e['n']):.2f} | "
-                         f"{m if m is not None else '> ' + str(MAX_MANTISSA)} | {fixed} | "
-                         f"{e['checked']} |")
-        fit = result["fits"].get(acc)
-        if fit:
-            lines.append(f"\nFitted: mantissa bits ~ {fit[0]:.2f} log2 n + {fit[1]:.2f}\n")
-        lines.append("\n| format | largest n of the list that passes |")
-        lines.append("|---|---|")
-        for fmt in COMMON_FORMATS:
-            ok = [e["n"] for e in result["entries"] if e["common"][acc][fmt]]
-            fails = [e["n"] for e in result["entries"] if not e["common"][acc][fmt]]
-            if not ok:
-                text = f"fails at every n tested (from n={min(fails)})"
-            else:
-                text = str(max(ok)) + (f" (fails from n={min(n for n in fails if n > max(ok))})"
-                                       if any(n > max(ok) for n in fails) else " (passes all)")
-            lines.append(f"| {fmt} | {text} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot(results: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    many = len(results) > 2
-    fig, ax = plt.subplots(figsize=(11, 5.2) if many else (6.5, 4.2))
-    for result in results:
-        ns = [e["n"] for e in result["entries"]]
-        for acc, style in zip(result["accumulations"], ("o-", "s--", "^:"), strict=False):
-            bits = [e["float_mantissa_bits"][acc] for e in result["entries"]]
-            pts = [(math.log2(n), b) for n, b in zip(ns, bits, strict=True) if b is not None]
-            if not pts:
-                continue
-            x, y = zip(*pts, strict=True)
-            line = ax.plot(x, y, style, label=f"{result['label']} ({acc})")[0]
-            fit = result["fits"].get(acc)
-            if fit:
-                xs = np.linspace(min(x), max(x), 20)
-                ax.plot(xs, fit[0] * xs + fit[1], color=line.get_color(), alpha=0.35, lw=3,
-                        label=f"fit {round(fit[0], 2) + 0.0:.2f} log2 n + {fit[1]:.1f}")
-    for name, m in (("bf16", 7), ("fp16", 10), ("e4m3/e5m2", 3)):
-        ax.axhline(m, color="gray", lw=0.6, ls=":")
-        ax.text(ax.get_xlim()[0], m + 0.2, name, fontsize=7, color="gray")
-    ax.set_xlabel("log2 n")
-    ax.set_ylabel("fewest mantissa bits that stay exact")
-    ax.set_title("Precision frontier of the constructions")
-    if many:  # beside the axes, where it cannot hide a curve
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
-                 batch_size: int = 512, progress=print, variant: str = "log") -> dict:
+                 batch_size: int = 512, progress=print, variant: str = "log",
+                 float_only: bool = False) -> dict:
     ns = sorted(ns)
     entries = []
+    ticker = _Ticker(progress, len(ns) * len(accumulations))
     for n in ns:
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
                                     progress, previous=entries[-1] if entries else None,
-                                    variant=variant))
+                                    variant=variant, ticker=ticker, float_only=float_only))
     label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
     if spec_kwargs["task"] == "iter_add":
         label += f" k={spec_kwargs['k']}"
@@ -276,32 +285,8 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
             for acc in accumulations}
     return {"label": label, "spec": spec_kwargs, "variant": variant, "ns": ns,
             "accumulations": list(accumulations), "exponent_bits": EXPONENT_BITS,
+            "mantissa_range": [MIN_MANTISSA, MAX_MANTISSA], "float_only": float_only,
             "entries": entries, "fits": fits}
-
-
-def merge(directories: list[str], out: str) -> str:
-    """Combine several `--out` directories into one frontier.md and one frontier.png in `out`."""
-    results = []
-    for d in directories:
-        path = os.path.join(d, "frontier.json")
-        try:
-            with open(path) as f:
-                loaded = json.load(f)
-        except OSError as e:
-            raise UsageError("--merge", d, f"cannot read {path} ({e.strerror or e})") from None
-        except ValueError as e:
-            raise UsageError("--merge", d, f"{path} is not valid JSON ({e})") from None
-        if not isinstance(loaded, dict) or "entries" not in loaded:
-            raise UsageError("--merge", d, f"{path} is not one frontier run's output")
-        results.append(loaded)
-    cli_errors.check_writable_dir("--out", out)
-    markdown = "\n".join(to_markdown(r) for r in results)
-    with open(os.path.join(out, "frontier.md"), "w") as f:
-        f.write(markdown + "\n")
-    with open(os.path.join(out, "frontier.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    plot(results, os.path.join(out, "frontier.png"))
-    return markdown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -321,6 +306,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--out", default=None, help="directory for frontier.{json,md,png}")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--float-only", action="store_true",
+                    help="only the e8mM scan (and bf16 = e8m7): no fixed point, fp16, e4m3, e5m2")
     return ap
 
 
@@ -391,7 +378,7 @@ def _main(argv) -> int:
     kwargs, ns, accs = validate(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log,
-                          variant=args.variant)
+                          variant=args.variant, float_only=args.float_only)
     markdown = to_markdown(result)
     if args.out:
         with open(os.path.join(args.out, "frontier.json"), "w") as f:

@@ -5,6 +5,12 @@
 the format. Formats that float32 cannot carry without double rounding (more than 10 mantissa bits
 other than fp32 itself, exponent wider than 8 bits, wide fixed point) run on a float64 carrier,
 which needs `jax_enable_x64` (`enable_carrier` switches it on).
+
+With `runtime=True` an e8mM format (M <= 24) runs through a decoder whose mantissa width is a
+runtime value (`simulate.runtime_format`): one compiled program per (model shape, accumulation,
+carrier) serves every width, on the carrier the static format uses: float32 for M <= 10 and
+M = 23 (float32 itself), float64 (`RuntimeMantissa64`) for the other M <= 24; the rounding is
+bit for bit the static one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 
 from arith_precision import formats, tasks
 from arith_precision import model as model_lib
-from arith_precision.simulate import Policy, simulate
+from arith_precision.simulate import Policy, runtime_format, simulate
 from constructions.construction import Construction
 
 
@@ -39,9 +45,41 @@ def _decoder(config: model_lib.TransformerConfig, steps: int, fmt, accumulation:
     return jax.jit(decode)
 
 
+FLOAT32_RUNTIME_BITS = 10  # the widest e8mM a float32 carrier simulates (formats/carrier.py)
+MAX_RUNTIME_MANTISSA = 24  # ... and a float64 one
+
+
+def runtime_mantissa(fmt) -> int | None:
+    """M if `fmt` is e8mM (IEEE-like, nearest-even storage, M <= 24) that the runtime-width
+    decoder runs, else None."""
+    fmt = formats.as_format(fmt)
+    if (isinstance(fmt, formats.FloatFormat) and type(fmt) is formats.FloatFormat
+            and fmt.exponent_bits == 8 and fmt.variant == "ieee" and fmt.bias == 127
+            and not fmt.saturate and not fmt.flush_subnormals
+            and fmt.mantissa_bits <= MAX_RUNTIME_MANTISSA):
+        return fmt.mantissa_bits
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def _runtime_decoder(config: model_lib.TransformerConfig, steps: int, accumulation: str,
+                     wide: bool):
+    """`(params, prompt_BxT, bits_S) -> tokens`: e8m{bits_S[0]} for every width, one compile."""
+    fmt = runtime_format.RuntimeMantissa64() if wide else runtime_format.RuntimeMantissa()
+    policy = Policy(compute=fmt, accumulation=accumulation)
+
+    def decode(params, prompt_BxT, bits_S):
+        with runtime_format.mantissa_bits(bits_S):
+            return simulate(lambda p, pr: model_lib.greedy_decode(p, config, pr, steps), policy,
+                            param_argnums=(0,))(params, prompt_BxT)
+
+    return jax.jit(decode)
+
+
 def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
-            accumulation: str = "once", batch_size: int = 256) -> np.ndarray:
-    """Greedy answer tokens (num x W) for each operand list."""
+            accumulation: str = "once", batch_size: int = 256,
+            runtime: bool = False) -> np.ndarray:
+    """Greedy answer tokens (num x W) for each operand list (`runtime`: see the module doc)."""
     fmt = formats.as_format(fmt)
     carrier = formats.carrier_dtype(fmt)
     if carrier == np.float64 and not jax.config.jax_enable_x64:
@@ -50,7 +88,19 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
     config = dataclasses.replace(construction.config, dtype=jnp.dtype(carrier),
                                  param_dtype=jnp.dtype(carrier))
     params = jax.tree.map(lambda a: np.asarray(a, carrier), construction.params)
-    decode = _decoder(config, construction.spec.answer_tokens, fmt, accumulation)
+    m = runtime_mantissa(fmt) if runtime else None
+    if runtime and m is None:
+        raise ValueError(f"format {fmt}: the runtime-width decoder runs e8mM with M <= "
+                         f"{MAX_RUNTIME_MANTISSA} only")
+    if m is not None:
+        wide = carrier == np.float64  # the static format's carrier (e8m23 is float32 itself)
+        jitted = _runtime_decoder(config, construction.spec.answer_tokens, accumulation, wide)
+        bits_S = np.array([m], np.int32)
+
+        def decode(p, prompt):
+            return jitted(p, prompt, bits_S)
+    else:
+        decode = _decoder(config, construction.spec.answer_tokens, fmt, accumulation)
     spec = construction.spec
     outs = []
     for start in range(0, len(operands), batch_size):
@@ -63,20 +113,21 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
 
 def check(construction: Construction, operands: list[list[int]], fmt="fp32",
           accumulation: str = "once", batch_size: int = 256,
-          stop_at_first_failure: bool = False) -> dict:
+          stop_at_first_failure: bool = False, runtime: bool = False) -> dict:
     """Exact-match of the construction against Python integers on `operands`.
 
     Returns {"exact_match", "checked", "failures", "first_failure", "first_failure_expected",
     "first_failure_got"}; `first_failure` is the first failing operand list (input order) or None.
     With `stop_at_first_failure`, checking stops after the first batch that contains a failure
-    (then `checked` counts only what was checked).
+    (then `checked` counts only what was checked). `runtime`: e8mM through the runtime-width
+    decoder (module doc).
     """
     spec = construction.spec
     checked = failures = 0
     first = None
     for start in range(0, len(operands), batch_size):
         chunk = operands[start:start + batch_size]
-        got = predict(construction, chunk, fmt, accumulation, batch_size)
+        got = predict(construction, chunk, fmt, accumulation, batch_size, runtime)
         want = tasks.batch_from_operands(spec, chunk).answer_tokens
         ok = np.all(got == want, axis=1)
         checked += len(chunk)

@@ -214,9 +214,9 @@ def lean_frontier(spec_kwargs: dict, ns: Sequence[int], accumulation: str = "onc
     adversarial + `num_random` random inputs). The search starts from the previous n's answer
     plus one bit per doubling of n (`first_guess` for the first) and walks down while one bit
     fewer still passes, or up until one passes, so the reported M is checked at both ends: M
-    passes and M - 1 fails. It assumes, as
-    `constructions.frontier` does, that every width above a passing one passes too. Returns a
-    dict shaped like `frontier.run_frontier`'s (label, ns, accumulations, entries with
+    passes and M - 1 fails. It assumes that every width above a passing one passes too
+    (`constructions.frontier` checks every width instead: exactness is not monotonic in M).
+    Returns a dict shaped like `frontier.run_frontier`'s (label, ns, accumulations, entries with
     float_mantissa_bits, fits) so `frontier.plot` draws it; fixed point and the common formats
     are left out (`bf16` passes exactly when M <= 7: bf16 is e8m7).
     """

@@ -17,6 +17,16 @@ NaN as the canonical quiet NaN): with s = 23 - M, the magnitude bits are rounded
 2^s, ties to even; because e8mM shares float32's exponent range, this one integer operation is
 exact for normal and subnormal values alike, and a carry out of the largest finite value gives
 the infinity pattern. `quantize(x, "e8mM")` computes the same bits (tested bit for bit).
+
+`RuntimeMantissa64(slot=i)` is the same on a float64 carrier (needs `jax_enable_x64`), for the
+widths float32 cannot simulate without double rounding: 11..24 (the carrier rule of
+`formats/carrier.py`; the rounding itself is exact for 0..51). e8mM's binades are float64 normal
+binades, so the rounding is not one shift of the float64 bits: with e = the value's binade
+clamped to [-126, 127] (-126 for e8mM's subnormals), |x| 2^(M - e) is rounded to an integer, ties
+to even (exact: below 2^53, and the scaling is by a power of two), and scaled back; a result of
+2^128 or more (a carry out of the largest finite value, or a value beyond it) is infinity, a NaN
+the canonical quiet NaN with its sign. Equal, bit for bit, to `quantize(x, "e8mM",
+values_only=True)` on float64 (tested for every M in 0..51).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from jax import lax
 from arith_precision.formats.float_format import FloatFormat
 
 MAX_RUNTIME_BITS = 23
+MAX_RUNTIME_BITS_64 = 51  # the float64 rounding's widest width (simulations: <= 24)
 
 _BITS: contextvars.ContextVar = contextvars.ContextVar("runtime_mantissa_bits", default=None)
 
@@ -58,6 +69,25 @@ class RuntimeMantissa(FloatFormat):
 
     def __str__(self) -> str:
         return f"e8m<runtime slot {self.slot}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeMantissa64(RuntimeMantissa):
+    """`RuntimeMantissa` on a float64 carrier: as a FloatFormat it describes e8m24, the widest e8mM
+    a float64 carrier simulates without double rounding (see the module doc)."""
+
+    mantissa_bits: int = 24
+
+    def __post_init__(self):
+        FloatFormat.__post_init__(self)
+        if (self.exponent_bits, self.mantissa_bits, self.variant) != (8, 24, "ieee") or \
+                self.saturate or self.flush_subnormals:
+            raise ValueError("RuntimeMantissa64 is e8mM (IEEE-like) only")
+        if isinstance(self.slot, bool) or not isinstance(self.slot, int) or self.slot < 0:
+            raise ValueError(f"RuntimeMantissa64 slot must be an integer >= 0, got {self.slot!r}")
+
+    def __str__(self) -> str:
+        return f"e8m<runtime slot {self.slot}, float64>"
 
 
 @contextlib.contextmanager
@@ -91,8 +121,9 @@ def round_runtime(x: jax.Array, fmt: RuntimeMantissa, bits_S=None) -> jax.Array:
     if bits_S is None:
         raise ValueError(f"{fmt} used outside `runtime_format.mantissa_bits(...)`: its width is "
                          f"unknown")
-    if x.dtype != jnp.float32:
-        raise ValueError(f"{fmt} rounds float32 carriers only, got {x.dtype}")
+    want = jnp.float64 if isinstance(fmt, RuntimeMantissa64) else jnp.float32
+    if x.dtype != want:
+        raise ValueError(f"{fmt} rounds {jnp.dtype(want).name} carriers only, got {x.dtype}")
     if fmt.slot >= bits_S.shape[0]:
         raise ValueError(f"{fmt}: the bits vector has only {bits_S.shape[0]} slot(s)")
     return _round_st(x, bits_S[fmt.slot])
@@ -100,13 +131,13 @@ def round_runtime(x: jax.Array, fmt: RuntimeMantissa, bits_S=None) -> jax.Array:
 
 @jax.custom_jvp
 def _round_st(x, bits):
-    return _round_bits(x, bits)
+    return _round_bits64(x, bits) if x.dtype == jnp.float64 else _round_bits(x, bits)
 
 
 @_round_st.defjvp
 def _round_st_jvp(primals, tangents):
     x, bits = primals
-    return _round_bits(x, bits), tangents[0]
+    return _round_st(x, bits), tangents[0]
 
 
 def _round_bits(x, bits):
@@ -121,3 +152,23 @@ def _round_bits(x, bits):
     rounded = (mag + bias) & ~((one << shift) - one)
     rounded = jnp.where(mag > jnp.uint32(0x7F800000), jnp.uint32(0x7FC00000), rounded)  # NaN
     return lax.bitcast_convert_type(sign | rounded, jnp.float32)
+
+
+def _round_bits64(x, bits):
+    """float64 -> e8m{bits} values, nearest-even (see the module doc)."""
+    m = jnp.clip(bits, 0, MAX_RUNTIME_BITS_64).astype(jnp.int64)
+    b = lax.bitcast_convert_type(x, jnp.uint64)
+    sign = b & jnp.uint64(0x8000000000000000)
+    biased = ((b >> jnp.uint64(52)) & jnp.uint64(0x7FF)).astype(jnp.int64)
+    e = jnp.clip(biased - 1023, -126, 127)  # the binade of e8mM (its subnormals: -126)
+
+    def power_of_two(k):  # 2^k as float64, exactly (|k| <= 178)
+        return lax.bitcast_convert_type((k + 1023).astype(jnp.uint64) << jnp.uint64(52),
+                                        jnp.float64)
+
+    scaled = jnp.abs(x) * power_of_two(m - e)  # < 2^53 for every finite e8mM binade
+    rounded = lax.round(scaled, lax.RoundingMethod.TO_NEAREST_EVEN) * power_of_two(e - m)
+    rounded = jnp.where(rounded >= 2.0**128, jnp.inf, rounded)  # overflow (and inf) -> inf
+    mag = lax.bitcast_convert_type(rounded, jnp.uint64)
+    mag = jnp.where(jnp.isnan(x), jnp.uint64(0x7FF8000000000000), mag)  # canonical quiet NaN
+    return lax.bitcast_convert_type(sign | mag, jnp.float64)
