@@ -12,7 +12,7 @@ import pytest
 from arith_precision import formats
 from arith_precision import model as model_lib
 from arith_precision.evaluate import runtime_decoder
-from arith_precision.simulate import RegionPolicy, region_sets, simulate
+from arith_precision.simulate import RegionPolicy, region_sets, runtime_format, simulate
 from arith_precision.simulate.runtime_format import (
     RuntimeMantissa,
     mantissa_bits,
@@ -90,8 +90,12 @@ def test_runtime_decoder_matches_static_decoder_inside_the_decode_loop():
             lambda p, pr: model_lib.greedy_decode(p, tiny_model.CFG, pr, spec.answer_tokens),
             policy))(params, prompt))
         np.testing.assert_array_equal(got, want)
-    with mantissa_bits(jnp.array([5])):  # nesting restores the outer widths
-        pass
+    with mantissa_bits(jnp.array([5])):  # the widths hold inside the block only
+        assert runtime_format.current_bits().tolist() == [5]
+        with mantissa_bits(jnp.array([7])):
+            assert runtime_format.current_bits().tolist() == [7]
+        assert runtime_format.current_bits().tolist() == [5]
+    assert runtime_format.current_bits() is None
 
 
 @pytest.mark.parametrize("passing,want", [
