@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -59,13 +60,16 @@ class RuntimeMantissa(FloatFormat):
     mantissa_bits: int = 10
     slot: int = 0
 
+    WIDEST: ClassVar[int] = 10  # the widest e8mM its carrier simulates without double rounding
+
     def __post_init__(self):
-        super().__post_init__()
-        if (self.exponent_bits, self.mantissa_bits, self.variant) != (8, 10, "ieee") or \
-                self.saturate or self.flush_subnormals:
-            raise ValueError("RuntimeMantissa is e8mM (IEEE-like) only")
+        FloatFormat.__post_init__(self)
+        name = type(self).__name__
+        if (self.exponent_bits, self.mantissa_bits, self.variant) != (8, self.WIDEST, "ieee") \
+                or self.saturate or self.flush_subnormals:
+            raise ValueError(f"{name} is e8mM (IEEE-like) only")
         if isinstance(self.slot, bool) or not isinstance(self.slot, int) or self.slot < 0:
-            raise ValueError(f"RuntimeMantissa slot must be an integer >= 0, got {self.slot!r}")
+            raise ValueError(f"{name} slot must be an integer >= 0, got {self.slot!r}")
 
     def __str__(self) -> str:
         return f"e8m<runtime slot {self.slot}>"
@@ -77,14 +81,7 @@ class RuntimeMantissa64(RuntimeMantissa):
     a float64 carrier simulates without double rounding (see the module doc)."""
 
     mantissa_bits: int = 24
-
-    def __post_init__(self):
-        FloatFormat.__post_init__(self)
-        if (self.exponent_bits, self.mantissa_bits, self.variant) != (8, 24, "ieee") or \
-                self.saturate or self.flush_subnormals:
-            raise ValueError("RuntimeMantissa64 is e8mM (IEEE-like) only")
-        if isinstance(self.slot, bool) or not isinstance(self.slot, int) or self.slot < 0:
-            raise ValueError(f"RuntimeMantissa64 slot must be an integer >= 0, got {self.slot!r}")
+    WIDEST: ClassVar[int] = 24
 
     def __str__(self) -> str:
         return f"e8m<runtime slot {self.slot}, float64>"
