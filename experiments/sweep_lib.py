@@ -57,6 +57,8 @@ from typing import Any
 
 import ml_collections
 
+from arith_precision import early_stop
+
 # JAX is imported lazily (inside functions): spawned workers must set XLA_FLAGS before it loads.
 
 TASKS = ("add", "iter_add", "mul")
@@ -664,12 +666,14 @@ def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = 
 # ---- aggregation -------------------------------------------------------------------------------
 
 CELL_COLUMNS = (*COORDS, "status", "exact_match", "digit_accuracy", "diverged_at_step", "steps",
-                "wall_time_s", "name", "error")
+                "steps_to_converge", "convergence", "validation_last", "wall_time_s", "name",
+                "error")
 GROUP_COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "layers")
 STATUSES = ("completed", "diverged", "error", "pending")
 RESULT_COLUMNS = (*GROUP_COORDS, "num_seeds", "exact_match_mean", "exact_match_std",
                   "exact_match_min", "exact_match_max", "digit_accuracy_mean", "digit_accuracy_std",
-                  *(f"num_{s}" for s in STATUSES))
+                  *(f"num_{s}" for s in STATUSES), "num_converged", "steps_to_converge_max",
+                  "convergence")
 
 
 def collect(workdir: str) -> list[dict[str, Any]]:
@@ -684,13 +688,20 @@ def collect(workdir: str) -> list[dict[str, Any]]:
         row = dict(meta["coords"], name=meta["name"], index=meta.get("index", 0),
                    status=cell_status(cell_dir),
                    exact_match=None, digit_accuracy=None, diverged_at_step=None, steps=None,
+                   steps_to_converge=None, convergence=None, validation_last=None,
                    wall_time_s=None, error=None)
         if row["status"] in DONE:
             s = _read_json(os.path.join(cell_dir, "summary.json"))
             key = str(row["n"])
+            history = s.get("validation") or []
             row.update(exact_match=s["exact_match"].get(key),
                        digit_accuracy=s["digit_accuracy"].get(key),
                        diverged_at_step=s.get("diverged_at_step"), steps=s.get("steps"),
+                       steps_to_converge=s.get("steps_to_converge"),
+                       # early stopping off: no validation curve, nothing to say
+                       convergence=early_stop.trend(history, s.get("steps_to_converge"))
+                       if s.get("early_stop") else None,
+                       validation_last=history[-1]["exact_match"] if history else None,
                        wall_time_s=s.get("wall_time_s"))
         elif row["status"] == "error":
             row["error"] = _read_json(os.path.join(cell_dir, "error.json"))["error"]
@@ -741,8 +752,23 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         statuses = collections.Counter(r["status"] for r in members)
         for s in STATUSES:
             res[f"num_{s}"] = statuses.get(s, 0)
+        steps = [r["steps_to_converge"] for r in members if r["steps_to_converge"] is not None]
+        res.update(num_converged=len(steps), steps_to_converge_max=max(steps) if steps else None,
+                   convergence=_convergence_summary(members))
         out.append(res)
     return out
+
+
+def _convergence_summary(members: Sequence[Mapping[str, Any]]) -> str | None:
+    """Per seed, in seed order: 'converged@S', 'rising' (needs more steps), 'flat' (never gets
+    there at this recipe), 'unknown'; None when no member used early stopping."""
+    if all(r.get("convergence") is None for r in members):
+        return None
+    parts = []
+    for r in sorted(members, key=lambda r: r["seed"]):
+        c = r.get("convergence") or r["status"]
+        parts.append(f"converged@{r['steps_to_converge']}" if c == "converged" else c)
+    return " ".join(parts)
 
 
 def _write_csv(path: str, columns: Sequence[str], rows: Iterable[Mapping]) -> None:
@@ -888,6 +914,16 @@ def report(workdir: str, rows: Sequence[Mapping], results: Sequence[Mapping],
                 cells.append(text)
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
+        if any(r.get("convergence") for r in members):
+            lines += ["Convergence per seed (early stopping): `converged@S` stopped at step S; "
+                      "`rising` did not converge but its validation still rose (more steps may "
+                      "get there); `flat` did not converge and stopped improving.", "",
+                      "| n | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+            for n in sorted({r["n"] for r in members}):
+                lines.append(f"| {n} | " + " | ".join(
+                    (by[(n, label)].get("convergence") or "") if (n, label) in by else ""
+                    for label in labels) + " |")
+            lines.append("")
     bad = [r for r in rows if r["status"] in ("diverged", "error")]
     if bad:
         lines += ["## Diverged and failed cells", ""]

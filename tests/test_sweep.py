@@ -61,6 +61,15 @@ def test_tiny_sweep_in_parallel_writes_tables_report_and_plots(tmp_path):
         "add_b2_n3_bf16_L2_s0", "add_b2_n3_fp32_L2_s0", "add_b2_n4_bf16_L2_s0",
         "add_b2_n4_fp32_L2_s0"]
     assert all(r["status"] == "completed" and 0 <= float(r["exact_match"]) <= 1 for r in cells)
+    # Early stopping (validation at steps 10 and 20 of the smoke runs): each cell either
+    # converged at one of those steps or says how its validation curve went.
+    for r in cells:
+        summary = json.loads((tmp_path / r["name"] / "summary.json").read_text())
+        assert [h["step"] for h in summary["validation"]] in ([10], [10, 20])
+        converged = summary["steps_to_converge"]
+        assert r["convergence"] == ("converged" if converged else r["convergence"])
+        assert r["convergence"] in ("converged", "rising", "flat")
+        assert r["steps_to_converge"] == ("" if converged is None else str(converged))
     results = _csv(tmp_path / "results.csv")
     assert len(results) == 4
     for key in ("task", "base", "n", "k", "l", "precision", "accumulation", "layers",
@@ -71,6 +80,7 @@ def test_tiny_sweep_in_parallel_writes_tables_report_and_plots(tmp_path):
     assert {r["precision"] for r in results} == {"fp32", "bf16"}
     report = (tmp_path / "report.md").read_text()
     assert "| n | fp32 | bf16 |" in report and "ADD, base 2, 2 layers" in report
+    assert "Convergence per seed (early stopping)" in report
     assert "![exact_match](exact_match.png)" in report
     for name in ("exact_match.png", "digit_accuracy.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -216,14 +226,16 @@ def test_config_errors_are_clear(tmp_path):
 def test_real_configs_expand_to_valid_readable_cells():
     fig2 = sweep_lib.expand(paper_fig2.get_config())
     names = [c.name for c in fig2]
-    assert len(names) == len(set(names)) == 372
+    assert len(names) == len(set(names)) == 558  # 186 cells x 3 arms
+    assert {c.config.precision.name for c in fig2} == {"fp32", "pure_bf16", "bf16"}
+    assert {c.config.early_stop.every for c in fig2} == {1000}
     assert {"add_b10_n32_fp32_L5_s2", "iter_add_b2_n8_k3_bf16_L3_s0",
             "mul_b10_n4_bf16_L3_s1"} <= set(names)
     cell = fig2[names.index("iter_add_b2_n8_k3_bf16_L3_s0")]
     assert (cell.config.task.k, cell.config.train.batch_size, cell.config.train.steps) == \
         (3, 512, 100000)
     quick = sweep_lib.expand(paper_fig2.get_config("quick,tasks=mul,seeds=2"))
-    assert len(quick) == 2 * 9 * 2 and all(c.config.train.steps == 20000 for c in quick)
+    assert len(quick) == 2 * 9 * 3 and all(c.config.train.steps == 20000 for c in quick)
     fmts = [c.name for c in sweep_lib.expand(formats.get_config())]
     assert {"iter_add_b2_n8_k3_fixed6.5_L3_s0", "mul_b2_n6_bf16-sequential_L3_s1",
             "mul_b2_n6_pure_bf16_L3_s1", "iter_add_b2_n4_k3_e4m3_L3_s0"} <= set(fmts)
