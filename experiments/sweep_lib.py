@@ -617,6 +617,64 @@ class Progress:
                  f"{detail} ({_duration(record.get('wall_time_s') or 0.0)})")
 
 
+def _current_step(cell_dir: str) -> int:
+    """The last logged training step of a cell (0 before its first log line)."""
+    path = os.path.join(cell_dir, "metrics.jsonl")
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        return int(json.loads(lines[-1])["step"]) if lines else 0
+    except (OSError, ValueError, KeyError, IndexError):
+        return 0
+
+
+class Heartbeat:
+    """Between finished cells, one line every `every` seconds: the running cells' steps and an
+    ETA from the steps trained so far in this run (an upper bound with early stopping, which can
+    end a cell before its last step)."""
+
+    def __init__(self, jobs: Sequence[Mapping[str, Any]], log: Callable[[str], None],
+                 every: float = 30.0):
+        self.jobs, self.log, self.every = list(jobs), log, every
+        self.start = time.time()
+        self.first = {j["name"]: _current_step(j["dir"]) for j in self.jobs}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        if self.jobs:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    def line(self) -> str:
+        done, running, trained, remaining = 0, [], 0, 0
+        for j in self.jobs:
+            planned = int(j["config"].train.steps)
+            if cell_status(j["dir"]) in DONE:
+                done += 1
+                continue
+            step = _current_step(j["dir"])
+            trained += step - self.first[j["name"]]
+            remaining += planned - step
+            marker = os.path.join(j["dir"], "worker.json")
+            if os.path.exists(marker) and _read_json(marker)["start"] >= self.start:
+                running.append(f"{j['name']} {step}/{planned}")
+        elapsed = time.time() - self.start
+        rate = trained / elapsed if trained > 0 else None
+        eta = "unknown (no steps logged yet)" if rate is None else \
+            f"at most {_duration(remaining / rate)} at {rate:.1f} steps/s"
+        return (f"[sweep] heartbeat: {done}/{len(self.jobs)} cells of this run done | running: "
+                f"{', '.join(running) or 'starting'} | elapsed {_duration(elapsed)} | ETA {eta}")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.log(self.line())
+
+
 def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the cells of sweep config `c` (this shard's) that are not done, then `aggregate`.
@@ -651,12 +709,13 @@ def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = 
         f"run with {workers} worker(s) in {workdir}")
     progress = Progress(len(cells), skipped, log)
     jobs = [_job(cell, workdir) for cell in todo]
-    if workers == 1:
-        for job in jobs:
-            log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
-            progress.update(run_cell(job))
-    elif jobs:
-        _run_parallel(jobs, workers, progress.update)
+    with Heartbeat(jobs, log):
+        if workers == 1:
+            for job in jobs:
+                log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
+                progress.update(run_cell(job))
+        elif jobs:
+            _run_parallel(jobs, workers, progress.update)
     outputs = aggregate(workdir)
     log(f"[sweep] results: {outputs['results']}, report: {outputs['report']}")
     return {"cells": len(cells), "skipped": skipped, "counts": dict(progress.counts),

@@ -8,6 +8,7 @@ import csv
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -243,3 +244,29 @@ def test_real_configs_expand_to_valid_readable_cells():
         "smoke,tasks=mul,precisions=bf16,accumulations=once;sequential"))
     assert [(c.coords["precision"], c.coords["accumulation"]) for c in crossed] == \
         [("bf16", "once"), ("bf16", "sequential")]
+
+
+def test_heartbeat_reports_running_cells_and_a_step_based_eta(tmp_path):
+    cells = sweep_lib.expand(paper_fig2.get_config("smoke,tasks=add,ns=3;4,precisions=fp32"))
+    jobs = [sweep_lib._job(cell, str(tmp_path)) for cell in cells]  # 2 cells of 20 steps
+    for job in jobs:
+        os.makedirs(job["dir"])
+    lines = []
+    with sweep_lib.Heartbeat(jobs, lines.append, every=0.05) as beat:
+        assert "ETA unknown" in beat.line() and "running: starting" in beat.line()
+        # The first cell starts and logs step 10 of 20; the second has not started.
+        (tmp_path / jobs[0]["name"] / "worker.json").write_text(
+            json.dumps({"pid": 1, "start": time.time()}))
+        (tmp_path / jobs[0]["name"] / "metrics.jsonl").write_text(
+            json.dumps({"step": 5}) + "\n" + json.dumps({"step": 10}) + "\n")
+        time.sleep(0.3)
+        line = beat.line()
+    assert f"running: {jobs[0]['name']} 10/20 |" in line and "0/2 cells" in line
+    rate = float(re.search(r"at ([\d.]+) steps/s", line).group(1))
+    eta = re.search(r"ETA at most (\d+)m(\d+)s", line)
+    assert rate > 0 and eta  # 30 steps remain at `rate` steps/s
+    assert abs(int(eta.group(1)) * 60 + int(eta.group(2)) - 30 / rate) <= 1
+    assert len(lines) >= 2 and all(ln.startswith("[sweep] heartbeat:") for ln in lines)
+    n = len(lines)
+    time.sleep(0.2)
+    assert len(lines) == n  # stopped with the block
