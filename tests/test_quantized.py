@@ -152,7 +152,6 @@ def test_quantize_params_errors():
 
 def test_model_code_is_unchanged():
     # quantized.py brings no model of its own: the stock Transformer, under quax.quaxify.
-    assert quantized.model_lib.Transformer is model_lib.Transformer
     assert not [v for v in vars(quantized).values()
                 if isinstance(v, type) and issubclass(v, nn.Module)]
 
