@@ -87,7 +87,26 @@ def test_notebooks_are_stripped():
             assert cell.get("execution_count") is None, f"{path.name} cell {i} was executed"
 
 
-def test_notebooks_match_their_generator():
-    result = subprocess.run([sys.executable, str(COLABS / "_make_notebooks.py"), "--check"],
+def test_notebooks_match_their_percent_format_sources():
+    sources = sorted(COLABS.glob("[0-9][0-9]_*.py"))
+    assert [p.stem for p in sources] == [p.stem for p in NOTEBOOKS]
+    result = subprocess.run([sys.executable, str(COLABS / "sync_notebooks.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sync_check_sees_an_edited_source(tmp_path):
+    import shutil
+
+    for path in [COLABS / "sync_notebooks.py", *COLABS.glob("01_*")]:
+        shutil.copy(path, tmp_path / path.name)
+    edited = tmp_path / "01_number_formats.py"
+    edited.write_text(edited.read_text() + "\n# %%\nprint('a new cell')\n")
+    check = [sys.executable, str(tmp_path / "sync_notebooks.py"), "--check"]
+    stale = subprocess.run(check, capture_output=True, text=True)
+    assert stale.returncode == 1 and "01_number_formats.ipynb" in stale.stdout
+    subprocess.run(check[:-1], check=True, capture_output=True)
+    assert subprocess.run(check, capture_output=True).returncode == 0
+    cells = json.loads((tmp_path / "01_number_formats.ipynb").read_text())["cells"]
+    assert "".join(cells[-1]["source"]) == "print('a new cell')"
+    assert cells[-1]["id"].startswith("01-")
