@@ -35,7 +35,7 @@ import platform
 import time
 from collections.abc import Mapping
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -216,6 +216,63 @@ def _write_json(path: str, obj) -> None:
 # ---- the run -----------------------------------------------------------------------------------
 
 
+def _state_initializer(config, mcfg: model_lib.TransformerConfig,
+                       tx: optax.GradientTransformation):
+    """`() -> {"params", "opt_state", "step"}`: the training state a checkpoint holds."""
+
+    def init_state():
+        params = model_lib.init_params(mcfg, jax.random.key(config.seed))
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
+
+    return init_state
+
+
+class RestoredRun(NamedTuple):
+    """A finished run's final parameters with what describes them."""
+
+    params: Any
+    config: Any  # ml_collections.ConfigDict, as the run resolved it
+    summary: dict[str, Any]
+    step: int  # the checkpoint's step (the last trained step; earlier with early stopping)
+
+
+def restore_params(run_dir: str) -> RestoredRun:
+    """The final parameters of a finished `train_and_evaluate` run (host arrays).
+
+    Raises ValueError naming the directory when it holds no summary.json or checkpoints/, the
+    run did not complete, or the restored parameters' SHA-256 differs from the summary's.
+    """
+    import ml_collections
+
+    summary_path = os.path.join(run_dir, "summary.json")
+    ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    if not os.path.isfile(summary_path) or not os.path.isdir(ckpt_dir):
+        raise ValueError(f"{run_dir!r} is not a finished training run (expected summary.json and "
+                         f"checkpoints/ from train_and_evaluate)")
+    with open(summary_path) as f:
+        summary = json.load(f)
+    if summary.get("status") != "completed":
+        raise ValueError(f"run {run_dir!r} has status {summary.get('status')!r}, not 'completed'")
+    config = ml_collections.ConfigDict(summary["config"])
+    mcfg = model_config(config)
+    tx, _ = optimizer(config)
+    mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
+    replicated = NamedSharding(mesh, P())
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+                          jax.eval_shape(_state_initializer(config, mcfg, tx)))
+    with ocp.CheckpointManager(ckpt_dir) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise ValueError(f"run {run_dir!r} has no checkpoint in {ckpt_dir}")
+        state = manager.restore(step, args=ocp.args.StandardRestore(target))
+    params = jax.device_get(state["params"])
+    if summary.get("params_sha256") and params_sha256(params) != summary["params_sha256"]:
+        raise ValueError(f"run {run_dir!r}: the checkpoint at step {step} does not hold the "
+                         f"parameters summary.json describes (params_sha256 differs)")
+    return RestoredRun(params, config, summary, int(step))
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     """Train, checkpoint, evaluate; resume from `workdir` if it holds a checkpoint.
 
@@ -244,10 +301,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
 
-    def init_state():
-        params = model_lib.init_params(mcfg, jax.random.key(config.seed))
-        return {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
-
+    init_state = _state_initializer(config, mcfg, tx)
     abstract = jax.eval_shape(init_state)
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
     step_fn = jax.jit(make_train_step(mcfg, spec, tx, precision),

@@ -33,7 +33,6 @@ print("SMOKE mode: tiny settings" if SMOKE else "full mode")
 import tempfile
 
 import matplotlib.pyplot as plt
-import orbax.checkpoint as ocp
 
 from arith_precision import lora, quantized, train
 from experiments.configs.train import get_config
@@ -57,11 +56,9 @@ summary = train.train_and_evaluate(config, workdir)
 print("fp32 exact match:", summary["exact_match"])
 
 # %%
-# Load the trained parameters from the run's latest orbax checkpoint.
-with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore())
-params = state["params"]
-assert train.params_sha256(params) == summary["params_sha256"]
+# Load the trained parameters from the run's final checkpoint (checked against the summary's
+# params_sha256 by restore_params).
+params = train.restore_params(workdir).params
 model_config, spec = train.model_config(config), train.task_spec(config.task)
 
 # %% [markdown]

@@ -95,49 +95,13 @@ def load_run(run_dir: str, *, name: str | None = None) -> BaseRun:
         ValueError: no summary.json / checkpoints, a run that did not complete, a run not trained
             in fp32, or restored parameters whose SHA-256 differs from the summary's.
     """
-    import jax
-    import ml_collections
-    import orbax.checkpoint as ocp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from arith_precision import model as model_lib
     from arith_precision import train
 
-    summary_path = os.path.join(run_dir, "summary.json")
-    ckpt_dir = os.path.abspath(os.path.join(run_dir, "checkpoints"))
-    if not os.path.isfile(summary_path) or not os.path.isdir(ckpt_dir):
-        raise ValueError(f"{run_dir!r} is not a finished training run (expected summary.json and "
-                         f"checkpoints/ from train_and_evaluate)")
-    with open(summary_path) as f:
-        summary = json.load(f)
-    if summary.get("status") != "completed":
-        raise ValueError(f"run {run_dir!r} has status {summary.get('status')!r}, not 'completed'")
-    config = ml_collections.ConfigDict(summary["config"])
+    params, config, summary, _ = train.restore_params(run_dir)
     if config.precision.name != "fp32" or config.precision.get("native", False):
         raise ValueError(f"run {run_dir!r} was trained in {config.precision.name!r}; the study "
                          f"quantizes fp32-trained models")
     mcfg = train.model_config(config)
-    tx, _ = train.optimizer(config)
-
-    def init_state():
-        params = model_lib.init_params(mcfg, jax.random.key(config.seed))
-        return {"params": params, "opt_state": tx.init(params), "step": jax.numpy.int32(0)}
-
-    mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-    replicated = NamedSharding(mesh, P())
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-                          jax.eval_shape(init_state))
-    with ocp.CheckpointManager(ckpt_dir) as manager:
-        step = manager.latest_step()
-        if step is None:
-            raise ValueError(f"run {run_dir!r} has no checkpoint in {ckpt_dir}")
-        state = manager.restore(step, args=ocp.args.StandardRestore(target))
-    params = jax.device_get(state["params"])
-    if summary.get("params_sha256") and train.params_sha256(params) != summary["params_sha256"]:
-        raise ValueError(f"run {run_dir!r}: the checkpoint at step {step} does not hold the "
-                         f"parameters summary.json describes (params_sha256 differs)")
     return BaseRun(name or os.path.basename(os.path.normpath(run_dir)), run_dir, config,
                    train.task_spec(config.task), mcfg, params, summary)
 

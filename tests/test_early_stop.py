@@ -116,3 +116,15 @@ def test_bad_rule_is_named(key, value, match):
     cfg.early_stop[key] = value
     with pytest.raises(ValueError, match=match):
         train_config.validate(cfg)
+
+
+def test_restore_params_returns_the_final_parameters_of_an_early_stopped_run(converged_run,
+                                                                             tmp_path):
+    workdir, summary = converged_run
+    restored = train.restore_params(workdir)
+    assert restored.step == summary["steps_to_converge"]
+    assert train.params_sha256(restored.params) == summary["params_sha256"]
+    assert restored.config.early_stop.every == 20
+    assert restored.summary["params_sha256"] == summary["params_sha256"]
+    with pytest.raises(ValueError, match="is not a finished training run"):
+        train.restore_params(str(tmp_path))
