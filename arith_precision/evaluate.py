@@ -11,6 +11,7 @@ import functools
 
 import jax
 import numpy as np
+import quax
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
@@ -18,30 +19,50 @@ from arith_precision.simulate import Policy, region_sets, runtime_format, simula
 
 
 @functools.lru_cache(maxsize=64)
-def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy | None):
-    """A jitted `(params, prompt_BxT) -> tokens_BxN` greedy decoder at the given precision."""
+def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy | None = None, *,
+            implicit: bool = False, param_argnums: tuple[int, ...] = (),
+            runtime_bits: bool = False):
+    """The one jitted greedy decoder factory: `(params, prompt_BxT) -> tokens_BxN`.
 
-    def decode(params, prompt_BxT):
+    Args:
+        policy: simulate every floating intermediate at this precision (None: plain float32).
+        implicit: `params` may hold quax implicit arrays (quantized weights, LoRA factors): the
+            decoder is `quax.quaxify`-ed, so they enter the program as their leaves and are
+            materialised at every use. Not combined with a policy (dequantize first).
+        param_argnums: `simulate`'s parameter arguments ((0,): the parameters are rounded to
+            the policy's parameter format, as the constructions' frontier does; (): they are
+            inputs like any other, as evaluation of trained models does).
+        runtime_bits: the decoder takes a third argument `bits_S` (int32) read by the policy's
+            runtime-width formats (`simulate.runtime_format`): one compile for every width.
+    Compiled decoders are cached per (config, num_steps, policy, options).
+    """
+    if implicit and policy is not None:
+        raise ValueError("an implicit-array decoder takes no policy: dequantize the parameters "
+                         "and pass the policy to a plain decoder")
+    if runtime_bits and policy is None:
+        raise ValueError("runtime_bits needs a policy with runtime-width formats")
+
+    def run(params, prompt_BxT):
         return model_lib.greedy_decode(params, config, prompt_BxT, num_steps)
 
-    if policy is not None:
-        decode = simulate(decode, policy)
-    return jax.jit(decode)
+    if implicit:
+        return jax.jit(quax.quaxify(run))
+    if runtime_bits:
+        def decode_at(params, prompt_BxT, bits_S):
+            with runtime_format.mantissa_bits(bits_S):  # read while simulate traces
+                return simulate(run, policy, param_argnums=param_argnums)(params, prompt_BxT)
+
+        return jax.jit(decode_at)
+    return jax.jit(run if policy is None else simulate(run, policy, param_argnums=param_argnums))
 
 
-@functools.lru_cache(maxsize=16)
 def runtime_decoder(config: model_lib.TransformerConfig, num_steps: int, accumulation: str):
-    """A jitted `(params, prompt_BxT, bits_S) -> tokens_BxN` compiled once for every region set
-    and e8mM width (`simulate.region_sets.runtime_policy`, widths from `region_bits`)."""
+    """`decoder` for the precision probe: `(params, prompt_BxT, bits_S) -> tokens_BxN`, compiled
+    once for every region set and e8mM width (`simulate.region_sets.runtime_policy`, widths from
+    `region_bits`)."""
     regions = [r for r in region_sets.MODEL_REGIONS if not (r == "norm" and config.norm == "none")]
-    policy = region_sets.runtime_policy(accumulation, regions)
-
-    def decode(params, prompt_BxT, bits_S):
-        with runtime_format.mantissa_bits(bits_S):
-            return simulate(lambda p, pr: model_lib.greedy_decode(p, config, pr, num_steps),
-                            policy)(params, prompt_BxT)
-
-    return jax.jit(decode)
+    return decoder(config, num_steps, region_sets.runtime_policy(accumulation, regions),
+                   runtime_bits=True)
 
 
 def evaluate(params, config: model_lib.TransformerConfig, spec: tasks.TaskSpec, *,

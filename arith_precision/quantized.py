@@ -53,7 +53,6 @@ in their float32 carrier; `memory_report` gives both the nominal and the stored 
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -342,30 +341,16 @@ def apply_quantized(params, config: model_lib.TransformerConfig, tokens_BxL, **k
     return quax.quaxify(forward)(params, tokens_BxL)
 
 
-@functools.lru_cache(maxsize=64)
-def implicit_decoder(config: model_lib.TransformerConfig, num_steps: int):
-    """A jitted, quaxified `(params, prompt_BxT) -> tokens_BxN` greedy decoder.
-
-    The implicit arrays in `params` enter the compiled program as their leaves (codes, scales,
-    LoRA factors) and are materialised inside it, at every use (inside the decoding loop).
-    """
-
-    def decode(params, prompt_BxT):
-        return model_lib.greedy_decode(params, config, prompt_BxT, num_steps)
-
-    return jax.jit(quax.quaxify(decode))
-
-
 def evaluate_quantized(params, config: model_lib.TransformerConfig, spec: tasks.TaskSpec, *,
                        num_examples: int, batch_size: int, data_seed: int,
                        policy=None) -> dict[str, float]:
     """`evaluate.evaluate` for trees holding implicit arrays: the same examples and metrics.
 
     `evaluate.evaluate` jits its decoder without `quax.quaxify`, so it cannot take implicit
-    arrays; this is the same loop with `implicit_decoder`. With a simulation `policy` (e.g.
-    "bf16" activations on top of int4 weights) the tree is dequantized first and handed to
-    `evaluate.evaluate` (the simulation then rounds the dequantized weights to the policy's
-    parameter format on entry).
+    arrays; this is the same loop with `evaluate.decoder(..., implicit=True)`. With a
+    simulation `policy` (e.g. "bf16" activations on top of int4 weights) the tree is
+    dequantized first and handed to `evaluate.evaluate` (the simulation then rounds the
+    dequantized weights to the policy's parameter format on entry).
     """
     if policy is not None:
         return evaluate_lib.evaluate(dequantize_params(params), config, spec,
@@ -373,4 +358,5 @@ def evaluate_quantized(params, config: model_lib.TransformerConfig, spec: tasks.
                                      data_seed=data_seed, policy=policy)
     return evaluate_lib.evaluate(params, config, spec, num_examples=num_examples,
                                  batch_size=batch_size, data_seed=data_seed,
-                                 decode=implicit_decoder(config, spec.answer_tokens))
+                                 decode=evaluate_lib.decoder(config, spec.answer_tokens,
+                                                             implicit=True))

@@ -16,15 +16,14 @@ bit for bit the static one.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arith_precision import formats, tasks
+from arith_precision import evaluate, formats, tasks
 from arith_precision import model as model_lib
-from arith_precision.simulate import Policy, runtime_format, simulate
+from arith_precision.simulate import Policy, runtime_format
 from constructions.construction import Construction
 
 
@@ -32,17 +31,6 @@ def enable_carrier(fmt) -> None:
     """Switch on float64 if `fmt` needs a float64 carrier (a process-wide JAX setting)."""
     if formats.carrier_dtype(fmt) == np.float64 and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
-
-
-@functools.lru_cache(maxsize=32)
-def _decoder(config: model_lib.TransformerConfig, steps: int, fmt, accumulation: str):
-    def decode(params, prompt_BxT):
-        return model_lib.greedy_decode(params, config, prompt_BxT, steps)
-
-    if not (fmt == formats.as_format("fp32") and accumulation == "once"):
-        decode = simulate(decode, Policy(compute=fmt, accumulation=accumulation),
-                          param_argnums=(0,))
-    return jax.jit(decode)
 
 
 FLOAT32_RUNTIME_BITS = 10  # the widest e8mM a float32 carrier simulates (formats/carrier.py)
@@ -61,19 +49,13 @@ def runtime_mantissa(fmt) -> int | None:
     return None
 
 
-@functools.lru_cache(maxsize=32)
-def _runtime_decoder(config: model_lib.TransformerConfig, steps: int, accumulation: str,
-                     wide: bool):
-    """`(params, prompt_BxT, bits_S) -> tokens`: e8m{bits_S[0]} for every width, one compile."""
+def runtime_decoder(config: model_lib.TransformerConfig, steps: int, accumulation: str,
+                    wide: bool):
+    """`(params, prompt_BxT, bits_S) -> tokens`: e8m{bits_S[0]} for every width, one compile
+    (`wide`: the float64 carrier, up to e8m24)."""
     fmt = runtime_format.RuntimeMantissa64() if wide else runtime_format.RuntimeMantissa()
-    policy = Policy(compute=fmt, accumulation=accumulation)
-
-    def decode(params, prompt_BxT, bits_S):
-        with runtime_format.mantissa_bits(bits_S):
-            return simulate(lambda p, pr: model_lib.greedy_decode(p, config, pr, steps), policy,
-                            param_argnums=(0,))(params, prompt_BxT)
-
-    return jax.jit(decode)
+    return evaluate.decoder(config, steps, Policy(compute=fmt, accumulation=accumulation),
+                            param_argnums=(0,), runtime_bits=True)
 
 
 def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
@@ -94,13 +76,16 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
                          f"{MAX_RUNTIME_MANTISSA} only")
     if m is not None:
         wide = carrier == np.float64  # the static format's carrier (e8m23 is float32 itself)
-        jitted = _runtime_decoder(config, construction.spec.answer_tokens, accumulation, wide)
+        jitted = runtime_decoder(config, construction.spec.answer_tokens, accumulation, wide)
         bits_S = np.array([m], np.int32)
 
         def decode(p, prompt):
             return jitted(p, prompt, bits_S)
     else:
-        decode = _decoder(config, construction.spec.answer_tokens, fmt, accumulation)
+        policy = None if (fmt == formats.as_format("fp32") and accumulation == "once") else \
+            Policy(compute=fmt, accumulation=accumulation)
+        decode = evaluate.decoder(config, construction.spec.answer_tokens, policy,
+                                  param_argnums=(0,))
     spec = construction.spec
     outs = []
     for start in range(0, len(operands), batch_size):

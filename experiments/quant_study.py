@@ -512,7 +512,7 @@ def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[st
 
 # ---- settings of the standalone CLI ------------------------------------------------------------
 
-MODES = ("smoke", "quick", "full")
+MODES = ("smoke", "quick", "full")  # of the main job's modes (experiments.configs.modes)
 
 
 def base_configs(mode: str) -> dict[str, Any]:
@@ -525,9 +525,9 @@ def base_configs(mode: str) -> dict[str, Any]:
     from experiments.configs import train as train_config
 
     if mode in ("smoke", "quick"):
-        from experiments import reproduce
+        from experiments.configs import modes
 
-        settings = reproduce.SETTINGS[mode]()
+        settings = modes.SETTINGS[mode]()
         cells = sweep_lib.expand(settings.sweep())
         return {c.name: c.config for c in cells
                 if c.coords["precision"] == "fp32" and c.coords["task"] in settings.quant_tasks}
@@ -547,17 +547,17 @@ def study_settings(mode: str) -> dict[str, Any]:
     """`run_quant_study` keyword arguments of a mode (the main job's, `experiments.reproduce`)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    from experiments import reproduce
+    from experiments.configs import modes
 
-    return dict(reproduce.SETTINGS[mode]().quant)
+    return dict(modes.SETTINGS[mode]().quant)
 
 
 def _finetune_tasks(mode: str, arg: str | None) -> set[str] | None:
     """The tasks to fine-tune: None for all, else a set (the mode's default without `arg`)."""
     if arg is None:
-        from experiments import reproduce
+        from experiments.configs import modes
 
-        return set(reproduce.SETTINGS[mode]().quant_finetune_tasks)
+        return set(modes.SETTINGS[mode]().quant_finetune_tasks)
     if arg.strip() == "all":
         return None
     tasks = set(_split(arg))

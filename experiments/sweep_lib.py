@@ -654,11 +654,11 @@ class Heartbeat:
         done, running, trained, remaining = 0, [], 0, 0
         for j in self.jobs:
             planned = int(j["config"].train.steps)
+            step = _current_step(j["dir"])
+            trained += step - self.first[j["name"]]
             if cell_status(j["dir"]) in DONE:
                 done += 1
                 continue
-            step = _current_step(j["dir"])
-            trained += step - self.first[j["name"]]
             remaining += planned - step
             marker = os.path.join(j["dir"], "worker.json")
             if os.path.exists(marker) and _read_json(marker)["start"] >= self.start:

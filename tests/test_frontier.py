@@ -69,7 +69,7 @@ def _runtime_decoders(construction, accumulation):
     for wide, dtype in ((False, jnp.float32), (True, jnp.float64)):
         config = dataclasses.replace(construction.config, dtype=jnp.dtype(dtype),
                                      param_dtype=jnp.dtype(dtype))
-        out.append(run._runtime_decoder(config, construction.spec.answer_tokens, accumulation,
+        out.append(run.runtime_decoder(config, construction.spec.answer_tokens, accumulation,
                                         wide))
     return out
 

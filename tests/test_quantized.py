@@ -176,7 +176,7 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     params_q = quantized.quantize_params(_params(), "int4")
     prompt = tasks.sample_batch(SPEC, data_seed=0, step=0, batch_size=8,
                                 split="eval").input_tokens
-    got = quantized.implicit_decoder(CFG, SPEC.answer_tokens)(params_q, prompt)
+    got = evaluate_lib.decoder(CFG, SPEC.answer_tokens, implicit=True)(params_q, prompt)
     want = jax.jit(lambda q, p: model_lib.greedy_decode(quantized.dequantize_params(q), CFG, p,
                                                         SPEC.answer_tokens))(params_q, prompt)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -185,6 +185,13 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     assert metrics == evaluate_lib.evaluate(quantized.dequantize_params(params_q), CFG, SPEC,
                                             **kw)
     assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples"}
+
+
+def test_the_decoder_factory_refuses_options_that_do_not_combine():
+    with pytest.raises(ValueError, match="implicit-array decoder takes no policy"):
+        evaluate_lib.decoder(CFG, SPEC.answer_tokens, "bf16", implicit=True)
+    with pytest.raises(ValueError, match="runtime_bits needs a policy"):
+        evaluate_lib.decoder(CFG, SPEC.answer_tokens, runtime_bits=True)
 
 
 # ---- block formats (OCP MX, NVFP4) --------------------------------------------------------------

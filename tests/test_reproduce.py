@@ -69,7 +69,7 @@ def test_probe_phase_probes_every_fp32_cell_per_region_set(smoke):
     workdir, _, _ = smoke
     with open(os.path.join(workdir, "probe", "probe.json")) as f:
         result = json.load(f)
-    sets = list(reproduce.smoke_settings().probe["region_sets"])
+    sets = list(reproduce.SETTINGS["smoke"]().probe["region_sets"])
     assert result["settings"]["region_sets"] == sets
     runs = sorted(quant_study.sweep_runs(os.path.join(workdir, "sweep")))
     assert sorted({e["run"] for e in result["results"]}) == runs
