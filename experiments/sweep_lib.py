@@ -174,30 +174,10 @@ GRID_ARGS = {
 
 
 def parse_args(arg: str | None, *, switches: Sequence[str], keys: Iterable[str]) -> dict:
-    """'quick,tasks=add;mul,seeds=2' -> {'quick': '', 'tasks': 'add;mul', 'seeds': '2'}.
+    """A sweep config's ARGS (`experiments.configs.args.parse`, errors name "sweep config")."""
+    from experiments.configs import args as args_lib
 
-    Unknown keys, switches given a value and values given to nothing are errors.
-    """
-    keys = set(keys)
-    out = {}
-    for item in (arg or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        key, eq, value = (s.strip() for s in item.partition("="))
-        if not eq:
-            if key not in switches:
-                raise ValueError(f"sweep config argument {item!r} is neither key=value nor a "
-                                 f"switch; switches: {sorted(switches)}, keys: {sorted(keys)}")
-        elif key in switches:
-            raise ValueError(f"{key!r} is a switch: write '{key}', not {item!r}")
-        elif key not in keys:
-            raise ValueError(f"unknown sweep config key {key!r}; known: {sorted(keys)} and "
-                             f"switches {sorted(switches)}")
-        if key in out:
-            raise ValueError(f"sweep config key {key!r} given twice")
-        out[key] = value
-    return out
+    return args_lib.parse(arg, keys=keys, switches=switches, what="sweep config")
 
 
 def _int_list(key: str, value: str, lo: int) -> tuple[int, ...]:

@@ -129,7 +129,7 @@ CASES = {
         (f"{TRAIN}:seed=-1 --workdir={{tmp}}/w", "seed: -1"),
         (f"{TRAIN}:eval_ns=0 --workdir={{tmp}}/w", "eval.ns: 0"),
         (f"{TRAIN}:smoke=0 --workdir={{tmp}}/w", "smoke: 0"),
-        (f"{TRAIN}:oops --workdir={{tmp}}/w", "oops: is not key=value"),
+        (f"{TRAIN}:oops --workdir={{tmp}}/w", "config argument: oops: is neither key=value nor"),
         (f"{TRAIN}:n=1000000000 --workdir={{tmp}}/w", "task.n: 1000000000: "),
         (f"{TRAIN}:batch=1000000000 --workdir={{tmp}}/w", "train.batch_size: 1000000000: "),
         (f"{TRAIN}:smoke --config.eval.num_examples=0 --workdir={{tmp}}/w", "eval.num_examples: 0"),

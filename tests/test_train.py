@@ -172,7 +172,9 @@ def test_divergence_is_recorded(tmp_path):
     ("task=mul,n=3,l=7", "l must be <= 2n"),
     ("reverse=maybe", "maybe"),
     ("heads=5", "5"),
-    ("oops", "not key=value"),
+    ("oops", "neither key=value nor a switch"),
+    ("smoke=1", "is a switch"),
+    ("n=3,n=4", "n: 4: given twice"),
 ])
 def test_bad_configs_fail_clearly(arg, match):
     with pytest.raises(ValueError, match=match):

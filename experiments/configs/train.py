@@ -27,6 +27,7 @@ from __future__ import annotations
 import ml_collections
 
 from arith_precision.cli_errors import UsageError
+from experiments.configs import args as args_lib
 
 TASKS = ("add", "iter_add", "mul")
 
@@ -37,24 +38,6 @@ def _bool(value: str) -> bool:
     if value in ("0", "false", "False"):
         return False
     raise ValueError(f"expected 0/1/true/false, got {value!r}")
-
-
-def _parse(arg: str | None) -> dict[str, str]:
-    out = {}
-    for item in (arg or "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if "=" not in item:
-            if item != "smoke":
-                raise UsageError("config argument", item, "is not key=value (or 'smoke')")
-            out["smoke"] = "1"
-            continue
-        key, value = item.split("=", 1)
-        if key.strip() in out:
-            raise UsageError(key.strip(), value.strip(), "given twice")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -85,7 +68,6 @@ def base_config() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
-    args = _parse(arg)
     setters = {
         "task": lambda v: setattr(c.task, "task", v),
         "base": lambda v: setattr(c.task, "base", int(v)),
@@ -107,23 +89,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "data_seed": lambda v: setattr(c, "data_seed", int(v)),
         "eval_ns": lambda v: setattr(c.eval, "ns", tuple(int(x) for x in v.split(";") if x)),
         "early_stop": lambda v: setattr(c.early_stop, "every", int(v)),
-        "smoke": lambda v: None,
     }
-    unknown = sorted(set(args) - set(setters))
-    if unknown:
-        raise UsageError(unknown[0], args[unknown[0]],
-                         f"unknown config key; known: {', '.join(sorted(setters))}")
+    args = args_lib.parse(arg, keys=setters, switches=("smoke",))
     if args.get("task", c.task.task) not in TASKS:
         raise UsageError("task", args["task"], f"unknown task {args['task']!r}; expected one of "
                          f"{TASKS}")
-    if args.get("smoke", "1") != "1":
-        raise UsageError("smoke", args["smoke"], "is a bare switch: write 'smoke', no value")
     if "smoke" in args:  # tiny everything, applied first so explicit keys still win
         c.model.update(num_layers=2, d_model=32, num_heads=2, d_ff=64)
         c.train.update(steps=20, batch_size=16, log_every=5, checkpoint_every=10)
         c.optim.warmup_steps = 5
         c.eval.update(num_examples=32, batch_size=16)
     for key, value in args.items():
+        if key == "smoke":
+            continue
         try:
             setters[key](value)
         except ValueError as e:
