@@ -60,9 +60,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from arith_precision.tasks.spec import TASKS
 from experiments.row_cache import RowCache
 
-TASKS = ("add", "iter_add", "mul")
 DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16", "mxfp8_e4m3",
                    "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4")
 DEFAULT_QLORA = ("int4", "mxfp4_e2m1", "nvfp4")

@@ -58,11 +58,11 @@ from typing import Any
 import ml_collections
 
 from arith_precision import early_stop
+from arith_precision.simulate.policy import ACCUMULATIONS
+from arith_precision.tasks.spec import TASKS
 
 # JAX is imported lazily (inside functions): spawned workers must set XLA_FLAGS before it loads.
 
-TASKS = ("add", "iter_add", "mul")
-ACCUMULATIONS = ("once", "sequential", "pairwise")
 COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "layers", "seed")
 GRID_KEYS = ("tasks", "bases", "ns", "ks", "ls", "precisions", "accumulations", "layers", "seeds")
 TOP_KEYS = ("name", "description", "train_args", "grid", "overrides", "rules", "vary_data_seed")

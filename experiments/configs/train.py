@@ -27,9 +27,8 @@ from __future__ import annotations
 import ml_collections
 
 from arith_precision.cli_errors import UsageError
+from arith_precision.tasks.spec import TASKS
 from experiments.configs import args as args_lib
-
-TASKS = ("add", "iter_add", "mul")
 
 
 def _bool(value: str) -> bool:
