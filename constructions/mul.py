@@ -34,15 +34,19 @@ Layers (`Construction.explain` names every coordinate):
           table's flag off_J (1 except at Q(J)), which only ever subtracts (`blocks.int_step`)
   unembed logit_d = A (2 d answer - d^2).
 
-Width (exact counts in `widths`; the bounds below are tested for every base 2..36, n = 1..64 and
-every l <= 2n): 2n heads of dimension 4; d_model <= 2np + 8l + 4 + R l (log2 n + 2),
-d_ff <= 4 n^2 (p - 1) + l (l + 1) + 4n p, i.e. O(n^2 p) (the products and the first reduction's
-~(2n - 1) n (p - 1) integer steps). R <= 3 for n <= 64 (R grows like log* n).
-Precision: layer 0's gathers are angle matches (about 2 log2(sequence length) + 6 mantissa bits);
-after that exact integers up to n (p - 1)^2, so log2(n (p - 1)^2) + 1 mantissa bits suffice for
-them at any accumulation order whose partial sums stay below the carrier's exact-integer range
-(fp32: 2^24; the largest fc2 partial sums are ~q S <= (n p^2)^2 / p, so fp32 is exact to about
-n = 64 at base 10).
+Width (exact counts in `widths`; the bounds are tested for every base 2..36, n = 1..64 and
+every l <= 2n): 2n heads of dimension 4; d_model <= 2n (p + 15) + 4 and
+d_ff <= 4 n^2 (p - 1) + 2n (2n + 1), i.e. O(n^2 p) (the products and the first reduction's
+~(2n - 1) n (p - 1) integer steps); 4 + R layers with R <= 3 for n <= 64 (R grows like log* n).
+Precision: layer 0's gathers are angle matches (score margins suggest up to 2 log2(sequence
+length) + 6 mantissa bits, but their outputs only need to land within 1/4 of a digit, which the
+4x-margin steps then clean; measured, they are not what sets the base-10 frontier); after that every value is an integer of magnitude at most n (p - 1)^2 (or
+the gate constant `big` <= 4p), and e8mM holds every integer up to 2^(M+1) exactly, so
+M = ceil(log2(n (p - 1)^2 + 1)) - 1 bits keep them exact: 7, 8, 9, 10 for base 10 at
+n = 2, 4, 8, 16, which is the measured frontier (results/frontier/mul_b10). The carrier sums
+each fc2 output exactly while its partial sums stay below its exact-integer range (fp32: 2^24);
+they are at most about q S <= (n (p - 1)^2)^2 / p (2.7e6 at base 10, n = 64; exactness at fp32
+is tested up to n = 16).
 """
 
 from __future__ import annotations
