@@ -40,8 +40,9 @@ d_ff <= 4 n^2 (p - 1) + 2n (2n + 1), i.e. O(n^2 p) (the products and the first r
 ~(2n - 1) n (p - 1) integer steps); 4 + R layers with R <= 3 for n <= 64 (R grows like log* n).
 Precision: layer 0's gathers are angle matches (score margins suggest up to 2 log2(sequence
 length) + 6 mantissa bits, but their outputs only need to land within 1/4 of a digit, which the
-4x-margin steps then clean; measured, they are not what sets the base-10 frontier); after that every value is an integer of magnitude at most n (p - 1)^2 (or
-the gate constant `big` <= 4p), and e8mM holds every integer up to 2^(M+1) exactly, so
+4x-margin steps then clean; measured, they are not what sets the base-10 frontier); after
+that every value is an integer of magnitude at most n (p - 1)^2 (or the gate constant
+`big` <= 4p), and e8mM holds every integer up to 2^(M+1) exactly, so
 M = ceil(log2(n (p - 1)^2 + 1)) - 1 bits keep them exact: 7, 8, 9, 10 for base 10 at
 n = 2, 4, 8, 16, which is the measured frontier (results/frontier/mul_b10). The carrier sums
 each fc2 output exactly while its partial sums stay below its exact-integer range (fp32: 2^24);
