@@ -111,13 +111,14 @@ for n, start in SHRINK.items():
 # %% [markdown]
 # ## MUL
 #
-# Multiplication needs O(n^2) MLP units (the anti-diagonal column sums) and then the
-# iterated-addition machinery; its width grows with n and it needs more bits than ADD:
-# bf16 already fails at n = 3.
+# Multiplication needs O(n^2) MLP units (the anti-diagonal column sums), then reduces the
+# column sums digit by digit on exact integers until each carry is one bit; its width grows
+# with n and its bits with log n: in base 10, bf16 is exact up to n = 3 and fails from
+# n = 4 (e.g. 9998 * 9999, an adversarial input).
 
 # %%
-# MUL: full product of two 3-digit numbers; exact in fp32, not in bf16.
-cm = build("mul", 10, 3)
+# MUL: full product of two 4-digit numbers; exact in fp32, not in bf16.
+cm = build("mul", 10, 4)
 print(cm.summary())
 for name in ["fp32", "bf16"]:
     r = verify(cm.spec, name, num_random=NUM_RANDOM)

@@ -29,7 +29,8 @@ Layers (residual coordinates named; `Construction.explain` prints them):
   unembed logit_d = 8 ans_d (specials: -8).
 
 Width: d_model = 8n + p + 2 (one-hot positions, flags and per-column values), 2n heads of width 4,
-d_ff = max(4n, n (n + 1) / 2 carry units, 2 (n + 1)(p + 1) answer units) = O(n^2 + n p).
+d_ff = max(4n, n (n + 1) / 2 carry units, 2 (n + 1)(p + 1) answer units) <= (n + 1)(n + 2p + 2)
+= O(n^2 + n p) (exact counts in `widths`; tested for every base 2..36).
 Precision: exact integers up to about 2p (the digits' sums and the answer steps) and an exponent
 range that holds 2^7 (the attention constant; see `blocks.onehot_copy_head`).
 """
@@ -48,6 +49,14 @@ from constructions.residual import Residual
 NUM_LAYERS = 3
 HEAD_DIM = 4
 LOGIT_SCALE = 8.0
+
+
+def widths(p: int, n: int) -> dict[str, int]:
+    """{'d_model', 'd_ff', 'heads', 'layers'} for base p and n operand digits (token base and
+    operand tokens under T_c), exact (`build_add_constant` asserts it): d_model = 8n + p + 2,
+    d_ff = max(4n, n (n + 1) / 2, 2 (n + 1)(p + 1)) <= (n + 1)(n + 2p + 2), 2n heads, 3 layers."""
+    return {"d_model": 8 * n + p + 2, "d_ff": max(4 * n, n * (n + 1) // 2, 2 * (n + 1) * (p + 1)),
+            "heads": 2 * n, "layers": NUM_LAYERS}
 
 
 def build_add_constant(spec: tasks.TaskSpec) -> Construction:
@@ -79,7 +88,9 @@ def build_add_constant(spec: tasks.TaskSpec) -> Construction:
     for d in range(p):
         r.add(f"ans{d}", "layer_2/mlp", f"1 iff the query's answer digit is {d}")
 
-    d_ff = max(4 * n, n * (n + 1) // 2, 2 * (n + 1) * (p + 1))
+    w = widths(p, n)
+    d_ff = w["d_ff"]
+    assert r.size == w["d_model"], (r.size, w)
     config = model_lib.TransformerConfig(
         vocab_size=spec.vocab_size, max_len=spec.sequence_length, num_layers=NUM_LAYERS,
         d_model=r.size, num_heads=2 * n, head_dim=HEAD_DIM, d_ff=d_ff, activation="relu",
@@ -134,6 +145,7 @@ def build_add_constant(spec: tasks.TaskSpec) -> Construction:
     for tok in range(p, spec.vocab_size):
         b.unembed_bias(tok, -LOGIT_SCALE)
 
+    assert max(b.units_used()) == d_ff, (b.units_used(), d_ff)  # widths() is the real count
     notes = (f"layers={NUM_LAYERS}; constant precision (every value O(p)); d_model={r.size}; "
              f"heads={2 * n}x{HEAD_DIM}; d_ff={d_ff}; MLP units used per layer {b.units_used()}")
     return Construction(spec=spec, config=config, params=b.params(), residual=r, notes=notes)

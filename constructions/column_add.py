@@ -40,10 +40,11 @@ Layers (residual coordinates named in `_residual`; `Construction.explain` prints
   4 mlp   answer = digit (i mod L) of ((u_q + c) mod B); the unembedding turns it into logits
           2 d answer - d^2.
 
-Width: d_model = 26 + 3L (+ L query flags when L > 1) and max(2, L) heads of dimension 4: for
-fixed (p, k) it does not depend on n. Dependence on k: through L = ceil(log_p k) only, for the
-residual and the heads; the MLP width d_ff grows linearly in k (the lookup of floor(S / B) has
-k - 1 steps, and for L > 1 the digit extraction has O(B) = O(p k) steps). Theorem 5.2 claims width
+Width (exact counts in `widths`): d_model = 26 + 3L (+ L query flags when L > 1) and max(2, L)
+heads of dimension 4: for fixed (p, k) it does not depend on n. Dependence on k: through
+L = ceil(log_p k) only, for the residual and the heads; the MLP width d_ff grows linearly in k
+(floor(S / B) takes up to k - 1 steps, and for L > 1 the digit extraction has O(B) = O(p k)
+steps): d_ff <= max(6, 2k - 1) for k <= p and d_ff <= 8 p k for k > p. Theorem 5.2 claims width
 independent of k; this construction's residual width grows like log k and its MLP like k.
 Precision: the angle matches need about 2 log2(sequence length) + 6 mantissa bits and the counts
 about 2 log2(n) + 8; see the precision frontier for measured numbers.
@@ -119,13 +120,12 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
     residual = _residual(group)
     max_len = spec.sequence_length
     q_steps = (k * (base - 1)) // base  # floor(S / B) <= q_steps
-    answer_units = 3 if group == 1 else sum(
-        2 * sum(1 for t in range(1, 2 * base) if _digit(t, m, p, base) != _digit(t - 1, m, p, base))
-        for m in range(group))
-    d_ff = max(6, 2 * q_steps + 1, answer_units)
+    w = widths(p, k)
+    d_ff = w["d_ff"]
+    assert residual.size == w["d_model"], (residual.size, w)
     config = model_lib.TransformerConfig(
         vocab_size=spec.vocab_size, max_len=max_len, num_layers=NUM_LAYERS,
-        d_model=residual.size, num_heads=max(NUM_HEADS, group), head_dim=HEAD_DIM, d_ff=d_ff,
+        d_model=residual.size, num_heads=w["heads"], head_dim=HEAD_DIM, d_ff=d_ff,
         activation="relu", norm="none", pos="table", tied_embedding=False, use_bias=True)
     b = ParamBuilder(config, residual)
 
@@ -212,12 +212,33 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
     # ---- unembedding: logit_d = A (2 d answer - d^2); specials far below ------------------------
     blocks.digit_readout(b, spec, "answer", LOGIT_SCALE)
 
+    assert max(b.units_used()) == d_ff, (b.units_used(), d_ff)  # widths() is the real count
     notes = (f"layers={NUM_LAYERS}; digits per column L={group} (base {base}); "
              f"d_model={residual.size} (independent of n: 26 + 3L, + L more when L > 1); "
              f"heads={config.num_heads}x{HEAD_DIM}; d_ff={d_ff}; "
              f"MLP units used per layer {b.units_used()}")
     return Construction(spec=spec, config=config, params=b.params(), residual=residual,
                         notes=notes)
+
+
+def widths(p: int, k: int) -> dict[str, int]:
+    """{'d_model', 'd_ff', 'heads', 'layers'} of the construction for base p (token base p^c
+    under T_c) and k operands: exact, the same for every n (`build_column_add` asserts it).
+
+    With L = `blocks.column_group(k, p)` and B = p^L:
+      d_model = 26 + 3L, plus L when L > 1;   heads = max(2, L);   layers = 5;
+      d_ff = max(6, 2 floor(k (B - 1) / B) + 1, U) with U = 3 for L = 1 and, for L > 1,
+             U = 2 sum_{m < L} floor((2B - 1) / p^m) (the digit lookups).
+    Bounds (tested for every base 2..36 and k = 2..1000): L = 1 (k <= p): d_model = 29 and
+    d_ff = max(6, 2k - 1) at most; L > 1: d_model = 26 + 4L and d_ff <= 8 p k.
+    """
+    group = blocks.column_group(k, p)
+    base = p ** group
+    q_steps = (k * (base - 1)) // base
+    answer_units = 3 if group == 1 else 2 * sum((2 * base - 1) // p ** m for m in range(group))
+    return {"d_model": 26 + 3 * group + (group if group > 1 else 0),
+            "d_ff": max(6, 2 * q_steps + 1, answer_units),
+            "heads": max(NUM_HEADS, group), "layers": NUM_LAYERS}
 
 
 def _digit(t: int, m: int, p: int, base: int) -> int:

@@ -1,4 +1,4 @@
-"""MUL_p(n, l) at logarithmic precision: 7 layers, width O(n^2) (Theorem 5.3 made concrete).
+"""MUL_p(n, l) at logarithmic precision: 4 + R layers, width O(n^2 p) (Theorem 5.3 made concrete).
 
 Layout (one digit per token; under T_c read "digit" as "token", a base-p^c digit, with n and l
 divided by c: see blocks.check_spec): BOS a * b = s_{l-1} ... s_0 EOS, operands padded to n
@@ -7,38 +7,47 @@ E = 2n + 2 is the position of '=' and the answer digit of significance i is pred
 Q(i) = E + l - 1 - i. Every query computes the whole product in its own residual stream (so
 the construction needs no causal bookkeeping), then reads out its own digit.
 
-Arithmetic. Column sums S_j = sum_{u+v=j} a_u b_v (j < L C). Columns are grouped L digits at a
-time into base B = p^L with B >= n (p - 1), so that every carry is < B; with S_J = sum_m p^m
-S_{LJ+m} = B q_J + r_J, the carry is c_{J+1} = q_J + f_J with one bit f_J = [u_J + f_{J-1} >= B],
-u_J = r_J + q_{J-1} (f_0 = 0), as for IterADD. The bits follow the carry-lookahead rule: f_J = 1
-iff some J' <= J generates (u_J' >= B) and every column in (J', J] propagates (u = B - 1); at most
-one J' qualifies, so f_J = sum_J' [g_J' + sum_{J'' in (J', J]} pr_J'' >= J - J' + 1] is one layer
-of O(C^2) threshold units. The answer digit i = L J + m is digit m of (u_J + f_{J-1}) mod B.
+Arithmetic, on exact integers only. Column sums S_j = sum_{u+v=j} a_u b_v (j < l; the answer
+is the product mod p^l, so higher columns never matter) are at most n (p - 1)^2. A *reduction*
+replaces every column value X_j by its base-p digits and re-adds them one column up per digit:
+X'_j = sum_d digit_d(X_{j-d}); the number sum_j X_j p^j is unchanged (mod p^l), and the column
+bound shrinks from M to about (p - 1) log_p M. R reductions (R = `num_reductions(p, n, l)`) bring
+every column to at most 2p - 2; then the carry into each column is one bit f_j, and
+f_J = 1 iff some j < J generates (s_j >= p) and every column in (j, J) propagates (s = p - 1):
+at most one j qualifies, so f_J = sum_j [g_j + sum_{x in (j, J)} pr_x = J - j] is one layer of
+single threshold units. The answer digit of column J is s_J + f_J - p f_{J+1} (the carry out of
+J is f_{J+1}). Nothing is grouped into a base larger than p, and every quantity after layer 0
+is an integer of magnitude at most n (p - 1)^2 (plus the constant gate `big`), so the bits
+needed grow like log2(n p^2) (earlier versions grouped columns into base B >= n (p - 1) and took
+4x-margin steps on sums up to ~n p^3: 12 bits at base 10, n = 2, against 7-8 here).
 
-Layers:
+Layers (`Construction.explain` names every coordinate):
   0 attn  2n heads; head h copies digit h (fixed position, pointer in the query bias): a_u, b_v
-  0 mlp   t_{u,m} = [a_u >= m] for m = 1..p-1 (clean steps)
-  1 mlp   S_j = sum_{u+v=j} sum_m relu(b_v + (p-1) t_{u,m} - (p-1)) = sum a_u b_v: exact products
-  2 mlp   h_J = floor(S_J / (K_J B)) (clean steps)            } q_J = floor(S_J / B)
-  3 mlp   e_J = floor((S_J - K_J B h_J) / B) (clean steps)   }     = K_J h_J + e_J
-  4 mlp   g_J = [u_J >= B], pr_J = [u_J = B - 1] with u_J = S_J - B q_J + q_{J-1} (linear)
-  5 mlp   T = u_J + f_{J-1} for the query's own column J (gated by the table's column flag)
-  6 mlp   answer = digit (i mod L) of T mod B (lookups gated by the table's digit flag)
+  0 mlp   ta_{u,m} = [a_u >= m], tb_{v,m} = [b_v >= m], m = 1..p-1 (clean 4x-margin steps: the
+          gathered digits are near-integers; from here on everything is an exact integer)
+  1 mlp   S_j = sum_{u+v=j} sum_m relu(sum_m' tb_{v,m'} + (p-1) ta_{u,m} - (p-1)) = sum a_u b_v
+  2..R+1  reduction r: x_{r,j} = X_j (one unit) and q_{r,j,d} = floor(X_j / p^d) for d >= 1
+          (`blocks.int_step`, integer thresholds s p^d); the next X'_j is linear in them:
+          sum_d (q_{j-d,d} - p q_{j-d,d+1}) with q_{j,0} = x_{r,j}
+  R+2 mlp s_j (copied), g_j = [s_j >= p], pr_j = [s_j = p - 1] (integer steps)
+  R+3 mlp answer = s_J + f_J - p f_{J+1} for the query's own column J: units gated off by the
+          table's flag off_J (1 except at Q(J)), which only ever subtracts (`blocks.int_step`)
+  unembed logit_d = A (2 d answer - d^2).
 
-Why floor(S_J / B) takes two layers (K_J = floor(sqrt(max q_J)) + 1). One layer of steps
-[S_J >= s B], s = 1..max q_J, is exact in real arithmetic, but each step's two units have
-pre-activations ~4 S_J that cancel only in the fc2 sum: the sum of their magnitudes is ~4 q_J S_J,
-which at base 10, n = 16 (S_J ~ 1.4e5, q_J ~ 143) passes 2^24, and float32's blocked reductions
-then round the partial sums (measured: 20 of 625 inputs wrong, batch-shape dependent). Splitting
-the quotient into a coarse digit h_J (~sqrt(q) steps on S_J) and a fine one e_J (~sqrt(q) steps
-on the remainder, which is < K_J B) brings that to ~sqrt(q) S_J, i.e. from ~S^2 / B to
-~S^1.5 / sqrt(B): about 6 bits less at n = 16, base 10.
-
-Width: d_model = 4 + 2n + n(p-1) + 6C + L + 2 with C = ceil(l / L) columns: O(n p); d_ff =
-max(n^2 (p-1) products, O(C sqrt(n^2 p)) quotient steps, O(B) lookups): O(n^2 p) for fixed p, so
-d_model + d_ff <= c n^2 (tested: d_model <= 30 n^2, d_ff <= 12 p n^2).
-Precision: exact integer arithmetic on values up to about n^2 p^2 (log precision) and one angle
-match per gather head (about 2 log2(sequence length) + 6 mantissa bits).
+Width (exact counts in `widths`; the bounds are tested for every base 2..36, n = 1..64 and
+every l <= 2n): 2n heads of dimension 4; d_model <= 2n (p + 15) + 4 and
+d_ff <= 4 n^2 (p - 1) + 2n (2n + 1), i.e. O(n^2 p) (the products and the first reduction's
+~(2n - 1) n (p - 1) integer steps); 4 + R layers with R <= 3 for n <= 64 (R grows like log* n).
+Precision: layer 0's gathers are angle matches (score margins suggest up to 2 log2(sequence
+length) + 6 mantissa bits, but their outputs only need to land within 1/4 of a digit, which the
+4x-margin steps then clean; measured, they are not what sets the base-10 frontier); after
+that every value is an integer of magnitude at most n (p - 1)^2 (or the gate constant
+`big` <= 4p), and e8mM holds every integer up to 2^(M+1) exactly, so
+M = ceil(log2(n (p - 1)^2 + 1)) - 1 bits keep them exact: 7, 8, 9, 10 for base 10 at
+n = 2, 4, 8, 16, which is the measured frontier (results/frontier/mul_b10). The carrier sums
+each fc2 output exactly while its partial sums stay below its exact-integer range (fp32: 2^24);
+they are at most about q S <= (n (p - 1)^2)^2 / p (2.7e6 at base 10, n = 64; exactness at fp32
+is tested up to n = 16).
 """
 
 from __future__ import annotations
@@ -52,35 +61,72 @@ from constructions.builder import ParamBuilder
 from constructions.construction import Construction
 from constructions.residual import Residual
 
-NUM_LAYERS = 7
 HEAD_DIM = 4
 LOGIT_SCALE = 8.0
-
-
-def _digit(t: int, m: int, p: int, base: int) -> int:
-    return ((t % base) // p ** m) % p
 
 
 def _pairs(j: int, n: int) -> list[tuple[int, int]]:
     return [(u, j - u) for u in range(n) if 0 <= j - u < n]
 
 
+def _num_pairs(j: int, n: int) -> int:
+    """len(_pairs(j, n)): the products in column j."""
+    return max(0, min(j, 2 * n - 2 - j) + 1)
+
+
+def _num_digits(m: int, p: int) -> int:
+    """Base-p digits of m >= 0 (1 for m < p)."""
+    d = 1
+    while m >= p ** d:
+        d += 1
+    return d
+
+
+def reduction_plan(p: int, n: int, l: int) -> list[list[int]]:
+    """Column bounds [M^(0), ..., M^(R)]: M^(0)_j = (p - 1)^2 #{u + v = j}, and each reduction
+    M'_j = sum_d min(p - 1, floor(M_{j-d} / p^d)) (digit d of a value <= M is at most both),
+    until every column is <= 2p - 2."""
+    bounds = [[(p - 1) ** 2 * _num_pairs(j, n) for j in range(l)]]
+    while max(bounds[-1]) > 2 * p - 2:
+        if len(bounds) > 16:  # cannot happen: each reduction maps M to O(p log_p M)
+            raise AssertionError(f"reductions do not converge: {bounds[-1]}")
+        m = bounds[-1]
+        top = _num_digits(max(m), p)  # no column has a digit d >= top
+        bounds.append([sum(min(p - 1, m[j - d] // p ** d)
+                           for d in range(min(j + 1, top)) if m[j - d] >= p ** d)
+                       for j in range(l)])
+    return bounds
+
+
+def num_reductions(p: int, n: int, l: int) -> int:
+    return len(reduction_plan(p, n, l)) - 1
+
+
+def widths(p: int, n: int, l: int) -> dict[str, int]:
+    """{'d_model', 'd_ff', 'heads', 'layers'} of MUL base p (token base under T_c), n operand
+    tokens, l answer tokens: exact (`build_mul` asserts it)."""
+    plan = reduction_plan(p, n, l)
+    reductions = plan[:-1]
+    d_model = 4 + 2 * n + 2 * n * (p - 1) + l + 3 * l + l + 1
+    layer_units = [4 * n * (p - 1), (p - 1) * sum(_num_pairs(j, n) for j in range(l))]
+    for m in reductions:
+        d_model += sum(1 + _num_digits(mj, p) - 1 for mj in m)
+        layer_units.append(sum(1 + 2 * sum(mj // p ** d for d in range(1, _num_digits(mj, p)))
+                               for mj in m))
+    layer_units.append(5 * l)
+    layer_units.append(l * (l + 1))
+    return {"d_model": d_model, "d_ff": max(layer_units), "heads": 2 * n,
+            "layers": len(layer_units)}
+
+
 def build_mul(spec: tasks.TaskSpec) -> Construction:
     blocks.check_spec(spec, ("mul",))
     # Token level: p = p^c, n = operand tokens, l = answer tokens (p, n, l when chunk = 1).
     p, n, l = spec.token_base, spec.operand_tokens, spec.answer_tokens
-    group = 1
-    while p ** group < n * (p - 1):
-        group += 1
-    base = p ** group
-    ncol = -(-l // group)
-    ndig = group * ncol  # column sums S_0 .. S_{ndig-1} (zero beyond 2n - 2)
-    max_s = [(p - 1) ** 2 * len(_pairs(j, n)) for j in range(ndig)]
-    max_col = [sum(p ** m * max_s[group * J + m] for m in range(group)) for J in range(ncol)]
-    q_steps = [mx // base for mx in max_col]  # largest q_J = floor(S_J / B)
-    coarse = [math.isqrt(q) + 1 for q in q_steps]  # K_J = floor(sqrt(max q_J)) + 1
-    h_steps = [mx // (k * base) for mx, k in zip(max_col, coarse, strict=True)]
-    e_steps = [min(k - 1, q) for k, q in zip(coarse, q_steps, strict=True)]
+    plan = reduction_plan(p, n, l)
+    num_red = len(plan) - 1
+    w = widths(p, n, l)
+    ndig = [[_num_digits(mj, p) for mj in m] for m in plan[:-1]]  # digits of each column value
 
     r = Residual()
     r.add("digit", "embed", "value of a digit token (0 for specials)")
@@ -93,36 +139,31 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
         r.add(f"b{v}", "layer_0/attn", f"digit {v} of b")
     for u in range(n):
         for m in range(1, p):
-            r.add(f"t{u}_{m}", "layer_0/mlp", f"[a{u} >= {m}]")
-    for j in range(ndig):
+            r.add(f"ta{u}_{m}", "layer_0/mlp", f"[a{u} >= {m}]")
+    for v in range(n):
+        for m in range(1, p):
+            r.add(f"tb{v}_{m}", "layer_0/mlp", f"[b{v} >= {m}]")
+    for j in range(l):
         r.add(f"S{j}", "layer_1/mlp", f"column sum sum_(u+v={j}) a_u b_v")
-    for J in range(ncol):
-        r.add(f"h{J}", "layer_2/mlp", f"floor(S_J / (K B)) of column {J}, K = {coarse[J]}")
-    for J in range(ncol):
-        r.add(f"e{J}", "layer_3/mlp", f"floor((S_J mod K B) / B) of column {J}")
-    for J in range(ncol):
-        r.add(f"g{J}", "layer_4/mlp", f"column {J} generates: u_J >= B")
-        r.add(f"pr{J}", "layer_4/mlp", f"column {J} propagates: u_J = B - 1")
-    for J in range(ncol):
-        r.add(f"col{J}", "table", f"1 on queries whose digit lies in column {J}")
-    for m in range(group):
-        r.add(f"qm{m}", "table", f"1 on queries Q(i) with i mod L = {m}")
-    r.add("T", "layer_5/mlp", "u_J + f_{J-1} of the query's column")
-    r.add("answer", "layer_6/mlp", "the answer digit predicted at Q(i)")
+    for k in range(num_red):
+        for j in range(l):
+            r.add(f"x{k}_{j}", f"layer_{k + 2}/mlp", f"column {j} before reduction {k}")
+            for d in range(1, ndig[k][j]):
+                r.add(f"q{k}_{j}_{d}", f"layer_{k + 2}/mlp", f"floor(x{k}_{j} / p^{d})")
+    last = num_red + 2  # the generate / propagate layer
+    for j in range(l):
+        r.add(f"s{j}", f"layer_{last}/mlp", f"column {j} after the reductions (<= 2p - 2)")
+        r.add(f"g{j}", f"layer_{last}/mlp", f"column {j} generates: s_{j} >= p")
+        r.add(f"pr{j}", f"layer_{last}/mlp", f"column {j} propagates: s_{j} = p - 1")
+    for j in range(l):
+        r.add(f"off{j}", "table", f"1 except on Q({j}), where digit {j} is predicted")
+    r.add("answer", f"layer_{last + 1}/mlp", "the answer digit predicted at Q(i)")
+    assert r.size == w["d_model"], (r.size, w)
 
-    # Unit counts (exact), so d_ff is as small as the construction allows.
-    prod_units = sum(len(_pairs(j, n)) for j in range(ndig)) * (p - 1)
-    lookahead_units = sum(1 + 2 * max(0, J - 1) for J in range(ncol))
-    digit_units = sum(2 * sum(1 for t in range(1, 2 * base)
-                              if _digit(t, m, p, base) != _digit(t - 1, m, p, base))
-                      for m in range(group))
-    d_ff = max(2 * n * (p - 1), prod_units, 2 * sum(h_steps), 2 * sum(e_steps), 6 * ncol,
-               lookahead_units,
-               digit_units, 1)
     max_len = spec.sequence_length
     config = model_lib.TransformerConfig(
-        vocab_size=spec.vocab_size, max_len=max_len, num_layers=NUM_LAYERS, d_model=r.size,
-        num_heads=2 * n, head_dim=HEAD_DIM, d_ff=d_ff, activation="relu", norm="none",
+        vocab_size=spec.vocab_size, max_len=max_len, num_layers=w["layers"], d_model=r.size,
+        num_heads=2 * n, head_dim=HEAD_DIM, d_ff=w["d_ff"], activation="relu", norm="none",
         pos="table", tied_embedding=False, use_bias=True)
     b = ParamBuilder(config, r)
     for d in range(p):
@@ -131,12 +172,12 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
     for t in range(max_len):
         blocks.write_angle(b, t, "pos", t, max_len)
     eq = 2 * n + 2
-    for i in range(l):
-        b.table(eq + l - 1 - i, f"col{i // group}", 1.0)
-        b.table(eq + l - 1 - i, f"qm{i % group}", 1.0)
-    big = float(2 ** math.ceil(math.log2(8 * base + 4 * ncol + 8)))
+    for j in range(l):
+        for t in range(max_len):
+            if t != eq + l - 1 - j:
+                b.table(t, f"off{j}", 1.0)
 
-    # ---- layer 0: gather every digit; thresholds of a ------------------------------------------
+    # ---- layer 0: gather every digit; clean thresholds of a and b ------------------------------
     lam = blocks.angle_sharpness(max_len)
     for h in range(2 * n):
         position = 1 + (n - 1 - h) if h < n else n + 2 + (n - 1 - (h - n))
@@ -147,55 +188,67 @@ def build_mul(spec: tasks.TaskSpec) -> Construction:
         head.value({"digit": 1.0}, f"a{h}" if h < n else f"b{h - n}")
     for u in range(n):
         for m in range(1, p):
-            blocks.step(b, 0, {f"a{u}": 1.0}, m, {f"t{u}_{m}": 1.0})
+            blocks.step(b, 0, {f"a{u}": 1.0}, m, {f"ta{u}_{m}": 1.0})
+    for v in range(n):
+        for m in range(1, p):
+            blocks.step(b, 0, {f"b{v}": 1.0}, m, {f"tb{v}_{m}": 1.0})
 
     # ---- layer 1: exact products summed into column sums ----------------------------------------
-    for j in range(ndig):
+    for j in range(l):
         for u, v in _pairs(j, n):
-            for m in range(1, p):
-                b.relu_unit(1, {f"b{v}": 1.0, f"t{u}_{m}": float(p - 1)}, -float(p - 1),
+            b_clean = {f"tb{v}_{m}": 1.0 for m in range(1, p)}  # b_v, an exact integer
+            for m in range(1, p):  # relu(b + (p-1)[a >= m] - (p-1)) = b [a >= m]
+                b.relu_unit(1, {**b_clean, f"ta{u}_{m}": float(p - 1)}, -float(p - 1),
                             {f"S{j}": 1.0})
 
-    def col_sum(J: int) -> dict[str, float]:
-        return {f"S{group * J + m}": float(p ** m) for m in range(group)}
+    # ---- layers 2..R+1: reductions X_j -> sum_d digit_d(X_{j-d}) --------------------------------
+    column = {j: {f"S{j}": 1.0} for j in range(l)}  # X_j as a linear form of residual coordinates
+    for k in range(num_red):
+        layer = k + 2
+        for j in range(l):
+            b.relu_unit(layer, column[j], 0.0, {f"x{k}_{j}": 1.0})  # X_j >= 0
+            for d in range(1, ndig[k][j]):
+                for s_ in range(1, plan[k][j] // p ** d + 1):
+                    blocks.int_step(b, layer, column[j], s_ * p ** d, {f"q{k}_{j}_{d}": 1.0})
 
-    # ---- layers 2-3: q_J = floor(S_J / B) = K_J h_J + e_J (coarse, then fine) -----------------
-    for J in range(ncol):
-        for s in range(1, h_steps[J] + 1):
-            blocks.step(b, 2, col_sum(J), s * coarse[J] * base, {f"h{J}": 1.0})
-        rest = {**col_sum(J), f"h{J}": -float(coarse[J] * base)}  # S_J mod K_J B, in [0, K_J B)
-        for s in range(1, e_steps[J] + 1):
-            blocks.step(b, 3, rest, s * base, {f"e{J}": 1.0})
+        def quotient(j: int, d: int, k: int = k) -> dict[str, float]:
+            if d == 0:
+                return {f"x{k}_{j}": 1.0}
+            return {f"q{k}_{j}_{d}": 1.0} if d < ndig[k][j] else {}
 
-    def q_of(J: int, w: float) -> dict[str, float]:  # w q_J = w (K_J h_J + e_J)
-        return {f"h{J}": w * coarse[J], f"e{J}": w}
+        new = {}
+        for j in range(l):  # X'_j = sum_d (q_{j-d,d} - p q_{j-d,d+1}): digit d of X_{j-d}
+            form: dict[str, float] = {}
+            for d in range(j + 1):
+                if d >= ndig[k][j - d]:
+                    continue
+                for name, wt in quotient(j - d, d).items():
+                    form[name] = form.get(name, 0.0) + wt
+                for name, wt in quotient(j - d, d + 1).items():
+                    form[name] = form.get(name, 0.0) - p * wt
+            new[j] = form
+        column = new
 
-    def u_of(J: int) -> dict[str, float]:  # u_J = S_J - B q_J + q_{J-1}
-        u = {**col_sum(J), **q_of(J, -float(base))}
-        if J > 0:
-            u.update(q_of(J - 1, 1.0))
-        return u
+    # ---- layer R+2: s_j, generate and propagate -------------------------------------------------
+    for j in range(l):
+        b.relu_unit(last, column[j], 0.0, {f"s{j}": 1.0})
+        blocks.int_step(b, last, column[j], p - 1, {f"pr{j}": 1.0})
+        blocks.int_step(b, last, column[j], p, {f"g{j}": 1.0, f"pr{j}": -1.0})
 
-    # ---- layer 4: generate / propagate ----------------------------------------------------------
-    for J in range(1, ncol):
-        blocks.step(b, 4, u_of(J), base, {f"g{J}": 1.0})
-        blocks.equals(b, 4, u_of(J), base - 1, {f"pr{J}": 1.0})
-
-    # ---- layer 5: T = u_J + f_{J-1} for the query's column (carry lookahead) --------------------
-    for J in range(ncol):
-        blocks.gated_identity(b, 5, u_of(J), f"col{J}", big, {"T": 1.0})
-        for src in range(1, J):  # f_{J-1} = 1 iff src generates and (src, J-1] all propagate
-            terms = {f"g{src}": 1.0, **{f"pr{x}": 1.0 for x in range(src + 1, J)}}
-            blocks.step(b, 5, terms, J - src, {"T": 1.0}, gate=f"col{J}", big=big)
-
-    # ---- layer 6: the query's digit of T mod B --------------------------------------------------
-    for m in range(group):
-        blocks.lookup(b, 6, {"T": 1.0}, {t: _digit(t, m, p, base) for t in range(2 * base)},
-                      "answer", gate=f"qm{m}", big=big)
+    # ---- layer R+3: answer = s_J + f_J - p f_{J+1} for the query's column J ---------------------
+    big = float(2 ** math.ceil(math.log2(2 * p)))  # > s_J and > any lookahead sum - threshold
+    for J in range(l):
+        off = {f"off{J}": -big}
+        b.relu_unit(last + 1, {f"s{J}": 1.0, **off}, 0.0, {"answer": 1.0})
+        for into, weight in ((J, 1.0), (J + 1, -float(p))):  # f_J, then f_{J+1} (carry out)
+            for src in range(into):  # [g_src + pr_(src, into) = into - src]: at most one fires
+                terms = {f"g{src}": 1.0, **{f"pr{x}": 1.0 for x in range(src + 1, into)}, **off}
+                b.relu_unit(last + 1, terms, 1.0 - (into - src), {"answer": weight})
 
     blocks.digit_readout(b, spec, "answer", LOGIT_SCALE)
 
-    notes = (f"layers={NUM_LAYERS}; columns of L={group} digits (base {base}), C={ncol}; "
-             f"d_model={r.size}; heads={2 * n}x{HEAD_DIM}; d_ff={d_ff}; "
-             f"MLP units used per layer {b.units_used()}")
+    assert max(b.units_used()) == w["d_ff"], (b.units_used(), w)  # widths() is the real count
+    notes = (f"layers={w['layers']} ({num_red} reductions); column bounds "
+             f"{[max(m) for m in plan]}; d_model={r.size}; heads={2 * n}x{HEAD_DIM}; "
+             f"d_ff={w['d_ff']}; MLP units used per layer {b.units_used()}")
     return Construction(spec=spec, config=config, params=b.params(), residual=r, notes=notes)

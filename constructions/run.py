@@ -96,10 +96,24 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
     return np.concatenate(outs) if outs else np.zeros((0, spec.answer_tokens), np.int32)
 
 
+def reference_answer_tokens(spec: tasks.TaskSpec, answers: list[int]) -> np.ndarray:
+    """(num x W) answer tokens of exact answers (Python ints, `TaskSpec.exact_answer`), written
+    with Python's divmod (`tasks.make_example`'s path): the verifier's reference. It does not use
+    the vectorised NumPy limb arithmetic of `tasks.batch_from_operands` (int64 limbs)."""
+    from arith_precision.tasks import reference
+
+    rows = [reference.answer_tokens(spec, a) for a in answers]
+    return np.asarray(rows, np.int64).reshape(len(rows), spec.answer_tokens)
+
+
 def check(construction: Construction, operands: list[list[int]], fmt="fp32",
           accumulation: str = "once", batch_size: int = 256,
           stop_at_first_failure: bool = False, runtime: bool = False) -> dict:
-    """Exact-match of the construction against Python integers on `operands`.
+    """Exact-match of the construction against Python integers on `operands` (non-empty).
+
+    The expected answer of each input is `spec.exact_answer(operands)` (Python int arithmetic),
+    turned into tokens by `reference_answer_tokens`; the prompts are built by
+    `tasks.batch_from_operands`. An empty `operands` raises ValueError.
 
     Returns {"exact_match", "checked", "failures", "first_failure", "first_failure_expected",
     "first_failure_got"}; `first_failure` is the first failing operand list (input order) or None.
@@ -108,19 +122,23 @@ def check(construction: Construction, operands: list[list[int]], fmt="fp32",
     decoder (module doc).
     """
     spec = construction.spec
+    if len(operands) == 0:
+        raise ValueError("operands: empty list; nothing to check (an exact match over no inputs "
+                         "would claim nothing)")
     checked = failures = 0
     first = None
     for start in range(0, len(operands), batch_size):
         chunk = operands[start:start + batch_size]
         got = predict(construction, chunk, fmt, accumulation, batch_size, runtime)
-        want = tasks.batch_from_operands(spec, chunk).answer_tokens
+        answers = [spec.exact_answer(ops) for ops in chunk]  # Python ints
+        want = reference_answer_tokens(spec, answers)
         ok = np.all(got == want, axis=1)
         checked += len(chunk)
         failures += int((~ok).sum())
         if first is None and not ok.all():
             i = int(np.argmin(ok))
             first = {"operands": chunk[i],
-                     "expected": tasks.decode_answer(spec, want[i]),
+                     "expected": answers[i],
                      "got_tokens": got[i].tolist()}
             if stop_at_first_failure:
                 break

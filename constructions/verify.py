@@ -136,9 +136,14 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
            variant: str = "log", construction=None) -> dict:
     """Build the construction for `spec` (unless given) and check it; returns the verifier's
-    JSON object."""
+    JSON object. `operands`: operand lists to check instead of the built-in set (None); an empty
+    list raises ValueError (zero failures over no inputs would claim nothing). The reference is
+    Python integer arithmetic (`run.check`)."""
     from constructions import build, inputs, run
 
+    if operands is not None and len(operands) == 0:
+        raise ValueError("operands: empty list; give at least one operand list, or None for "
+                         "the built-in input set")
     construction = construction or build(spec, variant=variant)
     families = {"user": len(operands)} if operands is not None else None
     if operands is None:
