@@ -46,8 +46,11 @@ def runtime_decoder(config: model_lib.TransformerConfig, num_steps: int, accumul
 
 def evaluate(params, config: model_lib.TransformerConfig, spec: tasks.TaskSpec, *,
              num_examples: int, batch_size: int, data_seed: int,
-             policy: Policy | None = None, decode=None) -> dict[str, float]:
+             policy: Policy | None = None, decode=None, split: str = "eval") -> dict[str, float]:
     """Exact match and per-digit accuracy on `num_examples` held-out examples of `spec`.
+
+    `split="valid"` draws other held-out examples (another random stream over the same held-out
+    inputs): early stopping validates on them, so the final evaluation is not what it selected.
 
     `decode` replaces the default `decoder(config, W, policy)`: any `(params, prompt_BxT) ->
     tokens_BxW` function, e.g. a quaxified decoder for quantized or LoRA parameters.
@@ -64,7 +67,7 @@ def evaluate(params, config: model_lib.TransformerConfig, spec: tasks.TaskSpec, 
     while done < num_examples:
         size = min(batch_size, num_examples - done)
         batch = tasks.sample_batch(spec, data_seed=data_seed, step=index, batch_size=size,
-                                   split="eval")
+                                   split=split)
         predicted = np.asarray(decode(params, batch.input_tokens))
         exact.append(tasks.exact_match(spec, predicted, batch.answer_tokens))
         digits.append(tasks.digit_accuracy(spec, predicted, batch.answer_tokens))

@@ -15,12 +15,18 @@ moment and restarted from its latest orbax checkpoint ends with bit-identical pa
 A newest checkpoint that fails to restore is moved aside (never deleted) and the run resumes from
 the previous one (`checkpoints.py`); the final parameters are still bit-identical.
 
-Outputs in `workdir`: `metrics.jsonl` (one line per log step), `checkpoints/` (orbax),
-`summary.json` (final evaluation, timing, versions, resolved config, `params_sha256`, status).
+Early stopping (`config.early_stop.every > 0`, `early_stop.py`): validation exact match every
+`every` steps; the run stops once it reaches the threshold at `patience` consecutive validations
+and records `steps_to_converge`. Resume stays bit-identical with it on.
+
+Outputs in `workdir`: `metrics.jsonl` (one line per log step), `validation.jsonl` (early
+stopping's validations), `checkpoints/` (orbax), `summary.json` (final evaluation, timing,
+versions, resolved config, `params_sha256`, status, `steps_to_converge`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -41,6 +47,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from arith_precision import checkpoints as checkpoints_lib
+from arith_precision import early_stop as early_stop_lib
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
 from arith_precision import tasks, train_checks
@@ -264,15 +271,44 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     manager, latest, state = checkpoints_lib.restore_newest_good(checkpoint_dir, open_manager,
                                                                  restore)
+    stopper = early_stop_lib.from_config(config)
     if latest is not None:
         _rewrite_metrics(metrics_path, latest)
+        history = early_stop_lib.read_history(workdir, up_to=latest)
         _progress("resumed from step %d", latest)
     else:
         state = jax.jit(init_state, out_shardings=state_sharding)()
         with open(metrics_path, "w"):
             pass
+        history = []
+    if stopper is not None:
+        early_stop_lib.rewrite_history(workdir, history)
     first_step = int(state["step"])
     total = train_cfg.steps
+
+    def validate(step: int) -> bool:
+        """Early stopping's validation at `step`; True when the rule fires there."""
+        result = evaluate_lib.evaluate(
+            state["params"], mcfg, spec, num_examples=stopper.num_examples,
+            batch_size=stopper.batch_size, data_seed=config.data_seed, policy=eval_policy,
+            split="valid")
+        row = {"step": step, "exact_match": result["exact_match"],
+               "digit_accuracy": result["digit_accuracy"]}
+        history.append(row)
+        early_stop_lib.append(workdir, row)
+        _progress("validation at step %d: exact match %.4f (stop at >= %.2f, %d in a row)", step,
+                  row["exact_match"], stopper.threshold, stopper.patience)
+        return stopper.converged(history)
+
+    eval_policy = None if precision.policy is None or precision.policy.native \
+        else precision.policy
+    converged_at = None
+    if stopper is not None and first_step and first_step % stopper.every == 0 and \
+            not any(h["step"] == first_step for h in history):
+        validate(first_step)  # killed after the checkpoint, before its validation was written
+    if stopper is not None and history and history[-1]["step"] == first_step and \
+            stopper.converged(history):
+        converged_at = first_step  # it had converged: stop where it stopped, as before the kill
     _progress("task %s | model %s | precision %s | %d device(s) | steps %d..%d", spec,
                  mcfg, precision.description, num_devices, first_step, total)
 
@@ -286,13 +322,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     window_start, window_steps = time.time(), 0
     with open(metrics_path, "a") as metrics_file:
         step = first_step
-        while step < total:
+        while step < total and converged_at is None:
             state, metrics = step_fn(state, global_batch(step))
             step += 1
             window_steps += 1
             pending.append((step, metrics))
             manager.save(step, args=ocp.args.StandardSave(state))  # every checkpoint_every steps
-            if step % train_cfg.log_every and step != total:
+            if stopper is not None and step % stopper.every == 0 and validate(step):
+                converged_at = step
+            if step % train_cfg.log_every and step != total and converged_at is None:
                 continue
             fetched = jax.device_get(pending)
             pending = []
@@ -315,8 +353,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                          _format_seconds((total - s) / max(rate, 1e-9)))
             window_start, window_steps = time.time(), 0
     manager.wait_until_finished()
-    if status == "completed" and manager.latest_step() != total:
-        manager.save(total, args=ocp.args.StandardSave(state), force=True)
+    final_step = int(state["step"])
+    if status == "completed" and manager.latest_step() != final_step:
+        manager.save(final_step, args=ocp.args.StandardSave(state), force=True)
         manager.wait_until_finished()
     manager.close()
     checkpoints_lib.purge_deleted(checkpoint_dir)
@@ -328,15 +367,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             results[str(espec.n)] = evaluate_lib.evaluate(
                 params, mcfg, espec, num_examples=config.eval.num_examples,
                 batch_size=config.eval.batch_size, data_seed=config.data_seed,
-                policy=None if precision.policy is None or precision.policy.native
-                else precision.policy)
+                policy=eval_policy)
             _progress("eval n=%d: exact match %.4f, digit accuracy %.4f", espec.n,
                          results[str(espec.n)]["exact_match"],
                          results[str(espec.n)]["digit_accuracy"])
     summary = {
         "status": status,
         "diverged_at_step": diverged_at,
-        "steps": total if status == "completed" else diverged_at,
+        "steps": final_step if status == "completed" else diverged_at,
+        "steps_to_converge": converged_at,
+        "early_stop": None if stopper is None else dataclasses.asdict(stopper),
+        "validation": history,
         "exact_match": {n: r["exact_match"] for n, r in results.items()},
         "digit_accuracy": {n: r["digit_accuracy"] for n, r in results.items()},
         "eval": results,

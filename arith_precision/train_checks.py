@@ -3,7 +3,8 @@
 `validate(config)` raises `cli_errors.UsageError(key, value, why)` (a ValueError) for the first
 bad value: task, evaluation sizes, model, precision, optimizer (learning rate > 0 and finite,
 warmup >= 0, final fraction in [0, 1], weight decay >= 0, Adam betas in [0, 1), clip > 0),
-training sizes (>= 1), seeds (>= 0), and a run whose estimated memory exceeds the limit.
+training sizes (>= 1), seeds (>= 0), early stopping (every >= 0, threshold in (0, 1],
+the rest >= 1), and a run whose estimated memory exceeds the limit.
 
 The memory estimate (`estimate_bytes`) counts float32 parameters, gradients and both Adam moments,
 plus the activations a backward pass keeps per example (residual-width and MLP-width vectors and
@@ -91,6 +92,13 @@ def validate(config) -> None:
     for key in ("num_examples", "batch_size"):
         _at_least(f"eval.{key}", config.eval[key], 1)
     _at_least("optim.warmup_steps", config.optim.warmup_steps, 0)
+    if config.get("early_stop") is not None:
+        es = config.early_stop
+        _at_least("early_stop.every", es.every, 0)
+        for key in ("num_examples", "batch_size", "patience"):
+            _at_least(f"early_stop.{key}", es[key], 1)
+        if not 0 < _number("early_stop.threshold", es.threshold) <= 1:
+            raise UsageError("early_stop.threshold", es.threshold, "must be in (0, 1]")
     for key, ok, why in _OPTIM_RULES:
         if not ok(_number(f"optim.{key}", config.optim[key])):
             raise UsageError(f"optim.{key}", config.optim[key], why)

@@ -21,8 +21,8 @@ import numpy as np
 from arith_precision.tasks.spec import TaskSpec
 
 HOLDOUT_MODULUS = 16  # 1/16 of the example space is reserved for evaluation.
-SPLITS = ("train", "eval")
-_STREAM_ID = {"train": 0, "eval": 1}
+SPLITS = ("train", "eval", "valid")  # valid: held-out inputs on their own stream (early stopping)
+_STREAM_ID = {"train": 0, "eval": 1, "valid": 2}
 _MAX_REJECTION_ROUNDS = 1000
 
 
@@ -250,7 +250,8 @@ def batch_from_operands(spec: TaskSpec, operands) -> Batch:
 def sample_batch(
     spec: TaskSpec, *, data_seed: int, step: int, batch_size: int, split: str = "train"
 ) -> Batch:
-    """The batch for (data_seed, split, step): deterministic, disjoint across splits."""
+    """The batch for (data_seed, split, step): deterministic; train is disjoint from the held-out
+    inputs that eval and valid both draw from (on separate random streams)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     for name, value, lo in (
@@ -261,7 +262,7 @@ def sample_batch(
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     rng = np.random.default_rng([int(data_seed), _STREAM_ID[split], int(step)])
-    want_held_out = split == "eval"
+    want_held_out = split != "train"
     # Draw enough candidates for one round on average, then top up.
     if want_held_out:
         per_round = batch_size * min(HOLDOUT_MODULUS, 64) + 8

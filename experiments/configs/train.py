@@ -8,6 +8,8 @@ ARGS is a comma-separated list of key=value (and the bare switch `smoke`):
     reverse=0|1  precision=fp32|bf16|fp16|pure_bf16|pure_<fmt>|<format string>
     accumulation=once|sequential|pairwise  native=0|1  layers=L  d_model=D  heads=H
     steps=S  batch=B  lr=LR  seed=S  data_seed=S  eval_ns=N1;N2;...  smoke
+    early_stop=E (validate every E steps; stop at 2 validations in a row with exact match
+    >= 0.99 on 1000 held-out examples; the `early_stop` block holds the rule; 0: off)
 Unknown keys or values are errors.
 
 Main variants (2-core CPU, JAX 0.10, measured):
@@ -74,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         steps=3000, batch_size=256, log_every=100, checkpoint_every=500, keep_checkpoints=2))
     c.eval = ml_collections.ConfigDict(dict(num_examples=2000, batch_size=500, ns=()))
+    # Early stopping (arith_precision/early_stop.py): every=0 is off; else validate every `every`
+    # steps and stop at `patience` consecutive validations with exact match >= `threshold`.
+    c.early_stop = ml_collections.ConfigDict(dict(
+        every=0, threshold=0.99, num_examples=1000, batch_size=500, patience=2))
     return c
 
 
@@ -100,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "seed": lambda v: setattr(c, "seed", int(v)),
         "data_seed": lambda v: setattr(c, "data_seed", int(v)),
         "eval_ns": lambda v: setattr(c.eval, "ns", tuple(int(x) for x in v.split(";") if x)),
+        "early_stop": lambda v: setattr(c.early_stop, "every", int(v)),
         "smoke": lambda v: None,
     }
     unknown = sorted(set(args) - set(setters))
