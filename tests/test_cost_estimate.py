@@ -42,10 +42,13 @@ def test_labels_and_goal_verdicts():
             (None, "device time: not measured", "not measured"),
             (_measurement("cpu"), "CPU measurement", "not measured"),
             (_measurement("gpu"), "GPU measurement", "met")):
-        text = cost_estimate.render("smoke", cost_estimate.estimate(cells, measurement),
+        text = cost_estimate.render("paper_fig2", cost_estimate.estimate(cells, measurement),
                                     measurement, None)
         assert where in text
         assert f"H100-class GPU: {goal}" in text
+    text = cost_estimate.render("paper_fig2_quick", cost_estimate.estimate(cells, None), None,
+                                None)
+    assert "H100-class GPU: applies to the full paper_fig2 grid, not paper_fig2_quick" in text
 
 
 def test_unmeasured_arm_leaves_the_total_unmeasured():
