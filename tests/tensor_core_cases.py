@@ -54,10 +54,14 @@ def _inputs(fmt: str, kind: str):
 def _functions(policy):
     def forward(x, w):
         h = jnp.tanh(x @ w)
-        return jnp.einsum("mn,kn->mk", h, w)  # a contraction over the other axis too
+        out = jnp.einsum("mn,kn->mk", h, w)  # a contraction over the other axis too
+        # A batched contraction whose batch axis sits at different positions (attention-like).
+        x3, w3 = x.reshape(M, 4, K // 4), w.T.reshape(N, K // 4, 4)
+        return out, jnp.einsum("ahk,bkh->hab", x3, w3)
 
     def loss(x, w):
-        return jnp.sum(forward(x, w) ** 2) * 1e-3
+        out, batched = forward(x, w)
+        return (jnp.sum(out ** 2) + jnp.sum(batched ** 2)) * 1e-3
 
     return {
         "jit": jax.jit(simulate(forward, policy)),

@@ -88,11 +88,28 @@ def dot_general(a, b, dimension_numbers, round_out, round_acc, **params):
     return round_out(round_acc(_bf16_dot(a, b, dimension_numbers, rest)))
 
 
+def _canonical(a, b, dimension_numbers):
+    """Operands transposed to (batch, free, contracting) x (batch, contracting, free) and the
+    matching dimension numbers; the output layout (batch, lhs free, rhs free) is unchanged.
+    XLA:CPU has no bf16 x bf16 -> f32 kernel for batched dots whose batch axes sit at
+    different positions in the two operands; transposes are exact, so nothing else changes."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    lfree = [d for d in range(a.ndim) if d not in lc and d not in lb]
+    rfree = [d for d in range(b.ndim) if d not in rc and d not in rb]
+    a = jnp.transpose(a, (*lb, *lfree, *lc))
+    b = jnp.transpose(b, (*rb, *rc, *rfree))
+    nb, nc = len(lb), len(lc)
+    dims = ((tuple(range(nb + len(lfree), a.ndim)), tuple(range(nb, nb + nc))),
+            (tuple(range(nb)), tuple(range(nb))))
+    return a, b, dims
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _bf16_dot(a, b, dimension_numbers, rest):
+    a, b, dims = _canonical(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), dimension_numbers)
     return lax.dot_general_p.bind(
-        a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), dimension_numbers=dimension_numbers,
-        precision=None, preferred_element_type=jnp.dtype(jnp.float32), **dict(rest))
+        a, b, dimension_numbers=dims, precision=None,
+        preferred_element_type=jnp.dtype(jnp.float32), **dict(rest))
 
 
 def _carrier_dot(a, b, dimension_numbers, rest):
