@@ -198,13 +198,10 @@ def render(name: str, result: Mapping[str, Any], measurement, fractions,
         if measurement and result["missing"][r]:
             lines.append(f"  R={r}: no measurement for {', '.join(result['missing'][r])}: "
                          f"total not measured")
-    unit = "GPU-hours" if measurement and measurement.get("platform") == "gpu" else "hours"
     for r in result["replicas"]:
         tag = "one run at a time" if r == 1 else f"{r} replicas per program"
-        lines.append(f"total ({tag}): without early stopping {_h(result['hours'][r])}"
-                     f"{' ' + unit if result['hours'][r] is not None else ''}; with early "
-                     f"stopping {_h(result['hours_es'][r])}"
-                     f"{' ' + unit if result['hours_es'][r] is not None else ''}")
+        lines.append(f"total ({tag}): without early stopping {_h(result['hours'][r])}; with "
+                     f"early stopping {_h(result['hours_es'][r])}")
     if fractions:
         used = sum(n for _, n in fractions.values())
         lines.append(f"early stopping: step fractions from {used} finished runs in "
