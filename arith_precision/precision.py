@@ -11,6 +11,9 @@
 `accumulation` (once | sequential | pairwise) applies inside the simulated region; `native=True`
 uses real bf16/fp16 arrays instead of simulation (hardware accumulation, fast on accelerators).
 `param`, `accum`, `grad` optionally override the policy's formats (empty string: default).
+`tensor_core_dot` (auto | on | off) is the policy's switch for bf16 x bf16 -> fp32 contractions
+under `once` (`simulate/tensor_core.py`); a run config sets it as `precision.tensor_core_dot`
+(absent: auto, i.e. on GPU/TPU only).
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ class StepPrecision:
         p = self.policy
         where = "whole step" if self.whole_step else "loss+grad, fp32 master weights"
         mode = "native" if p.native else f"simulated, accumulation={p.accumulation}"
+        if not p.native and p.tensor_core_dot != "auto":
+            mode += f", tensor_core_dot={p.tensor_core_dot}"
         return f"{p.compute} ({mode}; {where})"
 
 
 def step_precision(name: str, accumulation: str = "once", native: bool = False, param: str = "",
-                   accum: str = "", grad: str = "") -> StepPrecision:
+                   accum: str = "", grad: str = "",
+                   tensor_core_dot: str = "auto") -> StepPrecision:
     """Resolve a precision preset or format name (see the module docstring)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"precision name must be a non-empty string, got {name!r}")
@@ -50,7 +56,8 @@ def step_precision(name: str, accumulation: str = "once", native: bool = False, 
     if fmt == "fp32" and accumulation == "once" and not overrides and not whole_step:
         return StepPrecision(None, False)
     try:
-        policy = Policy(compute=fmt, accumulation=accumulation, native=native, **overrides)
+        policy = Policy(compute=fmt, accumulation=accumulation, native=native,
+                        tensor_core_dot=tensor_core_dot, **overrides)
     except ValueError as e:
         raise ValueError(
             f"bad precision {name!r}: expected fp32, bf16, fp16, pure_<format> or a format "

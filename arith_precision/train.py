@@ -99,7 +99,8 @@ def precision_of(config) -> StepPrecision:
     p = config.precision
     return step_precision(p.name, accumulation=p.accumulation, native=p.native,
                           param=p.get("param", ""), accum=p.get("accum", ""),
-                          grad=p.get("grad", ""))
+                          grad=p.get("grad", ""),
+                          tensor_core_dot=p.get("tensor_core_dot", "auto"))
 
 
 def optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -9,6 +9,14 @@ run does except the final evaluation, which is shrunk to one tiny batch) and rea
 jitted train step of the same model, optimizer, precision and batch shape, fed one pre-built batch
 in a tight loop. Prints both rates, the ratio pipeline / bare (target >= 0.9x) and the pipeline's
 answer+prompt tokens per second.
+
+    python benchmarks/train_bench.py --replicas=1,4,8 [--config=...] [--reps=2]
+
+instead times R runs in one program (`arith_precision/replicas.py`) against R separate runs
+(one jitted step each, run one after another: examples/s of one run) for each R, in both
+replica modes (unrolled: bit-identical to separate runs; vmap: batched, not bit-identical), and
+prints examples/s and the speed-up over separate runs. The default config is the quick-size
+model (d_model 128, 3 layers, batch 512 as in paper_fig2:quick).
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-from arith_precision import tasks, train
+from arith_precision import replicas, tasks, train
 from experiments.configs import train as train_config
 
 
@@ -55,6 +64,44 @@ def _bare_steps_per_sec(config, steps: int) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def _replica_examples_per_sec(config, num: int, mode: str | None, reps: int) -> float:
+    """examples/s of `num` replicas in one program (mode None: one plain jitted step)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from timing import best_time
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    spec = train.task_spec(config.task)
+    mcfg = train.model_config(config)
+    tx, _ = train.optimizer(config)
+    step = train.make_train_step(mcfg, spec, tx, train.precision_of(config))
+    batch = config.train.batch_size
+    states = []
+    for r in range(num):
+        params = train.model_lib.init_params(mcfg, jax.random.key(r))
+        states.append({"params": params, "opt_state": tx.init(params), "step": np.int32(0)})
+    tokens = [tasks.sample_batch(spec, data_seed=r, step=0, batch_size=batch).tokens
+              for r in range(num)]
+    if mode is None:
+        return batch / best_time(jax.jit(step), states[0], jax.device_put(tokens[0]), reps=reps)
+    fn = jax.jit(replicas.replica_step(step, mode))
+    seconds = best_time(fn, replicas.stack(states), jax.device_put(np.stack(tokens)), reps=reps)
+    return num * batch / seconds
+
+
+def replica_bench(config, counts: list[int], reps: int) -> None:
+    spec = train.task_spec(config.task)
+    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} | {spec} | "
+          f"d_model {config.model.d_model}, {config.model.num_layers} layers, batch "
+          f"{config.train.batch_size} | precision {train.precision_of(config).description}")
+    separate = _replica_examples_per_sec(config, 1, None, reps)
+    print(f"separate runs (one jitted step each, one after another): {separate:9.1f} examples/s")
+    for num in counts:
+        for mode in replicas.MODES:
+            rate = _replica_examples_per_sec(config, num, mode, reps)
+            print(f"R={num:2d} {mode:8s} one program: {rate:9.1f} examples/s = "
+                  f"{rate / separate:.2f}x {num} separate runs", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +110,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--replicas", default="",
+                        help="R1,R2,...: time R runs in one program instead (see above)")
+    parser.add_argument("--reps", type=int, default=2, help="steps per timed block (--replicas)")
     args = parser.parse_args()
+    if args.replicas:
+        try:
+            counts = [int(x) for x in args.replicas.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1 or args.reps < 1:
+            parser.error(f"--replicas={args.replicas} must be positive integers R1,R2,... "
+                         f"and --reps={args.reps} >= 1")
+        replica_bench(train_config.get_config(args.config), counts, args.reps)
+        return
     if args.steps < 2 * args.log_every:
         parser.error(f"--steps={args.steps} must be at least 2 x --log-every={args.log_every}")
 

@@ -61,12 +61,14 @@ Modes:
   full     Frontiers with `constructions.frontier.run_frontier` (float and fixed point, bf16 /
            fp16 / e4m3 / e5m2, accumulation once and sequential, 200 random inputs): ADD base 10
            n=4..128, IterADD base 2 k=3 n=4..64, MUL base 2 n=2..16. The sweep is
-           `experiments/configs/paper_fig2.py` (372 cells: 3 tasks x 2 bases x 2 depths x 3 seeds
-           x fp32/bf16, batch 512, 100k steps). The quant study on every fp32 cell (1000-step
-           LoRA / QLoRA on IterADD and MUL, 2000 examples).
-           Runtime (an ESTIMATE, not measured): the sweep dominates, ~3-5 GPU-days serially,
-           ~1 day on one H100 with --workers=8 (or --phases=sweep with `experiments.sweep
-           --shard=i/N` over machines, then re-run this command to finish); the frontiers take
+           `experiments/configs/paper_fig2.py` (558 cells: 3 tasks x 2 bases x 2 depths x 3 seeds
+           x fp32/pure_bf16/bf16, batch 512, <= 100k steps with early stopping). The quant
+           study on every fp32 cell (1000-step LoRA / QLoRA on IterADD and MUL, 2000 examples).
+           Runtime: the sweep dominates; its GPU cost is not measured (`python -m
+           experiments.sweep --config=experiments/configs/paper_fig2.py --estimate
+           --from=gpu_check.json` prices it from `benchmarks/gpu_check.py`); spread it with
+           --workers or `experiments.sweep --shard=i/N` over machines, then re-run this command
+           to finish. The frontiers take
            ~2-6 hours of CPU (the sequential accumulation is the slow part); the quant study
            ~1-2 GPU-hours.
 """

@@ -9,6 +9,10 @@ is i mod N (e.g. one shard per machine or per GPU, all into one shared DIR); eve
 aggregates over all cells present when it ends, and `--aggregate_only` rebuilds the outputs
 without training. Logic: `experiments/sweep_lib.py`; the grids: `experiments/configs/*.py`.
 
+`--estimate [--from=gpu_check.json] [--converged_from=SWEEP_DIR]` prints the sweep's cost
+(cells, FLOPs, device-hours with and without early stopping; `experiments/cost_estimate.py`)
+and runs nothing; --workdir is not needed with it.
+
 Exit status: 0 done, 2 bad input (one line `error: <flag or key>: <value>: <why>`: a flag, the
 config file or its ARGS, a --config.* override, --shard, a workdir that cannot be written),
 1 an internal error (with its traceback). A cell that fails is recorded and the sweep goes on.
@@ -34,7 +38,12 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List this shard's cells and thei
                              "nothing.")
 _AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only rebuild results.csv, "
                                     "report.md and the plots from the cells in --workdir.")
-flags.mark_flags_as_required(["workdir"])  # --config too, except with --aggregate_only
+_ESTIMATE = flags.DEFINE_bool("estimate", False, "Print the sweep's cost (cells, FLOPs, "
+                              "device-hours) and run nothing.")
+_FROM = flags.DEFINE_string("from", None, "With --estimate: a benchmarks/gpu_check.py JSON "
+                            "whose measured step rates price the cells.")
+_CONVERGED_FROM = flags.DEFINE_string("converged_from", None, "With --estimate: a sweep workdir "
+                                      "whose finished runs give early stopping's step fractions.")
 
 
 def main(argv):
@@ -43,6 +52,27 @@ def main(argv):
 
     workdir = _WORKDIR.value
     try:
+        if not _ESTIMATE.value:
+            for flag in (_FROM, _CONVERGED_FROM):
+                if flag.value is not None:
+                    raise cli_errors.UsageError(f"--{flag.name}", flag.value,
+                                                "only applies with --estimate")
+        if _ESTIMATE.value:
+            from experiments import cost_estimate
+
+            if _CONFIG.value is None:
+                raise cli_errors.UsageError("--config", "(missing)", "is required")
+            try:
+                print(cost_estimate.run(_CONFIG.value, _FROM.value, _CONVERGED_FROM.value))
+            except cli_errors.UsageError:
+                raise
+            except ValueError as e:
+                raise cli_errors.UsageError("--config", flags.FLAGS["config"].config_filename,
+                                            str(e)) from None
+            return
+        if workdir is None:
+            raise cli_errors.UsageError("--workdir", "(missing)", "is required (except with "
+                                        "--estimate)")
         if _AGGREGATE_ONLY.value:
             if not os.path.isdir(workdir):
                 raise cli_errors.UsageError("--workdir", workdir, "is not a directory")

@@ -28,6 +28,10 @@ the order the contraction pairs them), as MX hardware blocks matmul inputs:
                 kernels, a transposed embedding table), not after arithmetic on them.
 The contraction length must be a multiple of the block size, else a ValueError names the shapes.
 
+`tensor_core_dot` ("auto" | "on" | "off"): under `once`, contract formats whose values are all
+bfloat16 values as bf16 x bf16 -> float32 (tensor cores) instead of float32 x float32; "auto" does
+so on GPU/TPU backends only (`tensor_core.py`: the semantics and the bit-identity assumption).
+
 `native=True` runs the function on real `jnp.bfloat16` / `jnp.float16` arrays instead of simulating
 (fast on accelerators, semantics of the hardware, `compute` must be fp32, bf16 or fp16).
 
@@ -43,7 +47,7 @@ from typing import Any
 
 from arith_precision import formats
 from arith_precision.formats.mx import block_format
-from arith_precision.simulate import accumulate
+from arith_precision.simulate import accumulate, tensor_core
 
 ACCUMULATIONS = ("once", "sequential", "pairwise")  # plus "chunked:C", C a positive integer
 ACCUMULATION_FORMS = (*ACCUMULATIONS, "chunked:C")
@@ -90,6 +94,7 @@ class Policy:
     seed: int = 0
     matmul_block: str | None = None
     weight_block: str | None = None
+    tensor_core_dot: str = "auto"
 
     def __post_init__(self):
         if self.compute is None:
@@ -101,6 +106,9 @@ class Policy:
         if not is_accumulation(self.accumulation):
             raise ValueError(f"unknown accumulation {self.accumulation!r}; expected one of "
                              f"{ACCUMULATION_FORMS}")
+        if self.tensor_core_dot not in tensor_core.MODES:
+            raise ValueError(f"unknown tensor_core_dot {self.tensor_core_dot!r}; expected one of "
+                             f"{tensor_core.MODES}")
         if self.rounding not in formats.ROUNDING_MODES:
             raise ValueError(f"unknown rounding {self.rounding!r}; expected one of "
                              f"{formats.ROUNDING_MODES}")

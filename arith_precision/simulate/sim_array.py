@@ -38,7 +38,7 @@ from jaxtyping import ArrayLike
 from quax import _primitives as _quax_rules
 
 from arith_precision import formats
-from arith_precision.simulate import accumulate
+from arith_precision.simulate import accumulate, tensor_core
 from arith_precision.simulate import regions as regions_lib
 from arith_precision.simulate.policy import Policy
 from arith_precision.simulate.runtime_format import RuntimeMantissa, round_runtime
@@ -252,8 +252,11 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
             a = _block_along(a, lc, block, (a.shape, b.shape, lc, rc))
         if block is not None and rhs_too:
             b = _block_along(b, rc, block, (a.shape, b.shape, lc, rc))
-    out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation, *_rounders(owner),
-                                 **params)
+    if tensor_core.applies(policy, a, b, params):
+        out = tensor_core.dot_general(a, b, dimension_numbers, *_rounders(owner), **params)
+    else:
+        out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation,
+                                     *_rounders(owner), **params)
     return owner.retag(out, policy, owner.scope)
 
 

@@ -27,15 +27,19 @@ ARGS (comma-separated; lists use ';'):
     steps=S  batch=B  native=1 (real bf16 arrays: much faster on a GPU, hardware accumulation)
 Unknown keys or values are errors.
 
-Runtime (ESTIMATES, not measured on a GPU): the full grid is 558 cells (186 per seed; the
-figures below were measured for the two-arm grid of 372 cells: scale by 1.5). Measured
-on a shared 2-core CPU (d=128, 3 layers, batch 512, IterADD n=10): fp32, simulated bf16 and
-pure_bf16 all ran at 0.3-0.5 steps/s, so simulation costs little where matmuls dominate. On one
-H100 a 100k-step cell is guessed at ~10 min in fp32 and ~15-30 min in simulated bf16 (the extra
-elementwise rounding is memory-bound there), i.e. ~3-5 GPU-days serially. These models are far
-too small to fill a GPU: run 4-8 `--workers` per GPU (~1 day), `native=1` (real bf16 arrays,
-about fp32 speed) and/or `--shard=i/N` over machines.
-`quick`: 93 cells at a fifth of the steps, ~1/30 of the full cost (~3-6 GPU-hours serially).
+Runtime: GPU hours come from a measurement, never a guess:
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py --estimate \
+        [--from=gpu_check.json]
+prints cells, analytic FLOPs and device-hours per precision arm (with and without early
+stopping) from `benchmarks/gpu_check.py`'s JSON; without a GPU run they say "not measured".
+Counted (no measurement needed): the full grid is 558 cells (186 per seed, three arms), at most
+5.6e7 steps and 5.5e18 matmul FLOPs at this config's d_model 128
+(`experiments/cost_estimate.py`; early stopping ends most cells sooner). Measured on a
+shared 2-core CPU (d=128, 3 layers, batch 512, IterADD n=10): fp32, simulated bf16 and
+pure_bf16 all ran at 0.3-0.5 steps/s. On a GPU, simulated bf16 contracts on bf16 tensor cores
+(`tensor_core_dot`, auto there); `native=1` uses real bf16 arrays; `--workers` and `--shard=i/N`
+spread cells.
+`quick`: 93 cells at a fifth of the steps (`--estimate` prices it).
 `smoke`: 6 cells, about a minute on a 2-core CPU (measured: 50 s).
 """
 
