@@ -48,17 +48,34 @@ def dynamic_heads(construction) -> dict:
     return {}
 
 
+def ideal_ranges(construction) -> dict[str, tuple[float, float]]:
+    """Ranges of residual coordinates in the ideal model, from each construction's theorem
+    (its module docstring): interval arithmetic alone loses them (r = S - B q, npm = 1 - [..])."""
+    spec, cfg = construction.spec, construction.config
+    if spec.task in ("add", "iter_add") and cfg.num_layers == 5:
+        p, k = spec.token_base, spec.num_operands
+        base = p ** (1 if k <= p else tasks.ceil_log(k, p))
+        holders = spec.operand_tokens + 2  # column holders, '=' and the sentinel
+        return {"r": (0, base - 1), "r_next": (0, base - 1), "npm": (0, 1), "g": (0, 1),
+                "N": (0, holders), "y": (-1, 2 * holders - 1), "N2": (0, holders ** 2),
+                "N_q": (0, holders), "c": (0, 1), "u_q": (0, 2 * base - 1),
+                "answer": (0, p - 1)}
+    return {}
+
+
 def analyse(construction, mantissa_bits: int, accumulation: str = "once",
             exponent_bits: int = 8) -> Analysis:
     """Run the certificate at one format; `an.ok` says whether every claim holds."""
     an = Analysis(construction, Fmt(exponent_bits, mantissa_bits), accumulation,
                   dynamic_heads(construction))
+    an.ranges = {construction.residual.index(k): v
+                 for k, v in ideal_ranges(construction).items()}
     an.ok, an.failure = True, None
     try:
         x = layers.embed(an)
         for layer in range(construction.config.num_layers):
-            x = layers.attention(an, layer, x)
-            x = layers.mlp(an, layer, x)
+            x = layers.clip(an, layers.attention(an, layer, x))
+            x = layers.clip(an, layers.mlp(an, layer, x))
         layers.readout(an, x)
     except Failed as e:
         an.ok, an.failure = False, str(e)

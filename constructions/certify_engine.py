@@ -98,8 +98,9 @@ class Analysis:
     def note_mag(self, *mags):
         for m in mags:
             m = float(np.max(m)) if np.size(m) else 0.0
+            m = math.inf if math.isnan(m) else m
             self.max_mag = max(self.max_mag, m)
-        if self.max_mag >= self.fmt.max_finite:
+        if not self.max_mag < self.fmt.max_finite:  # NaN fails too
             raise Failed(f"a value of magnitude {self.max_mag:.3g} overflows {self.fmt}")
 
     # ---- sums ----------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""constructions.certify: rounding bit for bit, soundness against every measured frontier point,
+the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from constructions.certify_rounding import Fmt, fl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CERTIFY_JSON = os.path.join(ROOT, "results", "certify", "certify.json")
+
+
+@pytest.mark.parametrize("fmt", ["e8m0", "e8m3", "e8m7", "e8m10", "e5m2", "e4m3", "e8m23"])
+def test_fl_matches_quantize_bit_for_bit(fmt):
+    from arith_precision import formats
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-8, 8, 2000),
+                        [0.0, 1.0, 2.5, -3.5, 1e38, 3.3e38, 1e-40, 6e4, 7e4]])
+    e, m = int(fmt[1:fmt.index("m")]), int(fmt[fmt.index("m") + 1:])
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        want = np.asarray(formats.quantize(jax.numpy.asarray(x, jax.numpy.float64), fmt))
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    np.testing.assert_array_equal(fl(x, Fmt(e, m)), want)
+
+
+def _committed_rows():
+    with open(CERTIFY_JSON) as fh:
+        return json.load(fh)
+
+
+def test_certificate_never_at_or_below_a_measured_failure():
+    """Every certified width (the threshold and up, and the narrower certified ones) passes
+    wherever the frontier measured it; a certificate at a measured failure is a bug."""
+    rows = _committed_rows()
+    from constructions.certify_points import measured_points
+
+    assert len(rows) == len(measured_points()), "results/certify is stale: rerun certify_points"
+    certified_somewhere = 0
+    for row in rows:
+        if row["certified"] is None:
+            continue
+        certified_somewhere += 1
+        widths = set(range(row["certified"], 25)) | set(row["certified_narrower"])
+        bad = widths & set(row["measured_failing"])
+        assert not bad, (row, bad)
+        if row["measured_threshold"] is not None:
+            assert row["certified"] >= row["measured_threshold"], row
+    assert certified_somewhere > 0
+
+
+@pytest.mark.slow  # recomputes every certificate (a few minutes)
+def test_committed_certificates_are_current():
+    from arith_precision import tasks
+    from constructions import build
+    from constructions.certify import certify
+
+    for row in _committed_rows():
+        spec = tasks.TaskSpec(row["task"], base=row["base"], n=row["n"], k=row["k"], l=row["l"])
+        got = certify(build(spec, variant=row["variant"]), row["accumulation"])
+        assert got["certified_mantissa_bits"] == row["certified"], row
+
+
+def test_small_add_certificate_is_sound_against_the_verifier():
+    """ADD base 2, n = 2, both modes: the certificate's widths pass the exhaustive verifier."""
+    from constructions import build, inputs, run
+    from constructions.certify import certify
+
+    c = build("add", 2, 2)
+    ops = inputs.exhaustive(c.spec)
+    result = certify(c, "once")
+    m = result["certified_mantissa_bits"]
+    assert m is not None and m <= 24
+    run.enable_carrier(f"e8m{m}")
+    assert run.check(c, ops, f"e8m{m}", "once", runtime=True)["failures"] == 0
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--task=add", "--base=1", "--n=4"], "--base"),
+    (["--task=add", "--base=10", "--n=4", "--k=3"], "--k"),
+    (["--task=add", "--base=10", "--n=4", "--accumulation=pairwise"], "--accumulation"),
+    (["--task=mul", "--base=10", "--n=4", "--variant=constant"], "--variant"),
+    (["--task=add", "--base=10", "--n=4", "--exponent-bits=9"], "--exponent-bits"),
+])
+def test_cli_bad_flags_one_line_exit_2(argv, flag):
+    proc = subprocess.run([sys.executable, "-m", "constructions.certify", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), proc.stderr
