@@ -41,13 +41,14 @@ from fractions import Fraction
 import numpy as np
 
 from arith_precision import tasks
-from constructions.certify_rounding import Fmt, fl, fl_interval, representable, round_err
+from constructions.certify_rounding import Fmt, fl, fl_interval, round_err
 from constructions.certify_values import (
     NONE,
     Vals,
-    affine_ideal,
     combine_steps,
+    frac_bits,
     lattice_gap,
+    nearest_nonzero,
     scaled_step,
 )
 
@@ -103,86 +104,110 @@ class Analysis:
         if not self.max_mag < self.fmt.max_finite:  # NaN fails too
             raise Failed(f"a value of magnitude {self.max_mag:.3g} overflows {self.fmt}")
 
-    # ---- sums ----------------------------------------------------------------------------------
+    # ---- rounding with snapping --------------------------------------------------------------
 
-    def sum_err(self, term_mags: list[np.ndarray], total_mag: np.ndarray,
-                prefix_mags: list[np.ndarray] | None = None) -> np.ndarray:
-        """Rounding error of summing already-rounded terms (T each), per accumulation mode.
+    def rounded(self, lo, hi, step, off, e_pre) -> np.ndarray:
+        """Error after rounding a value whose ideal lies in the lattice (lo, hi, step, off) and
+        whose pre-rounding computed value is within e_pre of it.
 
-        once: one rounding of the carrier sum (u |total| + eta + carrier error K c sum|terms|).
-        sequential: one rounding per partial sum j >= 2, each at most u |partial_j| + eta; the
-        partial sums are bounded by `prefix_mags` when given, else by the running sum of
-        |terms|. A zero term adds exactly, so only terms that can be nonzero count.
+        Snapping: when every nonzero ideal value is representable (integers up to 2^(M+1), or
+        a representable constant) and e_pre is below half the float spacing at the smallest
+        of them, rounding returns the ideal value itself (error 0; an ideal 0 keeps a computed
+        |x| <= e_pre (1 + u) + eta). Otherwise the standard bound e_pre + u |x| + eta.
         """
         f = self.fmt
-        k = len(term_mags)
-        if k == 0:
-            return np.zeros_like(total_mag)
-        absum = np.sum(term_mags, axis=0)
-        if self.acc == "once":
-            if k == 1:
-                return np.zeros_like(total_mag)  # one rounded term: the sum is that term
-            carrier = k * f.carrier_unit * absum
-            return round_err(np.minimum(total_mag + carrier, absum), f) + carrier
-        if self.acc != "sequential":
-            raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
-        err = np.zeros_like(total_mag)
-        running = np.zeros_like(total_mag)
-        for j in range(k):
-            running = running + term_mags[j]
-            if j == 0:
-                continue
-            bound = running if prefix_mags is None else np.minimum(running, prefix_mags[j])
-            err = err + round_err(bound + err, f)
-        return err
+        lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+        step, off = np.asarray(step), np.asarray(off, float)
+        e_pre = np.broadcast_to(np.asarray(e_pre, float), lo.shape)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
+        generic = e_pre + round_err(mag + e_pre, f)
+        vmin, zero_in = nearest_nonzero(lo, hi, step, off)
+        # off + s z with s, off multiples of 2^-j: representable up to 2^(M+1-j) in magnitude
+        j = np.maximum(frac_bits(np.where(step > 0, step, 0.0)), frac_bits(off))
+        ints = (step > 0) & (mag * np.ldexp(1.0, j) <= 2.0 ** (f.mantissa_bits + 1))
+        consts = (step == 0) & (fl(off, f) == off)
+        repr_ = ints | consts
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m, ex = np.frexp(np.where(np.isfinite(vmin) & (vmin > 0), vmin, 1.0))
+            binade = np.maximum(ex - 1, f.emin)
+            half = np.ldexp(1.0, binade - f.mantissa_bits - 1)
+            half = np.where((m == 0.5) & (ex - 1 > f.emin), half / 2, half)
+        half = np.where(np.isfinite(vmin), half, np.inf)
+        snapped = repr_ & (e_pre < half)
+        at_zero = np.where(e_pre == 0, 0.0, e_pre * (1 + f.u) + f.eta)
+        return np.where(snapped, np.where(zero_in, at_zero, 0.0), generic)
+
+    def sum_terms(self, terms: list[tuple], bias: float = 0.0, bias_r: float = 0.0):
+        """Round-aware sum of terms (lo, hi, step, off, err) (each already rounded), in order.
+
+        Returns (lo, hi, step, off, err, pre_err): once -- one rounding of the carrier sum
+        (its own error K c sum|terms| added); sequential -- one rounding per partial sum; then
+        the bias add (one rounding) when there is a bias. pre_err is the error before it.
+        """
+        f = self.fmt
+        if not terms:
+            raise ValueError("empty sum")
+        lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0])
+        if len(terms) > 1 and self.acc == "once":
+            absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
+            # the carrier sum is exact when every term is an exact lattice value (error 0) whose
+            # multiples of 2^-j stay below 2^(carrier bits - j)
+            exact = np.ones(lo.shape, bool)
+            js = np.zeros(lo.shape)
+            for t in terms:
+                exact &= (t[4] == 0) & (t[2] >= 0)
+                js = np.maximum(js, np.maximum(frac_bits(np.maximum(t[2], 0)), frac_bits(t[3])))
+            exact &= absum < np.ldexp(1.0, f.carrier_bits - js.astype(int))
+            # otherwise: each carrier addition errs by at most cu |result| and by at most its
+            # smaller operand, so besides K cu sum|terms| the error is at most (K - 1) times
+            # the terms other than the largest (tiny leakage added to one exact value)
+            k = len(terms)
+            largest = np.max([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
+            carrier = np.minimum(k * f.carrier_unit * absum,
+                                 (k - 1) * (absum - largest) * (1 + k * f.carrier_unit))
+            e = np.sum([t[4] for t in terms], 0) + np.where(exact, 0.0, carrier)
+            for t in terms[1:]:
+                lo, hi, off = lo + t[0], hi + t[1], off + t[3]
+                step = combine_steps(step, t[2])
+            err = self.rounded(lo, hi, step, off, e)
+        elif len(terms) > 1:
+            if self.acc != "sequential":
+                raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
+            for t in terms[1:]:
+                lo, hi, off = lo + t[0], hi + t[1], off + t[3]
+                step = combine_steps(step, t[2])
+                err = self.rounded(lo, hi, step, off, err + t[4])
+        pre = err + abs(bias_r - bias)
+        if bias != 0.0 or bias_r != 0.0:
+            lo, hi, off = lo + bias, hi + bias, off + bias
+            err = self.rounded(lo, hi, step, off, pre)
+        return lo, hi, step, off, err, pre
 
     # ---- affine maps ---------------------------------------------------------------------------
 
-    def affine(self, x: Vals, key: str, col, bias_key: str | None, bias_idx=None,
-               extra_bias: float = 0.0) -> Vals:
-        """y = x W[:, col] + b over all positions (one output coordinate), with its error."""
-        f = self.fmt
+    def affine(self, x: Vals, key: str, col, bias_key: str | None, bias_idx=None) -> Vals:
+        """y = fl(fl(sum_d fl(x_d W_d)) + b) at all positions (one output coordinate)."""
         W = self.W[key][(slice(None),) + col] if isinstance(col, tuple) else self.W[key][:, col]
         Wr = self.Wr[key][(slice(None),) + col] if isinstance(col, tuple) else self.Wr[key][:, col]
         b = 0.0 if bias_key is None else float(self.W[bias_key][bias_idx])
         br = 0.0 if bias_key is None else float(self.Wr[bias_key][bias_idx])
-        lo, hi, step, off = affine_ideal(x, W, b)
-        rows = np.flatnonzero(W)
-        terms, err = [], np.zeros(x.lo.shape[0])
-        for d in rows:
-            xd = x.column(d)
-            err = err + abs(Wr[d]) * xd.err + xd.mag * abs(Wr[d] - W[d])
-            pmag = xd.cmag * abs(Wr[d])
-            exact = (xd.err == 0) & (xd.step >= 0) & _exact_products(xd, Wr[d], f)
-            err = err + np.where(exact, 0.0, round_err(pmag, f))
-            terms.append(pmag * (1 + f.u) + f.eta)
-        dot_mag = np.maximum(np.abs(lo - b), np.abs(hi - b)) + err
-        err = err + self.sum_err(terms, dot_mag)
-        self.pre_err = err + abs(br - b)  # |D^ + b^ - (D + b)| before the bias add's rounding
-        if b != 0.0 or br != 0.0:
-            err = err + abs(br - b)
-            y_mag = np.maximum(np.abs(lo), np.abs(hi)) + err
-            exact = (err == 0) & (step >= 1) & _exact_lattice(lo, hi, step, off, f)
-            err = err + np.where(exact, 0.0, round_err(y_mag, f))
+        t = x.lo.shape[0]
+        terms = [self.product(x.column(d), float(W[d]), float(Wr[d])) for d in np.flatnonzero(W)]
+        if not terms:
+            terms = [(np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t))]
+        lo, hi, step, off, err, pre = self.sum_terms(terms, b, br)
+        self.pre_err = pre
         self.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         return Vals(lo, hi, step, off, err)
 
-
-def _exact_products(xd: Vals, w: float, f: Fmt) -> np.ndarray:
-    """Products x w that are exact in the format: x integer-valued (or a constant) with |x w| a
-    representable integer for every ideal value."""
-    if not float(w).is_integer():
-        return np.zeros(xd.lo.shape, bool)
-    limit = 2.0 ** (f.mantissa_bits + 1)
-    ints = (xd.step >= 1) & np.array([float(o).is_integer() for o in xd.off])
-    consts = (xd.step == 0) & representable(xd.off * w, f)
-    return (ints & (xd.mag * abs(w) <= limit)) | consts
-
-
-def _exact_lattice(lo, hi, step, off, f: Fmt) -> np.ndarray:
-    limit = 2.0 ** (f.mantissa_bits + 1)
-    ints = np.array([float(o).is_integer() for o in off])
-    return ints & (np.maximum(np.abs(lo), np.abs(hi)) <= limit) & (step >= 1)
+    def product(self, xd: Vals, w: float, wr) -> tuple:
+        """The rounded product fl(x^ w^) against the ideal x w: (lo, hi, step, off, err)."""
+        a, b = w * xd.lo, w * xd.hi
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        step = scaled_step(xd.step, w)
+        off = w * xd.off
+        e_pre = np.abs(wr) * xd.err + xd.mag * np.abs(wr - w)
+        return lo, hi, step, off, self.rounded(lo, hi, step, off, e_pre)
 
 
 def _flatten(tree, prefix=""):

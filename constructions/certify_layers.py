@@ -12,7 +12,16 @@ import numpy as np
 
 from constructions.certify_engine import SIGNIFICANT, Analysis, snap, token_sets
 from constructions.certify_rounding import fl, round_err
-from constructions.certify_values import NONE, Vals, combine_steps, lattice_gap, scaled_step
+from constructions.certify_values import (
+    NONE,
+    Vals,
+    carrier_exact,
+    combine_steps,
+    dyadic_close,
+    joined_with_zero,
+    lattice_gap,
+    scaled_step,
+)
 
 TINY = 2.0 ** -50  # relative slack for float64 evaluation of exp and of sums done here
 
@@ -24,7 +33,7 @@ def embed(an: Analysis) -> Vals:
     Er, Pr = an.Wr["embed"], an.Wr["pos_embedding"]
     t, d = len(sets), E.shape[1]
     lo, hi, off = np.zeros((t, d)), np.zeros((t, d)), np.zeros((t, d))
-    step, err = np.zeros((t, d), np.int64), np.zeros((t, d))
+    step, err = np.zeros((t, d)), np.zeros((t, d))
     fixed = np.full((t, d), np.nan)
     for i, toks in enumerate(sets):
         ideal = E[toks] + P[i]  # tokens x D
@@ -77,7 +86,9 @@ def _sum_interval(an: Analysis, terms, shape):
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
         absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
-        c = len(terms) * (f.carrier_unit + TINY) * absum
+        exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
+            [t[0] for t in terms], f.carrier_bits)
+        c = np.where(exact, 0.0, len(terms) * (f.carrier_unit + TINY) * absum)
         return fl(slo - c, f), fl(shi + c, f)
     lo, hi = terms[0]
     for tlo, thi in terms[1:]:
@@ -193,8 +204,10 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
         dlo[i, rest] = np.minimum(fl(slo[i, rest] - w_hi, f), 0.0)
         dhi[i, rest] = np.minimum(fl(shi[i, rest] - w_lo, f), 0.0)
     with np.errstate(invalid="ignore"):
-        elo = np.where(visible, fl(np.exp(dlo) * (1 - TINY), f), 0.0)
-        ehi = np.where(visible, np.minimum(fl(np.exp(dhi) * (1 + TINY), f), 1.0), 0.0)
+        elo = np.where(visible, fl(np.exp(dlo) * (1 - f.exp_slack), f), 0.0)
+        ehi = np.where(visible, np.minimum(fl(np.exp(dhi) * (1 + f.exp_slack), f), 1.0), 0.0)
+        elo = np.where(dlo == 0, 1.0, elo)  # exp(0) = 1 exactly
+        ehi = np.where(dhi == 0, 1.0, ehi)
     zlo, zhi = _sum_keys(an, elo, ehi, visible)
     wlo = fl(elo / zhi * (1 - TINY), f)
     whi = np.where(visible, fl(ehi / zlo * (1 + TINY), f), 0.0)
@@ -209,7 +222,7 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
         if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
             out.append(None)
             continue
-        out.append(_mix(an, v, wsnap, sig, dev, whi, visible, fracs))
+        out.append(_mix(an, v, wsnap, sig, dev, wlo, whi, visible))
     return out
 
 
@@ -219,6 +232,10 @@ def _sum_keys(an, elo, ehi, visible):
     if an.acc == "once":
         n = visible.sum(1, keepdims=True)
         c = n * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
+        exact = (np.all(elo == ehi, axis=1, keepdims=True)
+                 & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
+                                 f.carrier_bits))
+        c = np.where(exact, 0.0, c)
         return fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
     lo, hi = elo[:, :1], ehi[:, :1]
     for j in range(1, elo.shape[1]):
@@ -227,187 +244,193 @@ def _sum_keys(an, elo, ehi, visible):
     return lo, hi
 
 
-def _mix(an, v: Vals, wsnap, sig, dev, whi, visible, fracs) -> Vals:
-    """ctx = sum_k w^_k v^_k against the intended sum_k w_k v_k over the intended keys."""
-    f = an.fmt
+def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
+    """ctx = sum_k fl(w^_k v^_k) against the intended sum_k w_k v_k (intended keys only)."""
     t = v.lo.shape[0]
-    lo = (np.where(wsnap > 0, wsnap * v.lo[None, :], 0)).sum(1)
-    hi = (np.where(wsnap > 0, wsnap * v.hi[None, :], 0)).sum(1)
-    step = np.zeros(t, np.int64)
-    off = (wsnap * v.off[None, :]).sum(1)
-    for (i, j), fr in fracs.items():
-        if v.step[j] == 0:
+    terms = []
+    for j in range(t):
+        col = visible[:, j]
+        if not col.any():
             continue
-        ws = fr * int(v.step[j]) if v.step[j] > 0 else None
-        si = int(ws) if ws is not None and ws.denominator == 1 else NONE
-        step[i] = combine_steps(np.array([step[i]]), np.array([si]))[0]
-    vmag = v.mag[None, :]
-    err = (np.where(sig, dev * vmag + whi * v.err[None, :], 0)
-           + np.where(sig | ~visible, 0, whi * (vmag + v.err[None, :]))).sum(1)
-    pm = np.where(visible, whi * (v.cmag[None, :]), 0)  # |products|
-    nonzero = pm > 0
-    err = err + (np.where(nonzero, round_err(pm, f), 0)).sum(1)
-    terms = [pm[:, j] * (1 + f.u) + f.eta * nonzero[:, j] for j in range(t)
-             if nonzero[:, j].any()]
-    total = np.maximum(np.abs(lo), np.abs(hi)) + err
-    err = err + an.sum_err(terms, total)
-    an.note_mag(total)
+        w = wsnap[:, j]
+        a, b = w * v.lo[j], w * v.hi[j]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        off = w * v.off[j]
+        if v.step[j] == 0:
+            step = np.zeros(t)
+        elif v.step[j] > 0:
+            step = np.where(w == 0, 0.0, dyadic_close(w * float(v.step[j])))
+        else:
+            step = np.where(w == 0, 0.0, NONE)
+        off = np.where(w == 0, 0.0, off)
+        e_pre = np.where(sig[:, j], dev[:, j] * v.mag[j] + whi[:, j] * v.err[j],
+                         whi[:, j] * (v.mag[j] + v.err[j]))
+        e_pre = np.where(col, e_pre, 0.0)
+        err = an.rounded(lo, hi, step, off, e_pre)
+        values = _lattice_values(v, j)
+        if values is not None:  # exact value, few ideal values: the products computed exactly
+            exact = np.zeros(t)
+            for val in values:
+                for wc in (wlo[:, j], whi[:, j]):
+                    exact = np.maximum(exact, np.abs(fl(wc * val, an.fmt) - w * val))
+            err = np.where(col, np.minimum(err, exact), 0.0)
+        terms.append((lo, hi, step, off, err))
+    lo, hi, step, off, err, _ = an.sum_terms(terms)
+    an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
     return Vals(lo, hi, step, off, err)
+
+
+def _lattice_values(v: Vals, j: int, limit: int = 64):
+    """The ideal values of v at position j when it is computed exactly (error 0) and takes at
+    most `limit` values (a constant, or a short lattice), else None."""
+    if v.err[j] != 0:
+        return None
+    if v.step[j] == 0:
+        return [float(v.off[j])]
+    if v.step[j] < 0:
+        return None
+    s, off = float(v.step[j]), float(v.off[j])
+    z0, z1 = math.ceil((v.lo[j] - off) / s - 1e-9), math.floor((v.hi[j] - off) / s + 1e-9)
+    if z1 - z0 + 1 > limit:
+        return None
+    return [off + s * z for z in range(z0, z1 + 1)]
 
 
 def _residual(an: Analysis, x: Vals, inner: Vals, kernel: str, bias: str) -> Vals:
     """x + (inner W + b) for every coordinate the sub-layer writes; the others pass exactly."""
-    f = an.fmt
-    out = Vals(*(a.copy() for a in (x.lo, x.hi, x.step, x.off, x.err)))
     W = an.W[kernel]
+    upd = {}
     for d in range(W.shape[1]):
-        if not W[:, d].any() and an.W[bias][d] == 0:
-            continue
-        upd = an.affine(inner, kernel, d, bias, d)
+        if W[:, d].any() or an.W[bias][d] != 0:
+            upd[d] = an.affine(inner, kernel, d, bias, d)
+    return add_updates(an, x, upd)
+
+
+def add_updates(an: Analysis, x: Vals, upd: dict[int, Vals]) -> Vals:
+    """The residual add x + update (one rounding; adding to an exact 0 is exact)."""
+    out = Vals(*(a.copy() for a in (x.lo, x.hi, x.step, x.off, x.err)))
+    for d, u in upd.items():
         an.written[d] = True
         xd = x.column(d)
-        lo, hi = xd.lo + upd.lo, xd.hi + upd.hi
-        step = combine_steps(xd.step, upd.step)
-        off = xd.off + upd.off
-        err = xd.err + upd.err
-        mag = np.maximum(np.abs(lo), np.abs(hi)) + err
-        exact = ((err == 0) & (step >= 0) & (mag <= 2.0 ** (f.mantissa_bits + 1))
-                 & np.array([float(o).is_integer() for o in off]))
+        lo, hi = xd.lo + u.lo, xd.hi + u.hi
+        step = combine_steps(xd.step, u.step)
+        off = xd.off + u.off
         zero_x = (xd.step == 0) & (xd.off == 0) & (xd.err == 0)
-        err = err + np.where(exact | zero_x, 0.0, round_err(mag, f))
-        an.note_mag(mag)
+        err = np.where(zero_x, u.err, an.rounded(lo, hi, step, off, xd.err + u.err))
+        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         out.lo[:, d], out.hi[:, d], out.step[:, d], out.off[:, d], out.err[:, d] = \
             lo, hi, step, off, err
     return out
+
+
+def _relu(a: Vals) -> Vals:
+    """h = relu(a): exact op; the ideal lattice survives where 0 is in it or a keeps a sign."""
+    off0 = a.hi + a.err <= 0  # computed pre-activation <= 0: h = 0 exactly
+    lo, hi = np.maximum(a.lo, 0), np.maximum(a.hi, 0)
+    # {0} joined to the lattice off + s Z: the lattice gcd(s, |off|) Z
+    joined = joined_with_zero(a.step, a.off)
+    step = np.where(a.lo >= 0, a.step, np.where(a.hi <= 0, 0.0, joined))
+    off = np.where(a.lo >= 0, a.off, 0.0)
+    err = np.where(off0, 0.0, a.err)
+    return Vals(lo, hi, step, off, err)
 
 
 def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
     f = an.fmt
     pre = f"layer_{layer}/mlp"
     W1, b1, W2 = an.W[f"{pre}/fc1/kernel"], an.W[f"{pre}/fc1/bias"], an.W[f"{pre}/fc2/kernel"]
-    W2r = an.Wr[f"{pre}/fc2/kernel"]
-    t = x.lo.shape[0]
-    units = [u for u in range(W1.shape[1]) if W2[u].any()]
-    groups, u = [], 0
-    used = set(units)
-    while u < W1.shape[1]:
-        if u not in used:
-            u += 1
-            continue
-        v = u + 1
-        if (v in used and np.array_equal(W1[:, u], W1[:, v]) and np.array_equal(W2[u], -W2[v])
+    b1r, W2r = an.Wr[f"{pre}/fc1/bias"], an.Wr[f"{pre}/fc2/kernel"]
+    used = [u for u in range(W1.shape[1]) if W2[u].any()]
+    groups, i = [], 0
+    while i < len(used):
+        u = used[i]
+        v = used[i + 1] if i + 1 < len(used) else None
+        if (v == u + 1 and np.array_equal(W1[:, u], W1[:, v]) and np.array_equal(W2[u], -W2[v])
                 and b1[u] > b1[v]):
             groups.append((u, v))
-            u += 2
+            i += 2
         else:
             groups.append((u,))
-            u += 1
-    # contributions of each group to each output coordinate: (ideal lo, hi, step, err, mags)
-    contrib = []
-    worst_gap = math.inf
+            i += 1
+    info, worst, dirty_count = [], math.inf, 0
     for g in groups:
-        if len(g) == 2:
-            lower = an.affine(x, f"{pre}/fc1/kernel", g[1], f"{pre}/fc1/bias", g[1])
-            pre_err = an.pre_err
-            delta = float(b1[g[0]] - b1[g[1]])
-            dr = float(an.Wr[f"{pre}/fc1/bias"][g[0]] - an.Wr[f"{pre}/fc1/bias"][g[1]])
-            gap = lattice_gap(lower.lo, lower.hi, lower.step, lower.off, -delta, 0.0)
-            margin = gap - pre_err - abs(dr - delta)
-            if np.isnan(margin).any():
-                an.claim(f"layer {layer} mlp units {g}", "clean step", False, "NaN pre-activation")
-            # Where the ideal pre-activation is not a clean lattice (a position whose value the
-            # construction never uses, e.g. a pointer-less query averaging every key) or its
-            # error reaches the ramp, the pair is only known to output some value in [0, delta]
-            # (1-Lipschitz in the pre-activation): no claim fails here; any consumer that needs
-            # that value exact fails instead (down to the readout).
-            dirty = ~(margin > 0)
-            clean_gaps = margin[~dirty]
-            if clean_gaps.size:
-                worst_gap = min(worst_gap, float(np.min(clean_gaps)))
-            can_on = lower.hi >= 0
-            can_off = lower.lo <= -delta
-            amag = np.maximum(np.abs(lower.lo), np.abs(lower.hi)) + pre_err
-            h2mag = np.where(can_on, amag, 0.0)
-            h1mag = np.where(can_on, amag + abs(dr), 0.0)
-            perr = np.where(can_on, abs(dr - delta) + round_err(h1mag, f) + round_err(h2mag, f),
-                            0.0)
-            lo = np.where(can_off | dirty, 0.0, delta)
-            hi = np.where(can_on | dirty, delta, 0.0)
-            hstep = np.where(can_on & can_off, int(delta) if delta.is_integer() else NONE, 0)
-            hstep = np.where(dirty, NONE, hstep)
-            hoff = np.where(can_off, 0.0, delta)
-            perr = np.where(dirty, np.minimum(pre_err + abs(dr - delta), delta) + round_err(
-                h1mag, f) + round_err(h2mag, f) + np.where(gap == -np.inf, 0.0, 0.0), perr)
-            h1mag = np.where(dirty, amag + abs(dr), h1mag)
-            h2mag = np.where(dirty, amag, h2mag)
-            an.dirty_units = getattr(an, "dirty_units", 0) + int(dirty.sum())
-            contrib.append((g, lo, hi, hstep, hoff, perr, h1mag, h2mag))
-        else:
-            a = an.affine(x, f"{pre}/fc1/kernel", g[0], f"{pre}/fc1/bias", g[0])
-            off0 = a.hi + a.err <= 0
-            lo, hi = np.maximum(a.lo, 0), np.maximum(a.hi, 0)
-            herr = np.where(off0, 0.0, a.err)
-            zero_in = (a.step > 0) & (np.mod(a.off, np.maximum(a.step, 1)) == 0)
-            hstep = np.where(a.lo >= 0, a.step, np.where(a.hi <= 0, 0,
-                                                          np.where(zero_in, a.step, NONE)))
-            hoff = np.where(a.lo >= 0, a.off, np.where(a.hi <= 0, 0.0,
-                                                       np.where(zero_in, 0.0, a.off)))
-            contrib.append((g, lo, hi, hstep, hoff, herr, a.cmag * (~off0), None))
-    out = Vals(*(arr.copy() for arr in (x.lo, x.hi, x.step, x.off, x.err)))
+        units = []
+        for u in g:
+            a = an.affine(x, f"{pre}/fc1/kernel", u, f"{pre}/fc1/bias", u)
+            units.append((a, an.pre_err, _relu(a)))
+        if len(g) == 1:
+            info.append((g, units, None))
+            continue
+        (a1, pre1, h1), (a2, pre2, h2) = units
+        delta = float(b1[g[0]] - b1[g[1]])
+        dr = float(b1r[g[0]] - b1r[g[1]])
+        gap = lattice_gap(a2.lo, a2.hi, a2.step, a2.off, -delta, 0.0)
+        margin = gap - pre2 - abs(dr - delta)
+        if np.isnan(margin).any():
+            an.claim(f"layer {layer} mlp units {g}", "clean step", False, "NaN pre-activation")
+        # Not clean (an unused position whose ideal is no lattice, or an error reaching the
+        # ramp): the pair is only known to give some value in [0, delta]; a consumer that needs
+        # it exact fails instead, down to the readout.
+        dirty = ~(margin > 0)
+        dirty_count += int(dirty.sum())
+        if (~dirty).any():
+            worst = min(worst, float(margin[~dirty].min()))
+        can_on = (a2.hi >= 0) | dirty
+        can_off = (a2.lo <= -delta) | dirty
+        r1 = round_err(np.maximum(np.abs(a1.lo), np.abs(a1.hi)) + pre1, f)
+        r2 = round_err(np.maximum(np.abs(a2.lo), np.abs(a2.hi)) + pre2, f)
+        cancel = abs(dr - delta) + r1 + r2 + np.where(dirty, pre2, 0.0)
+        perr = np.where(can_on, np.minimum(h1.err + h2.err, cancel), 0.0)
+        lo = np.where(can_off, 0.0, delta)
+        hi = np.where(can_on, delta, 0.0)
+        pstep = np.where(can_on & can_off, delta, 0.0)
+        pstep = np.where(dirty, NONE, pstep)
+        poff = np.where(can_off, 0.0, delta)
+        info.append((g, units, Vals(lo, hi, pstep, poff, perr)))
+    upd = {}
     for d in range(W2.shape[1]):
         if not W2[:, d].any() and an.W[f"{pre}/fc2/bias"][d] == 0:
             continue
-        lo, hi = np.zeros(t), np.zeros(t)
-        step, off, err = np.zeros(t, np.int64), np.zeros(t), np.zeros(t)
-        terms, prefixes, done = [], [], np.zeros(t)
-        for g, clo, chi, hstep, hoff, cerr, m1, m2 in contrib:
+        terms = []
+        for g, units, pair in info:
             w, wr = float(W2[g[0], d]), float(W2r[g[0], d])
             if w == 0:
                 continue
-            a_, b_ = w * clo, w * chi
-            lo, hi = lo + np.minimum(a_, b_), hi + np.maximum(a_, b_)
-            step = combine_steps(step, scaled_step(hstep.astype(np.int64), w))
-            off = off + w * hoff
-            cmag = np.maximum(np.abs(a_), np.abs(b_))
-            err = err + abs(wr) * cerr + abs(wr - w) * np.maximum(np.abs(clo), np.abs(chi))
-            p1 = abs(wr) * m1
-            p2 = abs(wr) * m2 if m2 is not None else None
-            for pm in (p1, p2):
-                if pm is not None:
-                    err = err + round_err(pm, f) * (pm > 0)
-            if np.any(p1 > 0):
-                terms.append(p1 * (1 + f.u) + f.eta)
-                prefixes.append(done + p1 if p2 is not None else done + cmag)
-            if p2 is not None and np.any(p2 > 0):
-                terms.append(p2 * (1 + f.u) + f.eta)
-                prefixes.append(done + cmag)
-            done = done + cmag
-        total = np.maximum(np.abs(lo), np.abs(hi)) + err
-        err = err + an.sum_err(terms, total, [pf + err for pf in prefixes])
-        bias = float(an.W[f"{pre}/fc2/bias"][d])
-        if bias != 0:
-            lo, hi, off = lo + bias, hi + bias, off + bias
-            err = err + abs(float(an.Wr[f"{pre}/fc2/bias"][d]) - bias) + round_err(
-                np.maximum(np.abs(lo), np.abs(hi)) + err, f)
-        upd = Vals(lo, hi, step, off, err)
-        an.written[d] = True
-        xd = x.column(d)
-        nlo, nhi = xd.lo + upd.lo, xd.hi + upd.hi
-        nstep = combine_steps(xd.step, upd.step)
-        noff = xd.off + upd.off
-        nerr = xd.err + upd.err
-        mag = np.maximum(np.abs(nlo), np.abs(nhi)) + nerr
-        zero_x = (xd.step == 0) & (xd.off == 0) & (xd.err == 0)
-        exact = ((nerr == 0) & (nstep >= 0) & (mag <= 2.0 ** (f.mantissa_bits + 1))
-                 & np.array([float(o).is_integer() for o in noff]))
-        nerr = nerr + np.where(exact | zero_x, 0.0, round_err(mag, f))
-        an.note_mag(mag)
-        out.lo[:, d], out.hi[:, d], out.step[:, d], out.off[:, d], out.err[:, d] = \
-            nlo, nhi, nstep, noff, nerr
+            if pair is None:
+                terms.append(an.product(units[0][2], w, wr))
+                continue
+            h1, h2 = units[0][2], units[1][2]
+            t1, t2 = an.product(h1, w, wr), an.product(h2, -w, -wr)
+            # computed fl(w^ h1^) + fl(-w^ h2^) against the ideal w (h1 - h2)
+            rho = (round_err(np.abs(wr) * h1.cmag, f) + round_err(np.abs(wr) * h2.cmag, f))
+            cancel = abs(wr) * pair.err + abs(wr - w) * pair.mag + rho
+            a_, b_ = w * pair.lo, w * pair.hi
+            lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
+            step, off = scaled_step(pair.step, w), w * pair.off
+            if an.acc == "once":
+                terms.append((lo, hi, step, off, np.minimum(t1[4] + t2[4], cancel)))
+            else:
+                terms.append(t1)  # the partial sum after h1 is rounded on its own
+                t2_err = np.maximum(np.minimum(t1[4] + t2[4], cancel) - t1[4], 0.0)
+                terms.append(_after_pair(t1, (lo, hi, step, off), t2_err))
+        lo, hi, step, off, err, _ = an.sum_terms(
+            terms, float(an.W[f"{pre}/fc2/bias"][d]), float(an.Wr[f"{pre}/fc2/bias"][d]))
+        upd[d] = Vals(lo, hi, step, off, err)
     an.claim(f"layer {layer} mlp", "clean steps", True,
              f"{sum(len(g) == 2 for g in groups)} step pairs, smallest margin to the ramp "
-             f"{worst_gap:.3g}; {sum(len(g) == 1 for g in groups)} single units")
-    return out
+             f"{worst:.3g}" + (f" ({dirty_count} pair-positions not clean: values no "
+                               f"answer needs, or failures caught downstream)"
+                               if dirty_count else "")
+             + f"; {sum(len(g) == 1 for g in groups)} single units")
+    return add_updates(an, x, upd)
+
+
+def _after_pair(t1, pair_ideal, t2_err):
+    """The second term of a pair in a sequential sum: chosen so that the partial sum after it
+    has the pair's ideal lattice (ideal w (h1 - h2)) and the pair's error; its ideal interval
+    is the pair's minus the first term's (only the sum's interval is used)."""
+    lo, hi, step, off = pair_ideal
+    return (lo - t1[1], hi - t1[0], combine_steps(step, t1[2]), off - t1[3], t2_err)
 
 
 def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
@@ -416,9 +439,11 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
     Lemma (blocks.py): with N2 = N^2 at the keys and T = N_q + 1, the score
     lam (2 T N_k - N2_k) + mu npm_k = lam T^2 - lam (N_k - T)^2 + mu npm_k is largest at the one
     marked key with N_k = T, by at least min(lam, mu) over every other key. lam and mu are read
-    from the query biases; the computed scores differ from the ideal ones by at most e_s
-    (errors of the query and key slots, of the products and of the sum); the copy is then the
-    intended key's value, with weights off by at most the leakage e^-(min(lam, mu) - 2 e_s).
+    from the query biases. Per query position, the computed scores differ from the ideal ones
+    by at most e_s (errors of the query slots there and of the key slots at every earlier
+    position, of the products and of the sum); where 2 e_s < min(lam, mu) the intended key has
+    the largest computed score, so its e = 1 exactly and every other key's weight is at most
+    e^-(min(lam, mu) - 2 e_s). Elsewhere the output is only known to lie between the values.
     """
     f = an.fmt
     pre = f"layer_{layer}/attn"
@@ -427,57 +452,70 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
     bq = an.W[f"{pre}/query/bias"][h]
     lam, mu = -float(bq[1]) / math.sqrt(dh), float(bq[2]) / math.sqrt(dh)
     margin = min(lam, mu)
-    qs = [an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
-          for s in range(dh)]
-    ks = [an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
-          for s in range(dh)]
-    scale = 1.0 / math.sqrt(dh)
-    es, terms, total = 0.0, [], 0.0
-    for q, k in zip(qs, ks, strict=True):
-        qm, km = float(q.mag.max()), float(k.mag.max())
-        qe, ke = float(q.err.max()), float(k.err.max())
-        if qm + qe == 0 or km + ke == 0:
+    es = np.zeros(t)
+    prods, total = [], np.zeros(t)
+    for s in range(dh):
+        q = an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
+        k = an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
+        km = np.maximum.accumulate(k.mag)  # over the keys k <= q
+        ke = np.maximum.accumulate(k.err)
+        if not (q.cmag.any() and (km + ke).any()):
             continue
-        es += qm * ke + km * qe + qe * ke
-        pm = (qm + qe) * (km + ke)
-        es += float(round_err(pm, f))
-        terms.append(np.array([pm * (1 + f.u) + f.eta]))
-        total += qm * km
-    es += float(an.sum_err(terms, np.array([total + es]))[0])
-    es = es * scale + float(round_err((total + es) * scale, f))  # the 1/sqrt(Dh) product
-    an.note_mag(np.array([(total + es) * scale]))
+        es = es + q.mag * ke + km * q.err + q.err * ke
+        pm = q.cmag * (km + ke)
+        es = es + round_err(pm, f)
+        prods.append(pm)
+        total = total + q.mag * km
+    if an.acc == "once" and len(prods) > 1:
+        es = es + round_err(total + es, f) + len(prods) * f.carrier_unit * np.sum(prods, 0)
+    elif len(prods) > 1:
+        running = prods[0]
+        for pm in prods[1:]:
+            running = running + pm
+            es = es + round_err(running + es, f)
+    scale = 1.0 / math.sqrt(dh)
+    es = es * scale + round_err((total + es) * scale, f)
+    an.note_mag((total + es) * scale)
     spare = margin - 2 * es
-    if not spare > 0:
-        an.claim(where, "quadratic match", False,
-                 f"score error {es:.3g} against the margin min(lam, mu) = {margin:.3g}")
-    leak = math.exp(-spare * (1 - f.u)) * (1 + TINY)
-    zhi = float(fl(1 + (t - 1) * leak * (1 + f.u) * 2, f))
-    wdev = 1 - float(fl(1 / zhi * (1 - TINY), f))
-    an.claim(where, "quadratic match", True,
-             f"margin min(lam, mu) = {margin:.3g}, score error <= {es:.3g}, leaked weight <= "
-             f"{leak:.3g} per key")
+    clean = spare > 0
+    with np.errstate(over="ignore"):
+        leak = np.where(clean, np.exp(-np.where(clean, spare, 0) * (1 - f.u)) * (1 + TINY), 1.0)
+    # Z = 1 (the intended key) + the leaked e of the other keys <= t leak: when that is below
+    # u, every rounding of a partial sum that contains the 1 returns 1, so Z = 1 and the
+    # intended weight is exactly 1; otherwise Z <= (1 + t leak)(1 + u)^t.
+    ksum = np.arange(1, t + 1) * leak
+    zhi = np.where(ksum < f.u, 1.0, (1 + ksum) * (1 + f.u) ** np.arange(1, t + 1))
+    zhi = np.where(clean, zhi, np.inf)
+    wdev = np.where(clean, np.where(zhi == 1.0, 0.0, 1 - 1 / zhi + f.u), 1.0)
+    if clean.any():
+        an.claim(where, "quadratic match", True,
+                 f"margin min(lam, mu) = {margin:.3g}, score error <= {es[clean].max():.3g}, "
+                 f"leaked weight <= {leak[clean].max():.3g} per key"
+                 + ("" if clean.all() else f"; {int((~clean).sum())} positions not clean "
+                    "(their output is only bounded; the readout decides)"))
     out = []
     for s in range(dh):
         v = vals[s]
         if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
             out.append(None)
             continue
-        # the intended key can be any earlier position: the union of their ideal values
-        lo = np.minimum.accumulate(v.lo)
-        hi = np.maximum.accumulate(v.hi)
-        vmag = np.maximum.accumulate(v.mag)
-        verr = np.maximum.accumulate(v.err)
-        cm = np.cumsum(v.cmag)
-        err = wdev * vmag + verr + leak * cm
-        pm = vmag + verr + leak * cm
-        err = err + round_err(pm, f) + round_err(leak * cm, f) * t
-        err = err + an.sum_err([pm * (1 + f.u) + f.eta, leak * cm * (1 + f.u) + f.eta],
-                               np.maximum(np.abs(lo), np.abs(hi)) + err)
-        if an.acc == "sequential":
-            err = err + t * round_err(pm + err, f)
-        step = np.ones(t, np.int64)
-        ok = np.all(((v.step == 1) | (v.step == 0)) & (v.off == np.round(v.off)))
-        step = step if ok else np.full(t, NONE, np.int64)
+        # the intended key can be any earlier position: the hull of their ideal values
+        lo, hi = np.minimum.accumulate(v.lo), np.maximum.accumulate(v.hi)
+        vmag, verr = np.maximum.accumulate(v.mag), np.maximum.accumulate(v.err)
+        leaked = leak * np.cumsum(v.cmag)
+        cand = np.where(v.step < 0, NONE, joined_with_zero(np.where(v.step == 0, np.abs(v.off) + (
+            v.off == 0), v.step), v.off))
+        common = cand[0]
+        for c_ in cand[1:]:
+            common = float(combine_steps(np.array([common]), np.array([c_]))[0])
+        step = np.full(t, common)
+        e_pre = wdev * vmag + verr + leaked
+        err = an.rounded(lo, hi, step, np.zeros(t), e_pre)
+        if an.acc == "sequential":  # every partial sum rounded: one generic rounding each
+            err = err + np.arange(1, t + 1) * round_err(vmag + e_pre, f)
+        err = np.where(clean, err, (hi - lo) + verr + leaked)
+        step = np.where(clean, step, NONE)
+        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         out.append(Vals(lo, hi, step, np.zeros(t), err))
     return out
 
@@ -494,6 +532,11 @@ def readout(an: Analysis, x: Vals) -> None:
     for i in range(spec.answer_tokens):
         t = first + i
         configs = _readout_configs(x, t, rows)
+        if not configs:
+            an.claim(f"readout position {t}", "ideal answer", False,
+                     f"the answer coordinate's ideal value is not pinned to integers "
+                     f"(interval [{x.lo[t, rows[0]]:.3g}, {x.hi[t, rows[0]]:.3g}], error "
+                     f"{x.err[t, rows[0]]:.3g})")
         for cfg in configs:
             ideal = cfg @ U[rows] + c
             order = np.argsort(ideal)
@@ -523,11 +566,11 @@ def _readout_configs(x: Vals, t: int, rows) -> list[np.ndarray]:
     several, the one-hot vectors (the constant-precision ADD readout's ideal state)."""
     if len(rows) == 1:
         r = rows[0]
-        s, lo, hi, off = int(x.step[t, r]), x.lo[t, r], x.hi[t, r], x.off[t, r]
+        s, lo, hi, off = float(x.step[t, r]), x.lo[t, r], x.hi[t, r], x.off[t, r]
         if s == 0:
             return [np.array([off])]
         if s < 0:
-            raise ValueError("the readout coordinate has no lattice")
+            return []  # no lattice: the caller fails the claim
         z0, z1 = math.ceil((lo - off) / s - 1e-9), math.floor((hi - off) / s + 1e-9)
         return [np.array([off + s * z]) for z in range(z0, z1 + 1)]
     return [np.eye(len(rows))[j] for j in range(len(rows))]

@@ -48,6 +48,16 @@ class Fmt:
         m = self.mantissa_bits
         return 2.0 ** -24 if (m <= 10 or m == 23) and self.exponent_bits <= 8 else 2.0 ** -53
 
+    @property
+    def carrier_bits(self) -> int:
+        return 24 if self.carrier_unit == 2.0 ** -24 else 53
+
+    @property
+    def exp_slack(self) -> float:
+        """Relative error of exp/log evaluated in the carrier (XLA's are not correctly rounded:
+        a few carrier ulps; 8 are allowed)."""
+        return 8 * self.carrier_unit
+
     def __str__(self) -> str:
         return f"e{self.exponent_bits}m{self.mantissa_bits}"
 

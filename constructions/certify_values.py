@@ -30,7 +30,7 @@ NONE = -1  # step value: no lattice known
 class Vals:
     lo: np.ndarray
     hi: np.ndarray
-    step: np.ndarray  # int64
+    step: np.ndarray  # float: a dyadic rational > 0, 0 (constant) or NONE
     off: np.ndarray
     err: np.ndarray
 
@@ -47,31 +47,54 @@ class Vals:
     @staticmethod
     def const(values: np.ndarray, err: np.ndarray | None = None) -> Vals:
         values = np.asarray(values, np.float64)
-        return Vals(values.copy(), values.copy(), np.zeros(values.shape, np.int64), values.copy(),
+        return Vals(values.copy(), values.copy(), np.zeros(values.shape), values.copy(),
                     np.zeros(values.shape) if err is None else err)
 
     def column(self, d: int) -> Vals:
         return Vals(*(a[:, d] for a in (self.lo, self.hi, self.step, self.off, self.err)))
 
 
-def _int_or_none(x: float) -> int | None:
-    return int(x) if np.isfinite(x) and float(x).is_integer() else None
+def _dyadic_exp(x: float) -> int | None:
+    """Smallest j >= 0 with x 2^j an integer (x a dyadic rational), else None."""
+    if not np.isfinite(x):
+        return None
+    for j in range(0, 64):
+        if float(x * 2.0 ** j).is_integer():
+            return j
+    return None
+
+
+def _gcd_dyadic(a: float, b: float) -> float:
+    """gcd of two non-negative dyadic rationals (0 is neutral); NONE when one is not dyadic."""
+    if a == 0 or b == 0:
+        return max(a, b)
+    ja, jb = _dyadic_exp(a), _dyadic_exp(b)
+    if ja is None or jb is None:
+        return NONE
+    j = max(ja, jb)
+    return math.gcd(int(a * 2.0 ** j), int(b * 2.0 ** j)) / 2.0 ** j
+
+
+_GCD = np.frompyfunc(lambda a, b: NONE if a < 0 or b < 0 else _gcd_dyadic(a, b), 2, 1)
 
 
 def scaled_step(step: np.ndarray, w: float) -> np.ndarray:
-    """Step of w * x: |w| step when that is an integer, 0 for constants, else NONE."""
-    out = np.full(step.shape, NONE, np.int64)
-    out[step == 0] = 0
-    for s in np.unique(step[step > 0]):
-        ws = _int_or_none(abs(w) * float(s))
-        out[step == s] = NONE if ws is None or ws == 0 else ws
-    return out
+    """Step of w * x: |w| step when that is dyadic, 0 for constants, else NONE."""
+    step = np.asarray(step, float)
+    ws = np.abs(w) * step
+    ok = np.array([_dyadic_exp(v) is not None for v in ws.ravel()]).reshape(ws.shape)
+    return np.where(step == 0, 0.0, np.where((step > 0) & ok & (ws > 0), ws, NONE))
 
 
 def combine_steps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Step of x + y for independent x, y: gcd (0 is the neutral constant; NONE absorbs)."""
-    out = np.gcd(np.maximum(a, 0), np.maximum(b, 0))
-    return np.where((a == NONE) | (b == NONE), NONE, out)
+    a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
+    return np.asarray(_GCD(a, b), float) if a.size else a.copy()
+
+
+def joined_with_zero(step: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """Step of the set {0} joined to off + step Z: gcd(step, |off|) (dyadic), else NONE."""
+    return np.where(np.asarray(step) > 0, combine_steps(step, np.abs(off)), NONE)
 
 
 def affine_ideal(x: Vals, w_D: np.ndarray, bias: float) -> tuple:
@@ -80,7 +103,7 @@ def affine_ideal(x: Vals, w_D: np.ndarray, bias: float) -> tuple:
     lo = np.full(t, bias, np.float64)
     hi = lo.copy()
     off = lo.copy()
-    step = np.zeros(t, np.int64)
+    step = np.zeros(t)
     for d in np.flatnonzero(w_D):
         w = float(w_D[d])
         a, b = w * x.lo[:, d], w * x.hi[:, d]
@@ -97,7 +120,7 @@ def lattice_gap(lo, hi, step, off, ramp_lo: float, ramp_hi: float) -> np.ndarray
     distance of the whole interval [lo, hi]."""
     out = np.empty(lo.shape)
     for i in range(lo.size):
-        s = int(step[i])
+        s = float(step[i])
         if s > 0:
             z0 = math.ceil((lo[i] - off[i]) / s - 1e-9)
             z1 = math.floor((hi[i] - off[i]) / s + 1e-9)
@@ -126,3 +149,56 @@ def lattice_gap(lo, hi, step, off, ramp_lo: float, ramp_hi: float) -> np.ndarray
                 gap = min(gap, ramp_lo - v if v <= ramp_lo else v - ramp_hi)
         out[i] = gap
     return out
+
+
+def nearest_nonzero(lo, hi, step, off) -> tuple[np.ndarray, np.ndarray]:
+    """(smallest |v| over the nonzero ideal values, whether 0 is an ideal value) per position;
+    inf when no nonzero value; for step NONE the interval's (0 inside -> smallest 0)."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    step, off = np.asarray(step), np.asarray(off, float)
+    s = np.maximum(step, 1).astype(float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        pos = off + s * np.ceil((np.maximum(lo, 0.0) - off) / s - 1e-12)
+        pos = np.where(pos == 0, pos + s, pos)
+        neg = off + s * np.floor((np.minimum(hi, 0.0) - off) / s + 1e-12)
+        neg = np.where(neg == 0, neg - s, neg)
+        vmin = np.minimum(np.where(pos <= hi + 1e-9, np.abs(pos), np.inf),
+                          np.where(neg >= lo - 1e-9, np.abs(neg), np.inf))
+        zero_in = (np.abs(np.mod(off, s)) < 1e-9) | (np.abs(np.mod(off, s) - s) < 1e-9)
+        zero_in &= (lo <= 0) & (hi >= 0)
+    const = step == 0
+    vmin = np.where(const, np.where(off == 0, np.inf, np.abs(off)), vmin)
+    zero_in = np.where(const, off == 0, zero_in)
+    none = step < 0
+    vmin = np.where(none, np.where((lo <= 0) & (hi >= 0), 0.0,
+                                   np.minimum(np.abs(lo), np.abs(hi))), vmin)
+    zero_in = np.where(none, (lo <= 0) & (hi >= 0), zero_in)
+    return vmin, zero_in
+
+
+def frac_bits(x) -> np.ndarray:
+    """Number of fractional binary digits of each float (x = odd 2^-j: j; integers 0)."""
+    x = np.abs(np.asarray(x, float))
+    m, e = np.frexp(np.where(np.isfinite(x), x, 0.0))
+    mi = np.ldexp(m, 53).astype(np.int64)
+    low = np.where(mi == 0, 1, mi & -mi)
+    tz = np.log2(low.astype(float)).astype(np.int64)
+    return np.where(mi == 0, 0, np.maximum(0, 53 - e - tz))
+
+
+def dyadic_close(x, bits: int = 24) -> np.ndarray:
+    """x snapped to a multiple of 2^-bits when within 1e-12 of one (w s products of snapped
+    rational weights), else NONE."""
+    x = np.asarray(x, float)
+    r = np.round(x * 2.0 ** bits) / 2.0 ** bits
+    return np.where((np.abs(x - r) <= 1e-12 * np.maximum(1.0, np.abs(x))) & (r > 0), r, NONE)
+
+
+def carrier_exact(term_values: list[np.ndarray], carrier_bits: int) -> np.ndarray:
+    """True where a carrier sum of these (exact, known) terms is exact in any order: every
+    term is a multiple of 2^-j and the sum of magnitudes stays below 2^(carrier_bits - j)."""
+    if not term_values:
+        return np.zeros((), bool)
+    j = np.max([frac_bits(v) for v in term_values], axis=0)
+    absum = np.sum([np.abs(v) for v in term_values], axis=0)
+    return absum < np.ldexp(1.0, carrier_bits - j)
