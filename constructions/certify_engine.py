@@ -106,7 +106,7 @@ class Analysis:
 
     # ---- rounding with snapping --------------------------------------------------------------
 
-    def rounded(self, lo, hi, step, off, e_pre) -> np.ndarray:
+    def rounded(self, lo, hi, step, off, e_pre, cap=None) -> np.ndarray:
         """Error after rounding a value whose ideal lies in the lattice (lo, hi, step, off) and
         whose pre-rounding computed value is within e_pre of it.
 
@@ -121,6 +121,8 @@ class Analysis:
         e_pre = np.broadcast_to(np.asarray(e_pre, float), lo.shape)
         mag = np.maximum(np.abs(lo), np.abs(hi))
         generic = e_pre + round_err(mag + e_pre, f)
+        if cap is not None:
+            generic = np.minimum(generic, e_pre + cap)
         vmin, zero_in = nearest_nonzero(lo, hi, step, off)
         # off + s z with s, off multiples of 2^-j: representable up to 2^(M+1-j) in magnitude
         j = np.maximum(frac_bits(np.where(step > 0, step, 0.0)), frac_bits(off))
@@ -169,14 +171,17 @@ class Analysis:
             for t in terms[1:]:
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])
-            err = self.rounded(lo, hi, step, off, e)
+            # the final rounding of (largest term) + (the rest) errs by at most |the rest|
+            err = self.rounded(lo, hi, step, off, e, cap=(absum - largest) * (1 + k * f.u) + e)
         elif len(terms) > 1:
             if self.acc != "sequential":
                 raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
             for t in terms[1:]:
+                prev = np.maximum(np.abs(lo), np.abs(hi)) + err  # |partial sum so far|
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])
-                err = self.rounded(lo, hi, step, off, err + t[4])
+                cap = np.minimum(prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
+                err = self.rounded(lo, hi, step, off, err + t[4], cap=cap)
         pre = err + abs(bias_r - bias)
         if bias != 0.0 or bias_r != 0.0:
             lo, hi, off = lo + bias, hi + bias, off + bias

@@ -18,6 +18,7 @@ from constructions.certify_values import (
     carrier_exact,
     combine_steps,
     dyadic_close,
+    frac_bits,
     joined_with_zero,
     lattice_gap,
     scaled_step,
@@ -266,7 +267,9 @@ def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
         e_pre = np.where(sig[:, j], dev[:, j] * v.mag[j] + whi[:, j] * v.err[j],
                          whi[:, j] * (v.mag[j] + v.err[j]))
         e_pre = np.where(col, e_pre, 0.0)
-        err = an.rounded(lo, hi, step, off, e_pre)
+        # w^ a power of two (a copy's weight 1): the product is exact
+        pow2 = (wlo[:, j] == whi[:, j]) & (np.frexp(whi[:, j])[0] == 0.5)
+        err = np.where(pow2, e_pre, an.rounded(lo, hi, step, off, e_pre))
         values = _lattice_values(v, j)
         if values is not None:  # exact value, few ideal values: the products computed exactly
             exact = np.zeros(t)
@@ -276,8 +279,56 @@ def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
             err = np.where(col, np.minimum(err, exact), 0.0)
         terms.append((lo, hi, step, off, err))
     lo, hi, step, off, err, _ = an.sum_terms(terms)
+    err = np.minimum(err, _counting_err(an, v, wsnap, wlo, whi, visible))
     an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
     return Vals(lo, hi, step, off, err)
+
+
+def _counting_err(an, v: Vals, wsnap, wlo, whi, visible) -> np.ndarray:
+    """Exact error of a SUM head that counts: every visible key's value is exactly 0 or one
+    common c, every computed weight is the same known float for the keys that can hold c,
+    so every nonzero product is the same float a = fl(w^ c) and the computed sum of m of
+    them is a known float (fl(m a) under once when the carrier holds m a exactly; the
+    sequence s_j = fl(s_(j-1) + a) under sequential). Its distance to the intended m w c is
+    computed for every m. inf where the pattern does not hold."""
+    f = an.fmt
+    t = v.lo.shape[0]
+    out = np.full(t, np.inf)
+    exact = v.err == 0
+    zero = exact & (v.step == 0) & (v.off == 0)
+    always = exact & (v.step == 0) & (v.off != 0)
+    two = exact & (v.step > 0) & (v.lo == 0) & (v.hi == v.step)
+    if not np.all(zero | always | two) or not (two | always).any():
+        return out
+    cs = np.unique(np.concatenate([v.hi[two], v.off[always]]))
+    if cs.size != 1:
+        return out
+    c = float(cs[0])
+    for i in range(t):
+        keys = np.flatnonzero(visible[i] & (two | always))
+        if keys.size == 0:
+            out[i] = 0.0
+            continue
+        wl, wh, ws = wlo[i, keys], whi[i, keys], wsnap[i, keys]
+        if not (np.all(wl == wh) and np.all(wl == wl[0]) and np.all(ws == ws[0])):
+            continue
+        a = float(fl(wl[0] * c, f))
+        b = float(ws[0] * c)
+        m_min = int(np.sum(always[keys]))
+        worst = 0.0
+        s_ = 0.0
+        for m in range(1, keys.size + 1):
+            if an.acc == "once":
+                if m * a >= 2.0 ** (f.carrier_bits - frac_bits(np.array(a)).item()):
+                    worst = np.inf
+                    break
+                s_ = float(fl(m * a, f))
+            else:
+                s_ = float(fl(s_ + a, f))
+            if m >= m_min:
+                worst = max(worst, abs(s_ - m * b))
+        out[i] = worst
+    return out
 
 
 def _lattice_values(v: Vals, j: int, limit: int = 64):
@@ -452,31 +503,37 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
     bq = an.W[f"{pre}/query/bias"][h]
     lam, mu = -float(bq[1]) / math.sqrt(dh), float(bq[2]) / math.sqrt(dh)
     margin = min(lam, mu)
-    es = np.zeros(t)
-    prods, total = [], np.zeros(t)
-    for s in range(dh):
-        q = an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
-        k = an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
-        km = np.maximum.accumulate(k.mag)  # over the keys k <= q
-        ke = np.maximum.accumulate(k.err)
-        if not (q.cmag.any() and (km + ke).any()):
-            continue
-        es = es + q.mag * ke + km * q.err + q.err * ke
-        pm = q.cmag * (km + ke)
-        es = es + round_err(pm, f)
-        prods.append(pm)
-        total = total + q.mag * km
-    if an.acc == "once" and len(prods) > 1:
-        es = es + round_err(total + es, f) + len(prods) * f.carrier_unit * np.sum(prods, 0)
-    elif len(prods) > 1:
-        running = prods[0]
-        for pm in prods[1:]:
-            running = running + pm
-            es = es + round_err(running + es, f)
+    # Errors enter the *difference* between the intended key's score and another key's: the
+    # query slots' errors e_q multiply the difference of the key slots (slot 0: N_w - N_k, so
+    # e_q0 |dN|; slot 1: N2_w - N2_k <= |dN| 2 N_max), the key slots' errors are charged for
+    # both keys, and the rounding of both scores (products, sum; the 1/sqrt(Dh) is a power of
+    # two here). With ideal difference lam dN^2 (dN != 0) or mu (dN = 0, unmarked key):
+    #   spare = min(min_dN (lam dN^2 - b |dN|), mu - e_q2 / 2) - key errors - 2 rounding.
     scale = 1.0 / math.sqrt(dh)
-    es = es * scale + round_err((total + es) * scale, f)
-    an.note_mag((total + es) * scale)
-    spare = margin - 2 * es
+    qs = [an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
+          for s in range(dh)]
+    ks = [an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
+          for s in range(dh)]
+    nmax = float(np.max(ks[0].hi))
+    b_lin = scale * (qs[0].err + 2 * nmax * qs[1].err)
+    key_err = np.zeros(t)
+    prods = []
+    for q, k in zip(qs, ks, strict=True):
+        km, ke = np.maximum.accumulate(k.mag), np.maximum.accumulate(k.err)
+        key_err = key_err + scale * (q.cmag * 2 * ke)
+        prods.append(q.cmag * (km + ke))
+    rnd = sum(round_err(pm, f) * (pm > 0) for pm in prods)
+    total = np.sum(prods, axis=0)
+    if an.acc == "once":
+        rnd = rnd + round_err(total, f)
+    else:
+        rnd = rnd + (len(prods) - 1) * round_err(total, f)
+    rnd = scale * rnd
+    dn = np.arange(1, int(nmax) + 2)[None, :]
+    quad = np.min(lam * dn ** 2 - b_lin[:, None] * dn, axis=1)
+    spare = np.minimum(quad, mu - scale * qs[2].err) - key_err - 2 * rnd
+    es = (margin - spare) / 2  # reported as the equivalent score error
+    an.note_mag(total * scale)
     clean = spare > 0
     with np.errstate(over="ignore"):
         leak = np.where(clean, np.exp(-np.where(clean, spare, 0) * (1 - f.u)) * (1 + TINY), 1.0)
