@@ -60,6 +60,12 @@ def ideal_ranges(construction) -> dict[str, tuple[float, float]]:
                 "N": (0, holders), "y": (-1, 2 * holders - 1), "N2": (0, holders ** 2),
                 "N_q": (0, holders), "c": (0, 1), "u_q": (0, 2 * base - 1),
                 "answer": (0, p - 1)}
+    if spec.task == "add" and cfg.num_layers == 3:  # add_constant: carries and flags are bits
+        n, p = spec.operand_tokens, spec.token_base
+        bits = {f"{v}{x}": (0, 1) for x in range(n) for v in ("g", "z")}
+        bits.update({f"c{i}": (0, 1) for i in range(1, n + 1)})
+        bits.update({f"ans{d}": (0, 1) for d in range(p)})
+        return {k: v for k, v in bits.items() if k in construction.residual.names}
     return {}
 
 

@@ -422,16 +422,23 @@ def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
         # Not clean (an unused position whose ideal is no lattice, or an error reaching the
         # ramp): the pair is only known to give some value in [0, delta]; a consumer that needs
         # it exact fails instead, down to the readout.
-        dirty = ~(margin > 0)
+        # Where the error may reach the ramp but the ideal lattice avoids it ("near"), the
+        # ideal output is still 0 or delta and the computed one is within the pre-activation's
+        # error (the pair is 1-Lipschitz in it) plus the roundings; only an ideal value inside
+        # the ramp ("dirty") leaves the output unpinned.
+        dirty = ~(gap >= 0)
+        near = ~(margin > 0) & ~dirty
         dirty_count += int(dirty.sum())
-        if (~dirty).any():
-            worst = min(worst, float(margin[~dirty].min()))
+        clean = ~dirty & ~near
+        if clean.any():
+            worst = min(worst, float(margin[clean].min()))
         can_on = (a2.hi >= 0) | dirty
         can_off = (a2.lo <= -delta) | dirty
         r1 = round_err(np.maximum(np.abs(a1.lo), np.abs(a1.hi)) + pre1, f)
         r2 = round_err(np.maximum(np.abs(a2.lo), np.abs(a2.hi)) + pre2, f)
-        cancel = abs(dr - delta) + r1 + r2 + np.where(dirty, pre2, 0.0)
+        cancel = abs(dr - delta) + r1 + r2
         perr = np.where(can_on, np.minimum(h1.err + h2.err, cancel), 0.0)
+        perr = np.where(near | dirty, np.minimum(h1.err + h2.err, cancel + pre2 + r2), perr)
         lo = np.where(can_off, 0.0, delta)
         hi = np.where(can_on, delta, 0.0)
         pstep = np.where(can_on & can_off, delta, 0.0)
