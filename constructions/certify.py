@@ -88,19 +88,24 @@ def analyse(construction, mantissa_bits: int, accumulation: str = "once",
     return an
 
 
-def certify(construction, accumulation: str = "once", exponent_bits: int = 8) -> dict:
-    results = {m: analyse(construction, m, accumulation, exponent_bits)
-               for m in range(MAX_MANTISSA, -1, -1)}
+def certify(construction, accumulation: str = "once", exponent_bits: int = 8,
+            quick: bool = False, exponent_search: bool = True) -> dict:
+    """`quick`: analyse from M = 24 down to the first width that fails (the threshold is the
+    same; narrower widths are not analysed: `certified_narrower` is None)."""
+    results = {}
+    for m in range(MAX_MANTISSA, -1, -1):
+        results[m] = analyse(construction, m, accumulation, exponent_bits)
+        if quick and not results[m].ok:
+            break
     threshold = None
     for m in range(MAX_MANTISSA, -1, -1):
         if not results[m].ok:
             break
         threshold = m
-    narrower = sorted(m for m, a in results.items()
-                      if a.ok and (threshold is None or m < threshold))
-    exp_bits = None
-    if threshold is not None:
-        exp_bits = exponent_bits
+    narrower = None if quick else sorted(m for m, a in results.items()
+                                         if a.ok and (threshold is None or m < threshold))
+    exp_bits = None if threshold is None else exponent_bits
+    if threshold is not None and exponent_search:
         for e in range(exponent_bits - 1, 1, -1):
             if not analyse(construction, threshold, accumulation, e).ok:
                 break

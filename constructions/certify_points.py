@@ -5,7 +5,9 @@
 For each results/frontier/*/frontier.json entry and accumulation mode: the certified mantissa
 bits (constructions.certify) next to the measured threshold, the measured widths that fail (old
 binary-search runs measured only the widths their search visited: the threshold passes and the
-one below it fails) and the gap. Rows feed the README table and tests/test_certify.py.
+one below it fails) and the gap. Rows feed the README table and tests/test_certify.py. The
+certificates are computed in quick mode (from e8m24 down to the first width not certified):
+the threshold is exact, narrower certified widths are not searched.
 """
 
 from __future__ import annotations
@@ -42,15 +44,64 @@ def measured_points(root: str = "results/frontier") -> list[dict]:
     return rows
 
 
+def _spec_key(row: dict) -> tuple:
+    return tuple(row[k] for k in ("task", "base", "k", "l", "n", "variant", "accumulation"))
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """One table: certified vs measured threshold and the gap, per committed frontier point."""
+    out = ["| frontier run | n | accumulation | measured threshold | measured failing widths | "
+           "certified | gap |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fail = r["measured_failing"]
+        shown = ("none" if not fail else
+                 f"{fail[0]}..{fail[-1]}" if fail == list(range(fail[0], fail[-1] + 1))
+                 else ", ".join(map(str, fail)))
+        if not r["full_scan"]:
+            shown += " (binary search)"
+        cert = "none up to 24" if r["certified"] is None else str(r["certified"])
+        gap = "" if r["gap"] is None else f"{r['gap']:+d}"
+        out.append(f"| {r['dir']} | {r['n']} | {r['accumulation']} | {r['measured_threshold']} "
+                   f"| {shown} | {cert} | {gap} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="results/certify/certify.json")
+    ap.add_argument("--markdown", default=None,
+                    help="render an existing --out file as a markdown table and exit")
+    ap.add_argument("--refresh", action="store_true",
+                    help="re-read the frontier runs and rewrite --out with the certificates it "
+                         "already holds (a certificate depends on the spec, variant and "
+                         "accumulation only), leaving out points not yet certified")
     args = ap.parse_args(argv)
-    rows = measured_points()
+    if args.refresh:
+        with open(args.out) as fh:
+            known = {_spec_key(r): r for r in json.load(fh)}
+        rows = []
+        for row in measured_points():
+            old = known.get(_spec_key(row))
+            if old is None:
+                continue
+            row.update({k: old[k] for k in ("certified", "certified_narrower", "exponent_bits",
+                                            "failure_below")})
+            m = row["measured_threshold"]
+            row["gap"] = None if row["certified"] is None or m is None else row["certified"] - m
+            rows.append(row)
+        _write(args.out, rows)
+        return 0
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(to_markdown(json.load(fh)))
+        return 0
+    rows = sorted(measured_points(), key=lambda r: (r["n"], r["dir"], r["accumulation"]))
     start = time.time()
+    done = []
     for i, row in enumerate(rows):
         spec = tasks.TaskSpec(row["task"], base=row["base"], n=row["n"], k=row["k"], l=row["l"])
-        result = certify(build(spec, variant=row["variant"]), row["accumulation"])
+        result = certify(build(spec, variant=row["variant"]), row["accumulation"], quick=True,
+                         exponent_search=False)
         row["certified"] = result["certified_mantissa_bits"]
         row["certified_narrower"] = result["certified_narrower"]
         row["exponent_bits"] = result["exponent_bits"]
@@ -61,10 +112,17 @@ def main(argv=None) -> int:
         print(f"[{i + 1}/{len(rows)}] {row['dir']} n={row['n']} {row['accumulation']}: certified "
               f"{row['certified']} measured {m} (elapsed {elapsed:.0f}s, ETA "
               f"{elapsed / (i + 1) * (len(rows) - i - 1):.0f}s)", flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(rows, fh, indent=1)
+        done.append(row)
+        _write(args.out, done)  # after every point: a partial run keeps what it computed
     return 0
+
+
+def _write(path: str, rows: list[dict]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(rows, fh, indent=1)
+    with open(os.path.splitext(path)[0] + ".md", "w") as fh:
+        fh.write(to_markdown(rows) + "\n")
 
 
 if __name__ == "__main__":
