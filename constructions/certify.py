@@ -60,6 +60,20 @@ def ideal_ranges(construction) -> dict[str, tuple[float, float]]:
                 "N": (0, holders), "y": (-1, 2 * holders - 1), "N2": (0, holders ** 2),
                 "N_q": (0, holders), "c": (0, 1), "u_q": (0, 2 * base - 1),
                 "answer": (0, p - 1)}
+    if spec.task == "mul":  # mul.py: digits, threshold bits, generate/propagate bits, T < 2B
+        p = spec.token_base
+        names = construction.residual.names
+        group = 1
+        while p ** group < spec.operand_tokens * (p - 1):
+            group += 1
+        ranges = {"answer": (0, p - 1), "T": (0, 2 * p ** group - 1)}
+        for name in names:
+            if name[0] in "ab" and name[1:].isdigit():
+                ranges[name] = (0, p - 1)
+            elif name[0] == "t" and "_" in name or name[:2] == "pr" or (
+                    name[0] == "g" and name[1:].isdigit()):
+                ranges[name] = (0, 1)
+        return {k: v for k, v in ranges.items() if k in names}
     if spec.task == "add" and cfg.num_layers == 3:  # add_constant: carries and flags are bits
         n, p = spec.operand_tokens, spec.token_base
         bits = {f"{v}{x}": (0, 1) for x in range(n) for v in ("g", "z")}

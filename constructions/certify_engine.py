@@ -171,8 +171,11 @@ class Analysis:
             for t in terms[1:]:
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])
-            # the final rounding of (largest term) + (the rest) errs by at most |the rest|
-            err = self.rounded(lo, hi, step, off, e, cap=(absum - largest) * (1 + k * f.u) + e)
+            # Products are not rounded under `once`, so the largest term need not be
+            # representable: no cap on the final rounding here.
+            err = self.rounded(lo, hi, step, off, e)
+        elif self.acc == "once":  # one term: the contraction's one rounding of that product
+            err = self.rounded(lo, hi, step, off, err)
         elif len(terms) > 1:
             if self.acc != "sequential":
                 raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
@@ -206,13 +209,23 @@ class Analysis:
         return Vals(lo, hi, step, off, err)
 
     def product(self, xd: Vals, w: float, wr) -> tuple:
-        """The rounded product fl(x^ w^) against the ideal x w: (lo, hi, step, off, err)."""
+        """The product x^ w^ of a contraction (rounded unless `products_exact`) against the
+        ideal x w: (lo, hi, step, off, err)."""
         a, b = w * xd.lo, w * xd.hi
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         step = scaled_step(xd.step, w)
         off = w * xd.off
         e_pre = np.abs(wr) * xd.err + xd.mag * np.abs(wr - w)
+        if self.products_exact:
+            return lo, hi, step, off, e_pre
         return lo, hi, step, off, self.rounded(lo, hi, step, off, e_pre)
+
+    @property
+    def products_exact(self) -> bool:
+        """Under `once` a contraction is one carrier dot product: its products are not rounded
+        (exact in the carrier: two M-bit significands need 2M + 2 <= carrier bits) and only the
+        carrier sum is (accumulate.dot_general). Under `sequential` each product is rounded."""
+        return self.acc == "once"
 
 
 def _flatten(tree, prefix=""):

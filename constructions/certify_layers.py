@@ -69,7 +69,7 @@ def _exact_proj(an: Analysis, key: str, h: int, s: int) -> tuple[np.ndarray, np.
     br = float(an.Wr[f"{key}/bias"][h, s])
     rows = np.flatnonzero(an.W[f"{key}/kernel"][:, h, s])
     x = an.fixed
-    terms = [fl(x[:, d] * Wr[d], f) for d in rows]
+    terms = [_prod(an, x[:, d], Wr[d]) for d in rows]
     lo, hi = _sum_interval(an, [(tm, tm) for tm in terms], x.shape[0])
     if br != 0.0:
         lo, hi = fl(lo + br - TINY * np.abs(lo + br), f), fl(hi + br + TINY * np.abs(hi + br), f)
@@ -81,8 +81,8 @@ def _sum_interval(an: Analysis, terms, shape):
     f = an.fmt
     if not terms:
         return np.zeros(shape), np.zeros(shape)
-    if len(terms) == 1:
-        return terms[0]
+    if len(terms) == 1:  # one product: rounded by the contraction's one rounding under once
+        return (fl(terms[0][0], f), fl(terms[0][1], f)) if an.products_exact else terms[0]
     if an.acc == "once":
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
@@ -98,9 +98,17 @@ def _sum_interval(an: Analysis, terms, shape):
     return lo, hi
 
 
-def _mul_interval(alo, ahi, blo, bhi, f):
+def _mul_interval(alo, ahi, blo, bhi, f, rounded: bool = True):
+    """Interval of a product of intervals; rounded to the format unless it is a product inside
+    a `once` contraction (exact in the carrier, computed exactly here in float64)."""
     cands = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
-    return fl(np.minimum.reduce(cands), f), fl(np.maximum.reduce(cands), f)
+    lo, hi = np.minimum.reduce(cands), np.maximum.reduce(cands)
+    return (fl(lo, f), fl(hi, f)) if rounded else (lo, hi)
+
+
+def _prod(an: Analysis, x, w):
+    """A contraction's product: exact under `once`, rounded under `sequential`."""
+    return x * w if an.products_exact else fl(x * w, an.fmt)
 
 
 def attention(an: Analysis, layer: int, x: Vals) -> Vals:
@@ -159,7 +167,7 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
                                                                or np.any(ki[s][1])):
             continue
         terms.append(_mul_interval(qi[s][0][:, None], qi[s][1][:, None], ki[s][0][None, :],
-                                   ki[s][1][None, :], f))
+                                   ki[s][1][None, :], f, rounded=not an.products_exact))
     slo, shi = _sum_interval(an, terms, (t, t))
     slo, shi = fl(slo * scale, f), fl(shi * scale, f)
     an.note_mag(np.abs(slo[visible]), np.abs(shi[visible]))
@@ -269,13 +277,14 @@ def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
         e_pre = np.where(col, e_pre, 0.0)
         # w^ a power of two (a copy's weight 1): the product is exact
         pow2 = (wlo[:, j] == whi[:, j]) & (np.frexp(whi[:, j])[0] == 0.5)
+        pow2 |= an.products_exact  # under once the products are not rounded at all
         err = np.where(pow2, e_pre, an.rounded(lo, hi, step, off, e_pre))
         values = _lattice_values(v, j)
         if values is not None:  # exact value, few ideal values: the products computed exactly
             exact = np.zeros(t)
             for val in values:
                 for wc in (wlo[:, j], whi[:, j]):
-                    exact = np.maximum(exact, np.abs(fl(wc * val, an.fmt) - w * val))
+                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - w * val))
             err = np.where(col, np.minimum(err, exact), 0.0)
         terms.append((lo, hi, step, off, err))
     lo, hi, step, off, err, _ = an.sum_terms(terms)
@@ -312,7 +321,7 @@ def _counting_err(an, v: Vals, wsnap, wlo, whi, visible) -> np.ndarray:
         wl, wh, ws = wlo[i, keys], whi[i, keys], wsnap[i, keys]
         if not (np.all(wl == wh) and np.all(wl == wl[0]) and np.all(ws == ws[0])):
             continue
-        a = float(fl(wl[0] * c, f))
+        a = float(_prod(an, wl[0], c))
         b = float(ws[0] * c)
         m_min = int(np.sum(always[keys]))
         worst = 0.0
@@ -460,7 +469,8 @@ def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
             h1, h2 = units[0][2], units[1][2]
             t1, t2 = an.product(h1, w, wr), an.product(h2, -w, -wr)
             # computed fl(w^ h1^) + fl(-w^ h2^) against the ideal w (h1 - h2)
-            rho = (round_err(np.abs(wr) * h1.cmag, f) + round_err(np.abs(wr) * h2.cmag, f))
+            rho = 0.0 if an.products_exact else (round_err(np.abs(wr) * h1.cmag, f)
+                                                 + round_err(np.abs(wr) * h2.cmag, f))
             cancel = abs(wr) * pair.err + abs(wr - w) * pair.mag + rho
             a_, b_ = w * pair.lo, w * pair.hi
             lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
@@ -529,7 +539,7 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
         km, ke = np.maximum.accumulate(k.mag), np.maximum.accumulate(k.err)
         key_err = key_err + scale * (q.cmag * 2 * ke)
         prods.append(q.cmag * (km + ke))
-    rnd = sum(round_err(pm, f) * (pm > 0) for pm in prods)
+    rnd = 0.0 if an.products_exact else sum(round_err(pm, f) * (pm > 0) for pm in prods)
     total = np.sum(prods, axis=0)
     if an.acc == "once":
         rnd = rnd + round_err(total, f)
@@ -610,7 +620,8 @@ def readout(an: Analysis, x: Vals) -> None:
             terms = []
             for r, a in zip(rows, cfg, strict=True):
                 e = x.err[t, r]
-                terms.append(_mul_interval(np.array(a - e), np.array(a + e), Ur[r], Ur[r], f))
+                terms.append(_mul_interval(np.array(a - e), np.array(a + e), Ur[r], Ur[r], f,
+                                           rounded=not an.products_exact))
             lo, hi = _sum_interval(an, terms, U.shape[1])
             lo, hi = fl(lo + cr - TINY * np.abs(lo + cr), f), fl(hi + cr + TINY * np.abs(hi + cr),
                                                                   f)

@@ -95,7 +95,9 @@ def main(argv=None) -> int:
         with open(args.markdown) as fh:
             print(to_markdown(json.load(fh)))
         return 0
-    rows = sorted(measured_points(), key=lambda r: (r["n"], r["dir"], r["accumulation"]))
+    # cheapest first: MUL (width O(n^2), hundreds to thousands of MLP units) after the rest
+    rows = sorted(measured_points(),
+                  key=lambda r: (r["task"] == "mul", r["n"], r["dir"], r["accumulation"]))
     start = time.time()
     done = []
     for i, row in enumerate(rows):
