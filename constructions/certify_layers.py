@@ -87,9 +87,11 @@ def _sum_interval(an: Analysis, terms, shape):
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
         absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
-        exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
-            [t[0] for t in terms], f.carrier_bits)
-        c = np.where(exact, 0.0, len(terms) * (f.carrier_unit + TINY) * absum)
+        c = len(terms) * (f.carrier_unit + TINY) * absum
+        if f.carrier_bits < 53:  # a float32 carrier's error can straddle a rounding boundary
+            exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
+                [t[0] for t in terms], f.carrier_bits)
+            c = np.where(exact, 0.0, c)
         return fl(slo - c, f), fl(shi + c, f)
     lo, hi = terms[0]
     for tlo, thi in terms[1:]:
@@ -181,14 +183,12 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
     w_ideal = np.where(sig, np.exp(s_ideal - best), 0.0)
     w_ideal = w_ideal / w_ideal.sum(1, keepdims=True)
     wsnap = np.zeros((t, t))
-    fracs = {}
-    for i, j in zip(*np.nonzero(sig), strict=True):
-        fr = snap(float(w_ideal[i, j]))
-        if fr is None:
-            an.claim(where, "intended weights", False,
-                     f"query {i}: weight {w_ideal[i, j]!r} of key {j} is no simple rational")
-        fracs[i, j] = fr
-        wsnap[i, j] = float(fr)
+    values, inverse = np.unique(w_ideal[sig], return_inverse=True)  # few distinct weights
+    snapped = [snap(float(v)) for v in values]
+    if any(fr is None for fr in snapped):
+        bad = values[[fr is None for fr in snapped].index(True)]
+        an.claim(where, "intended weights", False, f"weight {bad!r} is no simple rational")
+    wsnap[sig] = np.array([float(fr) for fr in snapped])[inverse.ravel()]
     # computed softmax: m = max score, d = fl(s - m), e = fl(exp(d)), Z = sum e, w = fl(e / Z)
     mlo, mhi = slo.max(1, keepdims=True), shi.max(1, keepdims=True)
     dlo = np.minimum(fl(slo - mhi, f), 0.0)
@@ -241,10 +241,11 @@ def _sum_keys(an, elo, ehi, visible):
     if an.acc == "once":
         n = visible.sum(1, keepdims=True)
         c = n * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
-        exact = (np.all(elo == ehi, axis=1, keepdims=True)
-                 & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
-                                 f.carrier_bits))
-        c = np.where(exact, 0.0, c)
+        if f.carrier_bits < 53:
+            exact = (np.all(elo == ehi, axis=1, keepdims=True)
+                     & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
+                                     f.carrier_bits))
+            c = np.where(exact, 0.0, c)
         return fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
     lo, hi = elo[:, :1], ehi[:, :1]
     for j in range(1, elo.shape[1]):
@@ -254,39 +255,38 @@ def _sum_keys(an, elo, ehi, visible):
 
 
 def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
-    """ctx = sum_k fl(w^_k v^_k) against the intended sum_k w_k v_k (intended keys only)."""
+    """ctx = sum_k w^_k v^_k against the intended sum_k w_k v_k (intended keys only).
+
+    Arrays are queries x keys; the terms are summed over the keys in order."""
     t = v.lo.shape[0]
-    terms = []
-    for j in range(t):
-        col = visible[:, j]
-        if not col.any():
-            continue
-        w = wsnap[:, j]
-        a, b = w * v.lo[j], w * v.hi[j]
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        off = w * v.off[j]
-        if v.step[j] == 0:
-            step = np.zeros(t)
-        elif v.step[j] > 0:
-            step = np.where(w == 0, 0.0, dyadic_close(w * float(v.step[j])))
-        else:
-            step = np.where(w == 0, 0.0, NONE)
-        off = np.where(w == 0, 0.0, off)
-        e_pre = np.where(sig[:, j], dev[:, j] * v.mag[j] + whi[:, j] * v.err[j],
-                         whi[:, j] * (v.mag[j] + v.err[j]))
-        e_pre = np.where(col, e_pre, 0.0)
-        # w^ a power of two (a copy's weight 1): the product is exact
-        pow2 = (wlo[:, j] == whi[:, j]) & (np.frexp(whi[:, j])[0] == 0.5)
-        pow2 |= an.products_exact  # under once the products are not rounded at all
+    keys = [j for j in range(t) if visible[:, j].any()]
+    w = wsnap[:, keys]  # queries x keys
+    vlo, vhi, voff = v.lo[keys][None, :], v.hi[keys][None, :], v.off[keys][None, :]
+    vstep, vmag, verr = v.step[keys][None, :], v.mag[keys][None, :], v.err[keys][None, :]
+    a, b = w * vlo, w * vhi
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    step = np.where(vstep == 0, 0.0, np.where(vstep > 0, dyadic_close(w * np.maximum(vstep, 0)),
+                                               NONE))
+    step = np.where(w == 0, 0.0, step)
+    off = np.where(w == 0, 0.0, w * voff)
+    col = visible[:, keys]
+    e_pre = np.where(sig[:, keys], dev[:, keys] * vmag + whi[:, keys] * verr,
+                     whi[:, keys] * (vmag + verr))
+    e_pre = np.where(col, e_pre, 0.0)
+    if an.products_exact:  # under once the products are not rounded at all
+        err = e_pre
+    else:  # w^ a power of two (a copy's weight 1): the product is exact
+        pow2 = (wlo[:, keys] == whi[:, keys]) & (np.frexp(whi[:, keys])[0] == 0.5)
         err = np.where(pow2, e_pre, an.rounded(lo, hi, step, off, e_pre))
+    for idx, j in enumerate(keys):
         values = _lattice_values(v, j)
         if values is not None:  # exact value, few ideal values: the products computed exactly
             exact = np.zeros(t)
             for val in values:
                 for wc in (wlo[:, j], whi[:, j]):
-                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - w * val))
-            err = np.where(col, np.minimum(err, exact), 0.0)
-        terms.append((lo, hi, step, off, err))
+                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - wsnap[:, j] * val))
+            err[:, idx] = np.where(col[:, idx], np.minimum(err[:, idx], exact), 0.0)
+    terms = [(lo[:, i], hi[:, i], step[:, i], off[:, i], err[:, i]) for i in range(len(keys))]
     lo, hi, step, off, err, _ = an.sum_terms(terms)
     err = np.minimum(err, _counting_err(an, v, wsnap, wlo, whi, visible))
     an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)

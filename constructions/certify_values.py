@@ -87,9 +87,22 @@ def scaled_step(step: np.ndarray, w: float) -> np.ndarray:
 
 
 def combine_steps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Step of x + y for independent x, y: gcd (0 is the neutral constant; NONE absorbs)."""
+    """Step of x + y for independent x, y: gcd (0 is the neutral constant; NONE absorbs).
+
+    Dyadic gcd, vectorized: both scaled by 2^j (j their larger number of fractional bits) to
+    integers, np.gcd, scaled back; NONE when the scaled values do not fit in 62 bits."""
     a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
-    return np.asarray(_GCD(a, b), float) if a.size else a.copy()
+    if not a.size:
+        return a.copy()
+    none = (a < 0) | (b < 0)
+    pa, pb = np.where(none, 0.0, a), np.where(none, 0.0, b)
+    j = np.maximum(frac_bits(pa), frac_bits(pb))
+    sa, sb = np.ldexp(pa, j), np.ldexp(pb, j)
+    fits = (sa < 2.0 ** 62) & (sb < 2.0 ** 62)
+    ia = np.where(fits, sa, 0).astype(np.int64)
+    ib = np.where(fits, sb, 0).astype(np.int64)
+    g = np.ldexp(np.gcd(ia, ib).astype(float), -j)
+    return np.where(none | ~fits, NONE, g)
 
 
 def joined_with_zero(step: np.ndarray, off: np.ndarray) -> np.ndarray:
