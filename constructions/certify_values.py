@@ -82,7 +82,7 @@ def scaled_step(step: np.ndarray, w: float) -> np.ndarray:
     """Step of w * x: |w| step when that is dyadic, 0 for constants, else NONE."""
     step = np.asarray(step, float)
     ws = np.abs(w) * step
-    ok = np.array([_dyadic_exp(v) is not None for v in ws.ravel()]).reshape(ws.shape)
+    ok = np.isfinite(ws) & (frac_bits(np.where(np.isfinite(ws), ws, 0.0)) <= 60)
     return np.where(step == 0, 0.0, np.where((step > 0) & ok & (ws > 0), ws, NONE))
 
 
@@ -192,11 +192,14 @@ def nearest_nonzero(lo, hi, step, off) -> tuple[np.ndarray, np.ndarray]:
 def frac_bits(x) -> np.ndarray:
     """Number of fractional binary digits of each float (x = odd 2^-j: j; integers 0)."""
     x = np.abs(np.asarray(x, float))
+    whole = x == np.floor(x)
+    if whole.all():  # the common case: integers (and 0)
+        return np.zeros(x.shape, np.int64)
     m, e = np.frexp(np.where(np.isfinite(x), x, 0.0))
     mi = np.ldexp(m, 53).astype(np.int64)
     low = np.where(mi == 0, 1, mi & -mi)
     tz = np.log2(low.astype(float)).astype(np.int64)
-    return np.where(mi == 0, 0, np.maximum(0, 53 - e - tz))
+    return np.where(whole | (mi == 0), 0, np.maximum(0, 53 - e - tz))
 
 
 def dyadic_close(x, bits: int = 24) -> np.ndarray:
