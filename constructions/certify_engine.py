@@ -139,12 +139,15 @@ class Analysis:
         at_zero = np.where(e_pre == 0, 0.0, e_pre * (1 + f.u) + f.eta)
         return np.where(snapped, np.where(zero_in, at_zero, 0.0), generic)
 
-    def sum_terms(self, terms: list[tuple], bias: float = 0.0, bias_r: float = 0.0):
+    def sum_terms(self, terms: list[tuple], bias: float = 0.0, bias_r: float = 0.0,
+                  min_value=None):
         """Round-aware sum of terms (lo, hi, step, off, err) (each already rounded), in order.
 
         Returns (lo, hi, step, off, err, pre_err): once -- one rounding of the carrier sum
         (its own error K c sum|terms| added); sequential -- one rounding per partial sum; then
         the bias add (one rounding) when there is a bias. pre_err is the error before it.
+        `min_value`: bound the error only for ideal results (after the bias) >= min_value (the
+        final roundings see the clipped ideal set); the caller covers the values below.
         """
         f = self.fmt
         if not terms:
@@ -173,16 +176,22 @@ class Analysis:
                 step = combine_steps(step, t[2])
             # Products are not rounded under `once`, so the largest term need not be
             # representable: no cap on the final rounding here.
+            if min_value is not None:
+                lo = np.maximum(lo, min_value - bias)
             err = self.rounded(lo, hi, step, off, e)
         elif self.acc == "once":  # one term: the contraction's one rounding of that product
+            if min_value is not None:
+                lo = np.maximum(lo, min_value - bias)
             err = self.rounded(lo, hi, step, off, err)
         elif len(terms) > 1:
             if self.acc != "sequential":
                 raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
-            for t in terms[1:]:
+            for i, t in enumerate(terms[1:], 2):
                 prev = np.maximum(np.abs(lo), np.abs(hi)) + err  # |partial sum so far|
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])
+                if min_value is not None and i == len(terms):  # the full sum: clipped
+                    lo = np.maximum(lo, min_value - bias)
                 cap = np.minimum(prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
                 err = self.rounded(lo, hi, step, off, err + t[4], cap=cap)
         pre = err + abs(bias_r - bias)
@@ -193,7 +202,8 @@ class Analysis:
 
     # ---- affine maps ---------------------------------------------------------------------------
 
-    def affine(self, x: Vals, key: str, col, bias_key: str | None, bias_idx=None) -> Vals:
+    def affine(self, x: Vals, key: str, col, bias_key: str | None, bias_idx=None,
+               min_value=None) -> Vals:
         """y = fl(fl(sum_d fl(x_d W_d)) + b) at all positions (one output coordinate)."""
         W = self.W[key][(slice(None),) + col] if isinstance(col, tuple) else self.W[key][:, col]
         Wr = self.Wr[key][(slice(None),) + col] if isinstance(col, tuple) else self.Wr[key][:, col]
@@ -203,7 +213,7 @@ class Analysis:
         terms = [self.product(x.column(d), float(W[d]), float(Wr[d])) for d in np.flatnonzero(W)]
         if not terms:
             terms = [(np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t), np.zeros(t))]
-        lo, hi, step, off, err, pre = self.sum_terms(terms, b, br)
+        lo, hi, step, off, err, pre = self.sum_terms(terms, b, br, min_value)
         self.pre_err = pre
         self.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         return Vals(lo, hi, step, off, err)

@@ -383,6 +383,17 @@ def add_updates(an: Analysis, x: Vals, upd: dict[int, Vals]) -> Vals:
     return out
 
 
+def _largest_below_zero(a: Vals) -> np.ndarray:
+    """The largest ideal value < 0 (a lattice point), -inf when there is none, +inf (unknown)
+    without a lattice."""
+    s = np.maximum(a.step, 1.0)
+    z = np.ceil(-a.off / s - 1e-12) - 1  # the largest z with off + s z < 0
+    pt = a.off + s * z
+    pt = np.where(a.step == 0, np.where(a.off < 0, a.off, -np.inf), pt)
+    pt = np.where(pt < a.lo - 1e-9, -np.inf, pt)
+    return np.where(a.step < 0, np.where(a.lo < 0, np.inf, -np.inf), pt)
+
+
 def _relu(a: Vals) -> Vals:
     """h = relu(a): exact op; the ideal lattice survives where 0 is in it or a keeps a sign."""
     off0 = a.hi + a.err <= 0  # computed pre-activation <= 0: h = 0 exactly
@@ -419,6 +430,17 @@ def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
             a = an.affine(x, f"{pre}/fc1/kernel", u, f"{pre}/fc1/bias", u)
             units.append((a, an.pre_err, _relu(a)))
         if len(g) == 1:
+            # A single ReLU needs its error only where it is active: when every ideal
+            # pre-activation below 0 stays below 0 computed (lattice point <= -err), redo the
+            # bound for the ideal values >= 0 alone (a gate's big offsets are then out of it)
+            a = units[0][0]
+            below = _largest_below_zero(a)
+            if np.any(np.isfinite(below)) and np.all(below + a.err <= 0):
+                a_on = an.affine(x, f"{pre}/fc1/kernel", g[0], f"{pre}/fc1/bias", g[0],
+                                 min_value=0.0)
+                h = _relu(a)
+                h.err = np.where(a.hi + a.err <= 0, 0.0, np.minimum(h.err, a_on.err))
+                units[0] = (a, an.pre_err, h)
             info.append((g, units, None))
             continue
         (a1, pre1, h1), (a2, pre2, h2) = units
