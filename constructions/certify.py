@@ -148,15 +148,23 @@ def explain(result: dict) -> str:
                  + (f"; narrower certified widths: {result['certified_narrower']}"
                     if result["certified_narrower"] else ""))
     lines.append(f"largest value bounded: {result['max_magnitude']:.4g}")
-    lines.append("argument at the certified width (ideal = exact arithmetic, hard attention; the "
-                 "construction's theorem; errors are worst-case bounds):")
+    lines.append("argument at the certified width. Ideal = exact arithmetic with the intended "
+                 "attention weights (1 on the matched keys, the exact softmax of a SUM head); "
+                 "that the ideal model answers correctly, and the ideal ranges used "
+                 "(ideal_ranges: e.g. r in [0, B - 1], carries are bits), are the "
+                 "construction's theorem, not checked here. Assumed of the simulation: equal "
+                 "inputs give equal outputs (keys read from equal table rows score equally), "
+                 "exp within 8 carrier ulps. Errors are worst-case bounds over every input:")
     for c in result["claims"]:
         lines.append(f"  {c['where']}: {c['what']}: {c['detail']}")
     if result["failure_below"]:
         lines.append(f"one width narrower the argument fails at: {result['failure_below']}")
-    lines.append("looseness: ideal intervals lose correlations between coordinates, every bound "
-                 "is a worst case over positions and inputs, the sequential bound charges each "
-                 "partial sum its largest magnitude (certify_engine.py)")
+    lines.append("looseness (why the certificate sits above the measured frontier): ideal "
+                 "intervals lose correlations between coordinates; every bound is a worst case "
+                 "over positions and inputs, and the errors of different keys and queries are "
+                 "charged independently (the quadratic match charges the errors of N and N2 at "
+                 "two keys at once); a rounding is known to be exact only when every ideal value "
+                 "it can see is representable with a margin (certify_engine.py)")
     return "\n".join(lines)
 
 

@@ -9,9 +9,12 @@ in index order (`sequential`); every elementwise op rounded), with the error con
 `certify_rounding`. Steps of the argument (each a `Claim`, printed by --explain):
 
   embed      x_0 = fl(fl(E[tok]) + fl(P[t])): table entries are rounded exactly (computed here).
-  affine     y = fl(fl(sum_d fl(x_d W_d)) + b): errors of the inputs, of the rounded weights, of
-             the products and of the accumulation (once: one rounding plus the carrier's error;
-             sequential: one rounding per partial sum, bounded by the partial sums' magnitudes).
+  affine     y = fl(fl(sum_d x_d W_d) + b): errors of the inputs, of the rounded weights and of
+             the accumulation (once: the products are exact in the carrier, the carrier sum is
+             rounded once, plus the carrier's own error; sequential: every product and every
+             partial sum rounded). A rounding whose ideal values are all representable and whose
+             error is below half a spacing returns the ideal value ("snapping": exact integer
+             arithmetic is recognised as exact).
   attention  heads whose queries and keys read only position-fixed coordinates ("positional")
              get their computed scores as exact intervals (the rounded arithmetic done here on the
              table values); the intended keys are those of maximal ideal score (significant: within
@@ -26,10 +29,12 @@ in index order (`sequential`); every elementwise op rounded), with the error con
   readout    the computed logit of the ideal answer token exceeds every other computed logit
              (intervals from the exact rounding of the readout, per ideal answer value).
 
-Looseness (stated, not hidden): ideal intervals lose correlations between coordinates (e.g.
-r = S - B q is bounded by [-B max q, max S], not [0, B - 1]), error bounds are worst cases over
-all positions and inputs, and the sequential bound charges every partial sum its largest
-possible magnitude. Each inflates the certified width by a fraction of a bit to a few bits.
+Looseness (stated, not hidden): ideal intervals lose correlations between coordinates (the
+construction's own ranges, `certify.ideal_ranges`, restore the ones its theorem states, e.g.
+r in [0, B - 1]); error bounds are worst cases over all positions and inputs, charged
+independently at every key; a rounding is only known exact when every ideal value it may see is
+representable with a margin. Together they put the certificate 1 to 8 bits above the measured
+frontier (README, "Precision certificates").
 """
 
 from __future__ import annotations
@@ -152,7 +157,24 @@ class Analysis:
         f = self.fmt
         if not terms:
             raise ValueError("empty sum")
-        lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0])
+        # A 6-tuple term carries, as t[5] = (lo, hi, step, off, its own error as a lone term),
+        # the ideal of itself plus the
+        # term before it, and as t[4] the error of that pair (the second unit of a clean-step
+        # pair: h1 - h2 is 0 or delta, and the input errors of the two units cancel); partial
+        # sums after it use both. The partial sum between the two is rounded on its own.
+        lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0][:5])
+        if self.acc == "once":
+            merged = []
+            for t in terms:
+                if len(t) == 6:
+                    merged.pop()
+                    merged.append((*t[5][:4], t[4]))
+                else:
+                    merged.append(t[:5])
+            absum_all = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
+            k_all = len(terms)
+            terms = merged
+            lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0])
         if len(terms) > 1 and self.acc == "once":
             absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
             # the carrier sum is exact when every term is an exact lattice value (error 0) whose
@@ -166,7 +188,8 @@ class Analysis:
             # otherwise: each carrier addition errs by at most cu |result| and by at most its
             # smaller operand, so besides K cu sum|terms| the error is at most (K - 1) times
             # the terms other than the largest (tiny leakage added to one exact value)
-            k = len(terms)
+            k = k_all  # the carrier adds every product, a pair's two as well
+            absum = np.maximum(absum, absum_all)
             largest = np.max([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
             carrier = np.minimum(k * f.carrier_unit * absum,
                                  (k - 1) * (absum - largest) * (1 + k * f.carrier_unit))
@@ -186,13 +209,32 @@ class Analysis:
         elif len(terms) > 1:
             if self.acc != "sequential":
                 raise ValueError(f"the certificate covers once and sequential, not {self.acc!r}")
+            zero = np.zeros(lo.shape)
+            before = (zero, zero, zero, zero)  # the partial sum before the previous term
+            err_before = zero
+            if len(terms[0]) == 6:
+                raise ValueError("a pair's second term cannot come first")
             for i, t in enumerate(terms[1:], 2):
                 prev = np.maximum(np.abs(lo), np.abs(hi)) + err  # |partial sum so far|
-                lo, hi, off = lo + t[0], hi + t[1], off + t[3]
-                step = combine_steps(step, t[2])
+                current, err_current = (lo, hi, step, off), err
+                if len(t) == 6:
+                    blo, bhi, bstep, boff = before
+                    plo, phi, pstep, poff, own = t[5]
+                    lo, hi, off = blo + plo, bhi + phi, boff + poff
+                    step = combine_steps(bstep, pstep)
+                    # error in: before the pair + the pair's own + the rounding between them
+                    # (charged in full: u |that partial sum| + eta), or, as for any term, the
+                    # partial sum's error so far + this product's own error
+                    e_in = np.minimum(err_before + round_err(prev, f) + t[4], err + own)
+                    t = (*t[:4], e_in - err, t[5])
+                else:
+                    lo, hi, off = lo + t[0], hi + t[1], off + t[3]
+                    step = combine_steps(step, t[2])
+                before, err_before = current, err_current
                 if min_value is not None and i == len(terms):  # the full sum: clipped
                     lo = np.maximum(lo, min_value - bias)
-                cap = np.minimum(prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
+                cap = None if len(t) == 6 else np.minimum(
+                    prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
                 err = self.rounded(lo, hi, step, off, err + t[4], cap=cap)
         pre = err + abs(bias_r - bias)
         if bias != 0.0 or bias_r != 0.0:

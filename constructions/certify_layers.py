@@ -497,12 +497,11 @@ def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
             a_, b_ = w * pair.lo, w * pair.hi
             lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
             step, off = scaled_step(pair.step, w), w * pair.off
-            if an.acc == "once":
-                terms.append((lo, hi, step, off, np.minimum(t1[4] + t2[4], cancel)))
-            else:
-                terms.append(t1)  # the partial sum after h1 is rounded on its own
-                t2_err = np.maximum(np.minimum(t1[4] + t2[4], cancel) - t1[4], 0.0)
-                terms.append(_after_pair(t1, (lo, hi, step, off), t2_err))
+            # both products enter the sum (the carrier adds them, a sequential sum rounds after
+            # h1); the pair's second term carries the pair's ideal {0, w delta}
+            terms.append(t1)
+            terms.append((*t2[:4], np.minimum(t1[4] + t2[4], cancel),
+                          (lo, hi, step, off, t2[4])))
         lo, hi, step, off, err, _ = an.sum_terms(
             terms, float(an.W[f"{pre}/fc2/bias"][d]), float(an.Wr[f"{pre}/fc2/bias"][d]))
         upd[d] = Vals(lo, hi, step, off, err)
@@ -513,14 +512,6 @@ def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
                                if dirty_count else "")
              + f"; {sum(len(g) == 1 for g in groups)} single units")
     return add_updates(an, x, upd)
-
-
-def _after_pair(t1, pair_ideal, t2_err):
-    """The second term of a pair in a sequential sum: chosen so that the partial sum after it
-    has the pair's ideal lattice (ideal w (h1 - h2)) and the pair's error; its ideal interval
-    is the pair's minus the first term's (only the sum's interval is used)."""
-    lo, hi, step, off = pair_ideal
-    return (lo - t1[1], hi - t1[0], combine_steps(step, t1[2]), off - t1[3], t2_err)
 
 
 def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
