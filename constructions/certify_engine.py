@@ -191,8 +191,10 @@ class Analysis:
             k = k_all  # the carrier adds every product, a pair's two as well
             absum = np.maximum(absum, absum_all)
             largest = np.max([np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4] for t in terms], 0)
-            carrier = np.minimum(k * f.carrier_unit * absum,
-                                 (k - 1) * (absum - largest) * (1 + k * f.carrier_unit))
+            # (k + 1) cu: gamma_k = k cu / (1 - k cu) of a carrier dot whose products may be
+            # rounded too (float32 itself, M = 23), with room to spare
+            carrier = np.minimum((k + 1) * f.carrier_unit * absum,
+                                 (k - 1) * (absum - largest) * (1 + (k + 1) * f.carrier_unit))
             e = np.sum([t[4] for t in terms], 0) + np.where(exact, 0.0, carrier)
             for t in terms[1:]:
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]

@@ -87,7 +87,7 @@ def _sum_interval(an: Analysis, terms, shape):
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
         absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
-        c = len(terms) * (f.carrier_unit + TINY) * absum
+        c = (len(terms) + 1) * (f.carrier_unit + TINY) * absum
         if f.carrier_bits < 53:  # a float32 carrier's error can straddle a rounding boundary
             exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
                 [t[0] for t in terms], f.carrier_bits)
@@ -240,7 +240,7 @@ def _sum_keys(an, elo, ehi, visible):
     f = an.fmt
     if an.acc == "once":
         n = visible.sum(1, keepdims=True)
-        c = n * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
+        c = (n + 1) * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
         if f.carrier_bits < 53:
             exact = (np.all(elo == ehi, axis=1, keepdims=True)
                      & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
