@@ -54,7 +54,7 @@ def to_markdown(rows: list[dict]) -> str:
            "certified | gap |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         fail = r["measured_failing"]
-        shown = ("none" if not fail else
+        shown = ("none" if not fail else str(fail[0]) if len(fail) == 1 else
                  f"{fail[0]}..{fail[-1]}" if fail == list(range(fail[0], fail[-1] + 1))
                  else ", ".join(map(str, fail)))
         if not r["full_scan"]:
