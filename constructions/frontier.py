@@ -91,12 +91,26 @@ def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
     return _CACHE[key]
 
 
-def mantissa_scan(passes, lo: int = MIN_MANTISSA, hi: int = MAX_MANTISSA) -> dict:
+def mantissa_scan(passes, lo: int = MIN_MANTISSA, hi: int = MAX_MANTISSA,
+                  quick: bool = False) -> dict:
     """Check `passes(M)` for every M from `hi` down to `lo` (no monotonicity assumed).
 
     Returns {"threshold": the smallest M such that every width M..hi passes (None if hi fails),
     "narrower_passing": the widths below it that pass as well, "checked": {M: passes}}.
+    `quick`: stop at the first failing width on the way down. The threshold is the same (every
+    width above it is checked, and the one below fails), but the narrower widths are not
+    checked: "narrower_passing" is None.
     """
+    if quick:
+        checked = {}
+        for m in range(hi, lo - 1, -1):
+            checked[m] = bool(passes(m))
+            if not checked[m]:
+                break
+        threshold = min((m for m, ok in checked.items() if ok), default=None) \
+            if checked[hi] else None
+        return {"threshold": threshold, "narrower_passing": None,
+                "checked": {m: checked[m] for m in sorted(checked)}}
     checked = {m: bool(passes(m)) for m in range(hi, lo - 1, -1)}
     threshold = None
     for m in range(hi, lo - 1, -1):

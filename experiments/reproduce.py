@@ -104,43 +104,39 @@ def _label(spec_kwargs: dict) -> str:
 
 def lean_frontier(spec_kwargs: dict, ns: Sequence[int], accumulation: str = "once",
                   num_random: int = 30, seed: int = 0, batch_size: int = 512,
-                  first_guess: int = 6, progress: Callable[[str], None] = print) -> dict:
-    """Fewest e8mM mantissa bits for which the construction is exact, for each n.
+                  progress: Callable[[str], None] = print) -> dict:
+    """The e8mM mantissa threshold of the construction, for each n (the public frontier scan).
 
     The verifier set is `constructions.inputs.verification_set` (exhaustive when small, else
-    adversarial + `num_random` random inputs). The search starts from the previous n's answer
-    plus one bit per doubling of n (`first_guess` for the first) and walks down while one bit
-    fewer still passes, or up until one passes, so the reported M is checked at both ends: M
-    passes and M - 1 fails. It assumes that every width above a passing one passes too
-    (`constructions.frontier` checks every width instead: exactness is not monotonic in M).
-    Returns a dict shaped like `frontier.run_frontier`'s (label, ns, accumulations, entries with
-    float_mantissa_bits, fits) so `frontier.plot` draws it; fixed point and the common formats
-    are left out (`bf16` passes exactly when M <= 7: bf16 is e8m7).
+    adversarial + `num_random` random inputs). Each n runs `constructions.frontier.mantissa_scan`
+    in its quick mode through the runtime-width decoder (one compile per shape): every width from
+    e8m24 down is checked until the first that fails, so the reported M is the threshold (every
+    wider width passes, M - 1 fails) without assuming exactness is monotonic in M; narrower
+    widths that might pass again are not checked (`constructions.frontier` checks them all).
+    Returns a dict shaped like
+    `frontier.run_frontier`'s (label, ns, accumulations, entries with float_mantissa_bits,
+    fits) so `frontier.plot` draws it; fixed point and the common formats are left out (`bf16`
+    passes exactly when M <= 7: bf16 is e8m7).
     """
     from arith_precision import tasks
     from constructions import build, frontier, inputs, run
 
-    entries, guess, prev_n = [], first_guess, None
+    entries = []
     for n in ns:
-        if prev_n is not None:  # about one more bit per doubling of n (what the theory predicts)
-            guess += max(0, round(math.log2(n / prev_n)))
         start = time.time()
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         construction = build(spec)
         operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
-        probes = {}
 
-        def passes(m, construction=construction, operands=operands, probes=probes):
-            if m not in probes:
-                fmt = f"e8m{m}"
-                run.enable_carrier(fmt)
-                probes[m] = run.check(construction, operands, fmt, accumulation, batch_size,
-                                      stop_at_first_failure=True)["failures"] == 0
-            return probes[m]
+        def passes(m, construction=construction, operands=operands):
+            fmt = f"e8m{m}"
+            run.enable_carrier(fmt)
+            return run.check(construction, operands, fmt, accumulation, batch_size,
+                             stop_at_first_failure=True, runtime=True)["failures"] == 0
 
-        m = frontier._search_from(passes, guess, 1, MAX_MANTISSA)
-        if m is not None:
-            guess, prev_n = m, n
+        scan = frontier.mantissa_scan(passes, frontier.MIN_MANTISSA, MAX_MANTISSA, quick=True)
+        m = scan["threshold"]
+        probes = scan["checked"]
         entries.append({"n": n, "checked": len(operands), "families": families,
                         "d_model": construction.d_model, "float_mantissa_bits": {accumulation: m},
                         "probes": {str(k): v for k, v in sorted(probes.items())},

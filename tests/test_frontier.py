@@ -11,6 +11,20 @@ from arith_precision import tasks
 from constructions import build, frontier, frontier_report, inputs, run
 
 
+def test_mantissa_scan_quick_stops_at_the_first_failure_from_the_top():
+    """ADD base 2, n = 2 shape: e8m2 passes, e8m3 and e8m4 fail, e8m5 and up pass."""
+    seen = []
+
+    def passes(m):
+        seen.append(m)
+        return m == 2 or m >= 5
+
+    got = frontier.mantissa_scan(passes, 0, 8, quick=True)
+    assert got["threshold"] == 5 and got["narrower_passing"] is None
+    assert seen == [8, 7, 6, 5, 4]  # every width above the threshold, and the failing one below
+    assert frontier.mantissa_scan(lambda m: m < 3, 0, 8, quick=True)["threshold"] is None
+
+
 @pytest.mark.parametrize("passing,lo,hi,threshold,narrower", [
     (set(range(5, 25)), 0, 24, 5, []),
     (set(range(0, 25)), 0, 24, 0, []),

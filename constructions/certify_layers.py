@@ -1,0 +1,672 @@
+"""The sub-layers of the certificate's analysis: embedding, attention, MLP, residual, readout.
+
+Each function maps `Vals` of all positions to the next ones and records `Claim`s on the
+`Analysis` (certify_engine.py states the numerical model and the argument of each step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from constructions.certify_engine import SIGNIFICANT, Analysis, snap, token_sets
+from constructions.certify_rounding import fl, round_err
+from constructions.certify_values import (
+    NONE,
+    Vals,
+    carrier_exact,
+    combine_steps,
+    dyadic_close,
+    frac_bits,
+    joined_with_zero,
+    lattice_gap,
+    scaled_step,
+)
+
+TINY = 2.0 ** -50  # relative slack for float64 evaluation of exp and of sums done here
+
+
+def embed(an: Analysis) -> Vals:
+    spec = an.c.spec
+    sets = token_sets(spec)
+    E, P = an.W["embed"], an.W["pos_embedding"]
+    Er, Pr = an.Wr["embed"], an.Wr["pos_embedding"]
+    t, d = len(sets), E.shape[1]
+    lo, hi, off = np.zeros((t, d)), np.zeros((t, d)), np.zeros((t, d))
+    step, err = np.zeros((t, d)), np.zeros((t, d))
+    fixed = np.full((t, d), np.nan)
+    for i, toks in enumerate(sets):
+        ideal = E[toks] + P[i]  # tokens x D
+        comp = fl(Er[toks] + Pr[i], an.fmt)
+        lo[i], hi[i] = ideal.min(0), ideal.max(0)
+        off[i] = ideal[0]
+        err[i] = np.abs(comp - ideal).max(0)
+        same = np.all(ideal == ideal[0], axis=0)
+        fixed[i, same & np.all(comp == comp[0], axis=0)] = comp[0][same & np.all(comp == comp[0],
+                                                                              axis=0)]
+        for j in np.flatnonzero(~same):
+            diffs = np.unique(np.abs(ideal[:, j] - ideal[0, j]))
+            ints = [int(v) for v in diffs if float(v).is_integer()]
+            step[i, j] = np.gcd.reduce(ints) if len(ints) == len(diffs) else NONE
+    an.fixed = fixed
+    an.written = np.zeros(d, bool)
+    an.note_mag(hi + err, -lo + err)
+    an.claim("embed", "token and table entries", True,
+             f"max rounding error of x_0 {err.max():.3g} (exact where 0)")
+    return Vals(lo, hi, step, off, err)
+
+
+def _positional_rows(an: Analysis, rows) -> bool:
+    return all(not an.written[d] and np.all(np.isfinite(an.fixed[:, d])) for d in rows)
+
+
+def _exact_proj(an: Analysis, key: str, h: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of the computed projection (query/key) slot s of head h at every position, from
+    the position-fixed computed inputs, by the format's own rounding."""
+    f = an.fmt
+    Wr = an.Wr[f"{key}/kernel"][:, h, s]
+    br = float(an.Wr[f"{key}/bias"][h, s])
+    rows = np.flatnonzero(an.W[f"{key}/kernel"][:, h, s])
+    x = an.fixed
+    terms = [_prod(an, x[:, d], Wr[d]) for d in rows]
+    lo, hi = _sum_interval(an, [(tm, tm) for tm in terms], x.shape[0])
+    if br != 0.0:
+        lo, hi = fl(lo + br - TINY * np.abs(lo + br), f), fl(hi + br + TINY * np.abs(hi + br), f)
+    return lo, hi
+
+
+def _sum_interval(an: Analysis, terms, shape):
+    """Interval of the computed sum of terms given as (lo, hi) intervals, per accumulation."""
+    f = an.fmt
+    if not terms:
+        return np.zeros(shape), np.zeros(shape)
+    if len(terms) == 1:  # one product: rounded by the contraction's one rounding under once
+        return (fl(terms[0][0], f), fl(terms[0][1], f)) if an.products_exact else terms[0]
+    if an.acc == "once":
+        slo = np.sum([t[0] for t in terms], axis=0)
+        shi = np.sum([t[1] for t in terms], axis=0)
+        absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
+        c = (len(terms) + 1) * (f.carrier_unit + TINY) * absum
+        if f.carrier_bits < 53:  # a float32 carrier's error can straddle a rounding boundary
+            exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
+                [t[0] for t in terms], f.carrier_bits)
+            c = np.where(exact, 0.0, c)
+        return fl(slo - c, f), fl(shi + c, f)
+    lo, hi = terms[0]
+    for tlo, thi in terms[1:]:
+        a, b = lo + tlo, hi + thi
+        lo, hi = fl(a - TINY * np.abs(a), f), fl(b + TINY * np.abs(b), f)
+    return lo, hi
+
+
+def _mul_interval(alo, ahi, blo, bhi, f, rounded: bool = True):
+    """Interval of a product of intervals; rounded to the format unless it is a product inside
+    a `once` contraction (exact in the carrier, computed exactly here in float64)."""
+    cands = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+    lo, hi = np.minimum.reduce(cands), np.maximum.reduce(cands)
+    return (fl(lo, f), fl(hi, f)) if rounded else (lo, hi)
+
+
+def _prod(an: Analysis, x, w):
+    """A contraction's product: exact under `once`, rounded under `sequential`."""
+    return x * w if an.products_exact else fl(x * w, an.fmt)
+
+
+def attention(an: Analysis, layer: int, x: Vals) -> Vals:
+    cfg = an.c.config
+    f = an.fmt
+    pre = f"layer_{layer}/attn"
+    dh, heads = cfg.effective_head_dim, cfg.num_heads
+    t = x.lo.shape[0]
+    ctx = [[None] * dh for _ in range(heads)]
+    scale = float(fl(1.0 / math.sqrt(dh), f))
+    visible = np.tril(np.ones((t, t), bool))
+    for h in range(heads):
+        vals = [an.affine(x, f"{pre}/value/kernel", (h, s), f"{pre}/value/bias", (h, s))
+                for s in range(dh)]
+        qrows = set(np.flatnonzero(an.W[f"{pre}/query/kernel"][:, h, :].any(1)))
+        krows = set(np.flatnonzero(an.W[f"{pre}/key/kernel"][:, h, :].any(1)))
+        if not (qrows or krows) and not an.W[f"{pre}/query/bias"][h].any():
+            if not any(an.W[f"{pre}/out/kernel"][h].any(1)):
+                continue  # unused head
+        where = f"layer {layer} head {h}"
+        if (layer, h) in an.dynamic:
+            out = an.dynamic[(layer, h)](an, layer, h, x, vals, where)
+        elif _positional_rows(an, qrows | krows):
+            out = _positional_head(an, layer, h, x, vals, scale, visible, where)
+        else:
+            an.claim(where, "scores", False, "input-dependent scores and no margin lemma")
+        for s in range(dh):
+            ctx[h][s] = out[s]
+    # out projection over (head, slot) -> D, then the residual add
+    flat = [c for hh in ctx for c in hh]
+    zero = Vals.const(np.zeros(t))
+    cols = [c if c is not None else zero for c in flat]
+    ctx_vals = Vals(*(np.stack([getattr(c, a) for c in cols], 1)
+                      for a in ("lo", "hi", "step", "off", "err")))
+    an.W[f"{pre}/out/kernel2"] = an.W[f"{pre}/out/kernel"].reshape(heads * dh, -1)
+    an.Wr[f"{pre}/out/kernel2"] = an.Wr[f"{pre}/out/kernel"].reshape(heads * dh, -1)
+    return _residual(an, x, ctx_vals, f"{pre}/out/kernel2", f"{pre}/out/bias")
+
+
+def _positional_head(an, layer, h, x, vals, scale, visible, where):
+    f = an.fmt
+    pre = f"layer_{layer}/attn"
+    dh = an.c.config.effective_head_dim
+    t = x.lo.shape[0]
+    # ideal scores from the ideal (real) position-fixed inputs
+    ideal_x = x.off  # constants: off is the value
+    q = ideal_x @ an.W[f"{pre}/query/kernel"][:, h, :] + an.W[f"{pre}/query/bias"][h]
+    k = ideal_x @ an.W[f"{pre}/key/kernel"][:, h, :] + an.W[f"{pre}/key/bias"][h]
+    s_ideal = (q @ k.T) / math.sqrt(dh)
+    # computed scores, as exact intervals
+    qi = [_exact_proj(an, f"{pre}/query", h, s) for s in range(dh)]
+    ki = [_exact_proj(an, f"{pre}/key", h, s) for s in range(dh)]
+    terms = []
+    for s in range(dh):
+        if not (np.any(qi[s][0]) or np.any(qi[s][1])) or not (np.any(ki[s][0])
+                                                               or np.any(ki[s][1])):
+            continue
+        terms.append(_mul_interval(qi[s][0][:, None], qi[s][1][:, None], ki[s][0][None, :],
+                                   ki[s][1][None, :], f, rounded=not an.products_exact))
+    slo, shi = _sum_interval(an, terms, (t, t))
+    slo, shi = fl(slo * scale, f), fl(shi * scale, f)
+    an.note_mag(np.abs(slo[visible]), np.abs(shi[visible]))
+    if np.isnan(slo[visible]).any() or np.isnan(shi[visible]).any():
+        an.claim(where, "scores", False, "a score is NaN (an overflowed weight or table value)")
+    neg = -np.inf
+    slo, shi = np.where(visible, slo, neg), np.where(visible, shi, neg)
+    s_ideal = np.where(visible, s_ideal, neg)
+    best = s_ideal.max(1, keepdims=True)
+    sig = visible & (s_ideal >= best - SIGNIFICANT)
+    w_ideal = np.where(sig, np.exp(s_ideal - best), 0.0)
+    w_ideal = w_ideal / w_ideal.sum(1, keepdims=True)
+    wsnap = np.zeros((t, t))
+    values, inverse = np.unique(w_ideal[sig], return_inverse=True)  # few distinct weights
+    snapped = [snap(float(v)) for v in values]
+    if any(fr is None for fr in snapped):
+        bad = values[[fr is None for fr in snapped].index(True)]
+        an.claim(where, "intended weights", False, f"weight {bad!r} is no simple rational")
+    wsnap[sig] = np.array([float(fr) for fr in snapped])[inverse.ravel()]
+    # computed softmax: m = max score, d = fl(s - m), e = fl(exp(d)), Z = sum e, w = fl(e / Z)
+    mlo, mhi = slo.max(1, keepdims=True), shi.max(1, keepdims=True)
+    dlo = np.minimum(fl(slo - mhi, f), 0.0)
+    dhi = np.minimum(fl(shi - mlo, f), 0.0)
+    # Keys whose key-side inputs are identical table rows have identical computed keys, hence
+    # identical computed scores (the same operations on the same values). When the keys of the
+    # best ideal score share one row and their scores lie above every other key's, their
+    # computed score is the maximum m itself: d = 0 and e = 1 exactly.
+    krows = np.flatnonzero(an.W[f"{pre}/key/kernel"][:, h, :].any(1))
+    sig_rows = an.fixed[:, krows] if len(krows) else np.zeros((t, 0))
+    top = visible & (s_ideal >= best - 1e-6 * np.maximum(1.0, np.abs(best)))
+    for i in range(t):
+        keys = np.flatnonzero(top[i])
+        rows = sig_rows[keys]
+        if not np.all(rows == rows[0]):
+            continue
+        rest = visible[i] & ~top[i]
+        w_lo, w_hi = slo[i, keys[0]], shi[i, keys[0]]
+        if rest.any() and not w_lo > shi[i, rest].max():
+            continue
+        dlo[i, keys], dhi[i, keys] = 0.0, 0.0
+        dlo[i, rest] = np.minimum(fl(slo[i, rest] - w_hi, f), 0.0)
+        dhi[i, rest] = np.minimum(fl(shi[i, rest] - w_lo, f), 0.0)
+    with np.errstate(invalid="ignore"):
+        elo = np.where(visible, fl(np.exp(dlo) * (1 - f.exp_slack), f), 0.0)
+        ehi = np.where(visible, np.minimum(fl(np.exp(dhi) * (1 + f.exp_slack), f), 1.0), 0.0)
+        elo = np.where(dlo == 0, 1.0, elo)  # exp(0) = 1 exactly
+        ehi = np.where(dhi == 0, 1.0, ehi)
+    zlo, zhi = _sum_keys(an, elo, ehi, visible)
+    wlo = fl(elo / zhi * (1 - TINY), f)
+    whi = np.where(visible, fl(ehi / zlo * (1 + TINY), f), 0.0)
+    dev = np.maximum(np.abs(whi - wsnap), np.abs(wsnap - wlo)) * visible
+    leak_max = float(np.max(np.where(sig, 0.0, whi)))
+    an.claim(where, "positional attention", True,
+             f"max |w^ - w| on intended keys {np.max(np.where(sig, dev, 0)):.3g}, max leaked "
+             f"weight {leak_max:.3g} (score intervals computed exactly)")
+    out = []
+    for s in range(dh):
+        v = vals[s]
+        if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
+            out.append(None)
+            continue
+        out.append(_mix(an, v, wsnap, sig, dev, wlo, whi, visible))
+    return out
+
+
+def _sum_keys(an, elo, ehi, visible):
+    """Interval of Z = sum over visible keys of e (per query), per accumulation."""
+    f = an.fmt
+    if an.acc == "once":
+        n = visible.sum(1, keepdims=True)
+        c = (n + 1) * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
+        if f.carrier_bits < 53:
+            exact = (np.all(elo == ehi, axis=1, keepdims=True)
+                     & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
+                                     f.carrier_bits))
+            c = np.where(exact, 0.0, c)
+        return fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
+    lo, hi = elo[:, :1], ehi[:, :1]
+    for j in range(1, elo.shape[1]):
+        a, b = lo + elo[:, j:j + 1], hi + ehi[:, j:j + 1]
+        lo, hi = fl(a - TINY * a, f), fl(b + TINY * b, f)
+    return lo, hi
+
+
+def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
+    """ctx = sum_k w^_k v^_k against the intended sum_k w_k v_k (intended keys only).
+
+    Arrays are queries x keys; the terms are summed over the keys in order."""
+    t = v.lo.shape[0]
+    keys = [j for j in range(t) if visible[:, j].any()]
+    w = wsnap[:, keys]  # queries x keys
+    vlo, vhi, voff = v.lo[keys][None, :], v.hi[keys][None, :], v.off[keys][None, :]
+    vstep, vmag, verr = v.step[keys][None, :], v.mag[keys][None, :], v.err[keys][None, :]
+    a, b = w * vlo, w * vhi
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    step = np.where(vstep == 0, 0.0, np.where(vstep > 0, dyadic_close(w * np.maximum(vstep, 0)),
+                                               NONE))
+    step = np.where(w == 0, 0.0, step)
+    off = np.where(w == 0, 0.0, w * voff)
+    col = visible[:, keys]
+    e_pre = np.where(sig[:, keys], dev[:, keys] * vmag + whi[:, keys] * verr,
+                     whi[:, keys] * (vmag + verr))
+    e_pre = np.where(col, e_pre, 0.0)
+    if an.products_exact:  # under once the products are not rounded at all
+        err = e_pre
+    else:  # w^ a power of two (a copy's weight 1): the product is exact
+        pow2 = (wlo[:, keys] == whi[:, keys]) & (np.frexp(whi[:, keys])[0] == 0.5)
+        err = np.where(pow2, e_pre, an.rounded(lo, hi, step, off, e_pre))
+    for idx, j in enumerate(keys):
+        values = _lattice_values(v, j)
+        if values is not None:  # exact value, few ideal values: the products computed exactly
+            exact = np.zeros(t)
+            for val in values:
+                for wc in (wlo[:, j], whi[:, j]):
+                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - wsnap[:, j] * val))
+            err[:, idx] = np.where(col[:, idx], np.minimum(err[:, idx], exact), 0.0)
+    terms = [(lo[:, i], hi[:, i], step[:, i], off[:, i], err[:, i]) for i in range(len(keys))]
+    lo, hi, step, off, err, _ = an.sum_terms(terms)
+    err = np.minimum(err, _counting_err(an, v, wsnap, wlo, whi, visible))
+    an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
+    return Vals(lo, hi, step, off, err)
+
+
+def _counting_err(an, v: Vals, wsnap, wlo, whi, visible) -> np.ndarray:
+    """Exact error of a SUM head that counts: every visible key's value is exactly 0 or one
+    common c, every computed weight is the same known float for the keys that can hold c,
+    so every nonzero product is the same float a = fl(w^ c) and the computed sum of m of
+    them is a known float (fl(m a) under once when the carrier holds m a exactly; the
+    sequence s_j = fl(s_(j-1) + a) under sequential). Its distance to the intended m w c is
+    computed for every m. inf where the pattern does not hold."""
+    f = an.fmt
+    t = v.lo.shape[0]
+    out = np.full(t, np.inf)
+    exact = v.err == 0
+    zero = exact & (v.step == 0) & (v.off == 0)
+    always = exact & (v.step == 0) & (v.off != 0)
+    two = exact & (v.step > 0) & (v.lo == 0) & (v.hi == v.step)
+    if not np.all(zero | always | two) or not (two | always).any():
+        return out
+    cs = np.unique(np.concatenate([v.hi[two], v.off[always]]))
+    if cs.size != 1:
+        return out
+    c = float(cs[0])
+    for i in range(t):
+        keys = np.flatnonzero(visible[i] & (two | always))
+        if keys.size == 0:
+            out[i] = 0.0
+            continue
+        wl, wh, ws = wlo[i, keys], whi[i, keys], wsnap[i, keys]
+        if not (np.all(wl == wh) and np.all(wl == wl[0]) and np.all(ws == ws[0])):
+            continue
+        a = float(_prod(an, wl[0], c))
+        b = float(ws[0] * c)
+        m_min = int(np.sum(always[keys]))
+        worst = 0.0
+        s_ = 0.0
+        for m in range(1, keys.size + 1):
+            if an.acc == "once":
+                if m * a >= 2.0 ** (f.carrier_bits - frac_bits(np.array(a)).item()):
+                    worst = np.inf
+                    break
+                s_ = float(fl(m * a, f))
+            else:
+                s_ = float(fl(s_ + a, f))
+            if m >= m_min:
+                worst = max(worst, abs(s_ - m * b))
+        out[i] = worst
+    return out
+
+
+def _lattice_values(v: Vals, j: int, limit: int = 64):
+    """The ideal values of v at position j when it is computed exactly (error 0) and takes at
+    most `limit` values (a constant, or a short lattice), else None."""
+    if v.err[j] != 0:
+        return None
+    if v.step[j] == 0:
+        return [float(v.off[j])]
+    if v.step[j] < 0:
+        return None
+    s, off = float(v.step[j]), float(v.off[j])
+    z0, z1 = math.ceil((v.lo[j] - off) / s - 1e-9), math.floor((v.hi[j] - off) / s + 1e-9)
+    if z1 - z0 + 1 > limit:
+        return None
+    return [off + s * z for z in range(z0, z1 + 1)]
+
+
+def _residual(an: Analysis, x: Vals, inner: Vals, kernel: str, bias: str) -> Vals:
+    """x + (inner W + b) for every coordinate the sub-layer writes; the others pass exactly."""
+    W = an.W[kernel]
+    upd = {}
+    for d in range(W.shape[1]):
+        if W[:, d].any() or an.W[bias][d] != 0:
+            upd[d] = an.affine(inner, kernel, d, bias, d)
+    return add_updates(an, x, upd)
+
+
+def add_updates(an: Analysis, x: Vals, upd: dict[int, Vals]) -> Vals:
+    """The residual add x + update (one rounding; adding to an exact 0 is exact)."""
+    out = Vals(*(a.copy() for a in (x.lo, x.hi, x.step, x.off, x.err)))
+    for d, u in upd.items():
+        an.written[d] = True
+        xd = x.column(d)
+        lo, hi = xd.lo + u.lo, xd.hi + u.hi
+        step = combine_steps(xd.step, u.step)
+        off = xd.off + u.off
+        zero_x = (xd.step == 0) & (xd.off == 0) & (xd.err == 0)
+        err = np.where(zero_x, u.err, an.rounded(lo, hi, step, off, xd.err + u.err))
+        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
+        out.lo[:, d], out.hi[:, d], out.step[:, d], out.off[:, d], out.err[:, d] = \
+            lo, hi, step, off, err
+    return out
+
+
+def _largest_below_zero(a: Vals) -> np.ndarray:
+    """The largest ideal value < 0 (a lattice point), -inf when there is none, +inf (unknown)
+    without a lattice."""
+    s = np.maximum(a.step, 1.0)
+    z = np.ceil(-a.off / s - 1e-12) - 1  # the largest z with off + s z < 0
+    pt = a.off + s * z
+    pt = np.where(a.step == 0, np.where(a.off < 0, a.off, -np.inf), pt)
+    pt = np.where(pt < a.lo - 1e-9, -np.inf, pt)
+    return np.where(a.step < 0, np.where(a.lo < 0, np.inf, -np.inf), pt)
+
+
+def _relu(a: Vals) -> Vals:
+    """h = relu(a): exact op; the ideal lattice survives where 0 is in it or a keeps a sign."""
+    off0 = a.hi + a.err <= 0  # computed pre-activation <= 0: h = 0 exactly
+    lo, hi = np.maximum(a.lo, 0), np.maximum(a.hi, 0)
+    # {0} joined to the lattice off + s Z: the lattice gcd(s, |off|) Z
+    joined = joined_with_zero(a.step, a.off)
+    step = np.where(a.lo >= 0, a.step, np.where(a.hi <= 0, 0.0, joined))
+    off = np.where(a.lo >= 0, a.off, 0.0)
+    err = np.where(off0, 0.0, a.err)
+    return Vals(lo, hi, step, off, err)
+
+
+def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
+    f = an.fmt
+    pre = f"layer_{layer}/mlp"
+    W1, b1, W2 = an.W[f"{pre}/fc1/kernel"], an.W[f"{pre}/fc1/bias"], an.W[f"{pre}/fc2/kernel"]
+    b1r, W2r = an.Wr[f"{pre}/fc1/bias"], an.Wr[f"{pre}/fc2/kernel"]
+    used = [u for u in range(W1.shape[1]) if W2[u].any()]
+    groups, i = [], 0
+    while i < len(used):
+        u = used[i]
+        v = used[i + 1] if i + 1 < len(used) else None
+        if (v == u + 1 and np.array_equal(W1[:, u], W1[:, v]) and np.array_equal(W2[u], -W2[v])
+                and b1[u] > b1[v]):
+            groups.append((u, v))
+            i += 2
+        else:
+            groups.append((u,))
+            i += 1
+    info, worst, dirty_count = [], math.inf, 0
+    for g in groups:
+        units = []
+        for u in g:
+            a = an.affine(x, f"{pre}/fc1/kernel", u, f"{pre}/fc1/bias", u)
+            units.append((a, an.pre_err, _relu(a)))
+        if len(g) == 1:
+            # A single ReLU needs its error only where it is active: when every ideal
+            # pre-activation below 0 stays below 0 computed (lattice point <= -err), redo the
+            # bound for the ideal values >= 0 alone (a gate's big offsets are then out of it)
+            a = units[0][0]
+            below = _largest_below_zero(a)
+            if np.any(np.isfinite(below)) and np.all(below + a.err <= 0):
+                a_on = an.affine(x, f"{pre}/fc1/kernel", g[0], f"{pre}/fc1/bias", g[0],
+                                 min_value=0.0)
+                h = _relu(a)
+                h.err = np.where(a.hi + a.err <= 0, 0.0, np.minimum(h.err, a_on.err))
+                units[0] = (a, an.pre_err, h)
+            info.append((g, units, None))
+            continue
+        (a1, pre1, h1), (a2, pre2, h2) = units
+        delta = float(b1[g[0]] - b1[g[1]])
+        dr = float(b1r[g[0]] - b1r[g[1]])
+        gap = lattice_gap(a2.lo, a2.hi, a2.step, a2.off, -delta, 0.0)
+        margin = gap - pre2 - abs(dr - delta)
+        if np.isnan(margin).any():
+            an.claim(f"layer {layer} mlp units {g}", "clean step", False, "NaN pre-activation")
+        # Not clean (an unused position whose ideal is no lattice, or an error reaching the
+        # ramp): the pair is only known to give some value in [0, delta]; a consumer that needs
+        # it exact fails instead, down to the readout.
+        # Where the error may reach the ramp but the ideal lattice avoids it ("near"), the
+        # ideal output is still 0 or delta and the computed one is within the pre-activation's
+        # error (the pair is 1-Lipschitz in it) plus the roundings; only an ideal value inside
+        # the ramp ("dirty") leaves the output unpinned.
+        dirty = ~(gap >= 0)
+        near = ~(margin > 0) & ~dirty
+        dirty_count += int(dirty.sum())
+        clean = ~dirty & ~near
+        if clean.any():
+            worst = min(worst, float(margin[clean].min()))
+        can_on = (a2.hi >= 0) | dirty
+        can_off = (a2.lo <= -delta) | dirty
+        r1 = round_err(np.maximum(np.abs(a1.lo), np.abs(a1.hi)) + pre1, f)
+        r2 = round_err(np.maximum(np.abs(a2.lo), np.abs(a2.hi)) + pre2, f)
+        cancel = abs(dr - delta) + r1 + r2
+        perr = np.where(can_on, np.minimum(h1.err + h2.err, cancel), 0.0)
+        perr = np.where(near | dirty, np.minimum(h1.err + h2.err, cancel + pre2 + r2), perr)
+        lo = np.where(can_off, 0.0, delta)
+        hi = np.where(can_on, delta, 0.0)
+        pstep = np.where(can_on & can_off, delta, 0.0)
+        pstep = np.where(dirty, NONE, pstep)
+        poff = np.where(can_off, 0.0, delta)
+        info.append((g, units, Vals(lo, hi, pstep, poff, perr)))
+    upd = {}
+    for d in range(W2.shape[1]):
+        if not W2[:, d].any() and an.W[f"{pre}/fc2/bias"][d] == 0:
+            continue
+        terms = []
+        for g, units, pair in info:
+            w, wr = float(W2[g[0], d]), float(W2r[g[0], d])
+            if w == 0:
+                continue
+            if pair is None:
+                terms.append(an.product(units[0][2], w, wr))
+                continue
+            h1, h2 = units[0][2], units[1][2]
+            t1, t2 = an.product(h1, w, wr), an.product(h2, -w, -wr)
+            # computed fl(w^ h1^) + fl(-w^ h2^) against the ideal w (h1 - h2)
+            rho = 0.0 if an.products_exact else (round_err(np.abs(wr) * h1.cmag, f)
+                                                 + round_err(np.abs(wr) * h2.cmag, f))
+            cancel = abs(wr) * pair.err + abs(wr - w) * pair.mag + rho
+            a_, b_ = w * pair.lo, w * pair.hi
+            lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
+            step, off = scaled_step(pair.step, w), w * pair.off
+            # both products enter the sum (the carrier adds them, a sequential sum rounds after
+            # h1); the pair's second term carries the pair's ideal {0, w delta}
+            terms.append(t1)
+            terms.append((*t2[:4], np.minimum(t1[4] + t2[4], cancel),
+                          (lo, hi, step, off, t2[4])))
+        lo, hi, step, off, err, _ = an.sum_terms(
+            terms, float(an.W[f"{pre}/fc2/bias"][d]), float(an.Wr[f"{pre}/fc2/bias"][d]))
+        upd[d] = Vals(lo, hi, step, off, err)
+    an.claim(f"layer {layer} mlp", "clean steps", True,
+             f"{sum(len(g) == 2 for g in groups)} step pairs, smallest margin to the ramp "
+             f"{worst:.3g}" + (f" ({dirty_count} pair-positions not clean: values no "
+                               f"answer needs, or failures caught downstream)"
+                               if dirty_count else "")
+             + f"; {sum(len(g) == 1 for g in groups)} single units")
+    return add_updates(an, x, upd)
+
+
+def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
+    """The quadratic-match COPY of column_add layer 4 (`blocks.quadratic_match_head`).
+
+    Lemma (blocks.py): with N2 = N^2 at the keys and T = N_q + 1, the score
+    lam (2 T N_k - N2_k) + mu npm_k = lam T^2 - lam (N_k - T)^2 + mu npm_k is largest at the one
+    marked key with N_k = T, by at least min(lam, mu) over every other key. lam and mu are read
+    from the query biases. Per query position, the computed scores differ from the ideal ones
+    by at most e_s (errors of the query slots there and of the key slots at every earlier
+    position, of the products and of the sum); where 2 e_s < min(lam, mu) the intended key has
+    the largest computed score, so its e = 1 exactly and every other key's weight is at most
+    e^-(min(lam, mu) - 2 e_s). Elsewhere the output is only known to lie between the values.
+    """
+    f = an.fmt
+    pre = f"layer_{layer}/attn"
+    dh = an.c.config.effective_head_dim
+    t = x.lo.shape[0]
+    bq = an.W[f"{pre}/query/bias"][h]
+    lam, mu = -float(bq[1]) / math.sqrt(dh), float(bq[2]) / math.sqrt(dh)
+    margin = min(lam, mu)
+    # Errors enter the *difference* between the intended key's score and another key's: the
+    # query slots' errors e_q multiply the difference of the key slots (slot 0: N_w - N_k, so
+    # e_q0 |dN|; slot 1: N2_w - N2_k <= |dN| 2 N_max), the key slots' errors are charged for
+    # both keys, and the rounding of both scores (products, sum; the 1/sqrt(Dh) is a power of
+    # two here). With ideal difference lam dN^2 (dN != 0) or mu (dN = 0, unmarked key):
+    #   spare = min(min_dN (lam dN^2 - b |dN|), mu - e_q2 / 2) - key errors - 2 rounding.
+    scale = 1.0 / math.sqrt(dh)
+    qs = [an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
+          for s in range(dh)]
+    ks = [an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
+          for s in range(dh)]
+    nmax = float(np.max(ks[0].hi))
+    b_lin = scale * (qs[0].err + 2 * nmax * qs[1].err)
+    key_err = np.zeros(t)
+    prods = []
+    for q, k in zip(qs, ks, strict=True):
+        km, ke = np.maximum.accumulate(k.mag), np.maximum.accumulate(k.err)
+        key_err = key_err + scale * (q.cmag * 2 * ke)
+        prods.append(q.cmag * (km + ke))
+    rnd = 0.0 if an.products_exact else sum(round_err(pm, f) * (pm > 0) for pm in prods)
+    total = np.sum(prods, axis=0)
+    if an.acc == "once":
+        rnd = rnd + round_err(total, f)
+    else:
+        rnd = rnd + (len(prods) - 1) * round_err(total, f)
+    rnd = scale * rnd
+    dn = np.arange(1, int(nmax) + 2)[None, :]
+    quad = np.min(lam * dn ** 2 - b_lin[:, None] * dn, axis=1)
+    spare = np.minimum(quad, mu - scale * qs[2].err) - key_err - 2 * rnd
+    es = (margin - spare) / 2  # reported as the equivalent score error
+    an.note_mag(total * scale)
+    clean = spare > 0
+    with np.errstate(over="ignore"):
+        leak = np.where(clean, np.exp(-np.where(clean, spare, 0) * (1 - f.u)) * (1 + TINY), 1.0)
+    # Z = 1 (the intended key) + the leaked e of the other keys <= t leak: when that is below
+    # u, every rounding of a partial sum that contains the 1 returns 1, so Z = 1 and the
+    # intended weight is exactly 1; otherwise Z <= (1 + t leak)(1 + u)^t.
+    ksum = np.arange(1, t + 1) * leak
+    zhi = np.where(ksum < f.u, 1.0, (1 + ksum) * (1 + f.u) ** np.arange(1, t + 1))
+    zhi = np.where(clean, zhi, np.inf)
+    wdev = np.where(clean, np.where(zhi == 1.0, 0.0, 1 - 1 / zhi + f.u), 1.0)
+    if clean.any():
+        an.claim(where, "quadratic match", True,
+                 f"margin min(lam, mu) = {margin:.3g}, score error <= {es[clean].max():.3g}, "
+                 f"leaked weight <= {leak[clean].max():.3g} per key"
+                 + ("" if clean.all() else f"; {int((~clean).sum())} positions not clean "
+                    "(their output is only bounded; the readout decides)"))
+    out = []
+    for s in range(dh):
+        v = vals[s]
+        if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
+            out.append(None)
+            continue
+        # the intended key can be any earlier position: the hull of their ideal values
+        lo, hi = np.minimum.accumulate(v.lo), np.maximum.accumulate(v.hi)
+        vmag, verr = np.maximum.accumulate(v.mag), np.maximum.accumulate(v.err)
+        leaked = leak * np.cumsum(v.cmag)
+        cand = np.where(v.step < 0, NONE, joined_with_zero(np.where(v.step == 0, np.abs(v.off) + (
+            v.off == 0), v.step), v.off))
+        common = cand[0]
+        for c_ in cand[1:]:
+            common = float(combine_steps(np.array([common]), np.array([c_]))[0])
+        step = np.full(t, common)
+        e_pre = wdev * vmag + verr + leaked
+        err = an.rounded(lo, hi, step, np.zeros(t), e_pre)
+        if an.acc == "sequential":  # every partial sum rounded: one generic rounding each
+            err = err + np.arange(1, t + 1) * round_err(vmag + e_pre, f)
+        err = np.where(clean, err, (hi - lo) + verr + leaked)
+        step = np.where(clean, step, NONE)
+        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
+        out.append(Vals(lo, hi, step, np.zeros(t), err))
+    return out
+
+
+def readout(an: Analysis, x: Vals) -> None:
+    """The argmax at each answer position is the ideal answer token, with computed logits."""
+    f = an.fmt
+    spec = an.c.spec
+    U, c = an.W["unembed/kernel"], an.W["unembed/bias"]
+    Ur, cr = an.Wr["unembed/kernel"], an.Wr["unembed/bias"]
+    rows = np.flatnonzero(U.any(1))
+    first = spec.input_length - 1
+    worst = math.inf
+    for i in range(spec.answer_tokens):
+        t = first + i
+        configs = _readout_configs(x, t, rows)
+        if not configs:
+            an.claim(f"readout position {t}", "ideal answer", False,
+                     f"the answer coordinate's ideal value is not pinned to integers "
+                     f"(interval [{x.lo[t, rows[0]]:.3g}, {x.hi[t, rows[0]]:.3g}], error "
+                     f"{x.err[t, rows[0]]:.3g})")
+        for cfg in configs:
+            ideal = cfg @ U[rows] + c
+            order = np.argsort(ideal)
+            want = int(order[-1])
+            if ideal[order[-1]] - ideal[order[-2]] <= 0:
+                an.claim(f"readout position {t}", "ideal argmax", False, "tie in the ideal logits")
+            terms = []
+            for r, a in zip(rows, cfg, strict=True):
+                e = x.err[t, r]
+                terms.append(_mul_interval(np.array(a - e), np.array(a + e), Ur[r], Ur[r], f,
+                                           rounded=not an.products_exact))
+            lo, hi = _sum_interval(an, terms, U.shape[1])
+            lo, hi = fl(lo + cr - TINY * np.abs(lo + cr), f), fl(hi + cr + TINY * np.abs(hi + cr),
+                                                                  f)
+            an.note_mag(np.abs(lo), np.abs(hi))
+            others = np.delete(hi, want)
+            gap = float(lo[want] - others.max())
+            worst = min(worst, gap)
+            if not gap > 0:
+                an.claim(f"readout position {t}", "argmax", False,
+                         f"ideal answer value {cfg.tolist()}: computed logit of token {want} "
+                         f">= {lo[want]:.6g} but another reaches {others.max():.6g}")
+    an.claim("readout", "argmax", True, f"smallest computed logit margin {worst:.3g}")
+
+
+def _readout_configs(x: Vals, t: int, rows) -> list[np.ndarray]:
+    """Ideal values of the readout coordinates: the lattice points of one coordinate, or, for
+    several, the one-hot vectors (the constant-precision ADD readout's ideal state)."""
+    if len(rows) == 1:
+        r = rows[0]
+        s, lo, hi, off = float(x.step[t, r]), x.lo[t, r], x.hi[t, r], x.off[t, r]
+        if s == 0:
+            return [np.array([off])]
+        if s < 0:
+            return []  # no lattice: the caller fails the claim
+        z0, z1 = math.ceil((lo - off) / s - 1e-9), math.floor((hi - off) / s + 1e-9)
+        return [np.array([off + s * z]) for z in range(z0, z1 + 1)]
+    return [np.eye(len(rows))[j] for j in range(len(rows))]
+
+
+def clip(an: Analysis, x: Vals) -> Vals:
+    """Intersect ideal intervals with the construction's stated ideal ranges (`ideal_ranges`)."""
+    for d, (lo, hi) in getattr(an, "ranges", {}).items():
+        x.lo[:, d] = np.clip(x.lo[:, d], lo, hi)
+        x.hi[:, d] = np.clip(x.hi[:, d], lo, hi)
+    return x

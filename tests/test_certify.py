@@ -1,0 +1,121 @@
+"""constructions.certify: rounding bit for bit, soundness against every measured frontier point
+(committed results/certify/certify.json, recomputed in the slow suite) and the exhaustive
+verifier, the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from constructions.certify_rounding import Fmt, fl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CERTIFY_JSON = os.path.join(ROOT, "results", "certify", "certify.json")
+
+
+@pytest.mark.parametrize("fmt", ["e8m0", "e8m3", "e8m10", "e4m3", "e8m23"])
+def test_fl_matches_quantize_bit_for_bit(fmt):
+    from arith_precision import formats
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-8, 8, 2000),
+                        [0.0, 1.0, 2.5, -3.5, 1e38, 3.3e38, 1e-40, 6e4, 7e4]])
+    e, m = int(fmt[1:fmt.index("m")]), int(fmt[fmt.index("m") + 1:])
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        want = np.asarray(formats.quantize(jax.numpy.asarray(x, jax.numpy.float64), fmt))
+    finally:
+        jax.config.update("jax_enable_x64", before)
+    np.testing.assert_array_equal(fl(x, Fmt(e, m)), want)
+
+
+def _committed_rows():
+    with open(CERTIFY_JSON) as fh:
+        return json.load(fh)
+
+
+def test_certificate_never_at_or_below_a_measured_failure():
+    """Every certified width (the threshold and up, and the narrower certified ones) passes
+    wherever the frontier measured it; a certificate at a measured failure is a bug."""
+    rows = _committed_rows()
+    from constructions.certify_points import measured_points
+
+    measured = {(r["dir"], r["n"], r["accumulation"]): r for r in measured_points()}
+    for row in rows:  # the committed rows match the committed frontier runs
+        key = (row["dir"], row["n"], row["accumulation"])
+        assert key in measured, f"results/certify is stale: {key} is no frontier point"
+        assert row["measured_failing"] == measured[key]["measured_failing"], key
+    certified_somewhere = 0
+    for row in rows:
+        if row["certified"] is None:
+            continue
+        certified_somewhere += 1
+        widths = set(range(row["certified"], 25)) | set(row["certified_narrower"] or [])
+        bad = widths & set(row["measured_failing"])
+        assert not bad, (row, bad)
+        if row["measured_threshold"] is not None:
+            assert row["certified"] >= row["measured_threshold"], row
+    assert certified_somewhere > 0
+
+
+@pytest.mark.slow  # recomputes every certificate (a few minutes)
+def test_committed_certificates_are_current():
+    from arith_precision import tasks
+    from constructions import build
+    from constructions.certify import certify
+
+    for row in _committed_rows():
+        spec = tasks.TaskSpec(row["task"], base=row["base"], n=row["n"], k=row["k"], l=row["l"])
+        got = certify(build(spec, variant=row["variant"]), row["accumulation"], quick=True,
+                      exponent_search=False)
+        assert got["certified_mantissa_bits"] == row["certified"], row
+
+
+@pytest.mark.slow  # ~3-10 minutes each on a loaded 2-core machine: 25 analyses, 2 compiles
+@pytest.mark.parametrize("task, base, n, variant, accumulation", [
+    ("add", 2, 2, "log", "once"), ("add", 2, 2, "log", "sequential"),
+    ("add", 2, 2, "constant", "once"), ("mul", 2, 2, "log", "once"),
+])
+def test_certified_widths_pass_the_exhaustive_verifier(task, base, n, variant, accumulation):
+    """Every certified width (threshold and up, and the narrower certified ones) is exact on
+    every input (exhaustive), and the certificate exists."""
+    from arith_precision import tasks
+    from constructions import build, inputs, run
+    from constructions.certify import certify
+
+    spec = tasks.TaskSpec(task, base=base, n=n, k=3 if task == "iter_add" else 2)
+    c = build(spec, variant=variant)
+    result = certify(c, accumulation, exponent_search=False)
+    m = result["certified_mantissa_bits"]
+    assert m is not None
+    ops = inputs.exhaustive(c.spec)
+    for width in sorted(set(range(m, 25)) | set(result["certified_narrower"])):
+        run.enable_carrier(f"e8m{width}")
+        check = run.check(c, ops, f"e8m{width}", accumulation, runtime=True)
+        assert check["failures"] == 0, (width, check["first_failure"])
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--task=add", "--base=1", "--n=4"], "--base"),
+    pytest.param(["--task=add", "--base=10", "--n=4", "--k=3"], "--k", marks=pytest.mark.slow),
+    pytest.param(["--task=add", "--base=10", "--n=4", "--accumulation=pairwise"],
+                 "--accumulation", marks=pytest.mark.slow),
+    pytest.param(["--task=mul", "--base=10", "--n=4", "--variant=constant"], "--variant",
+                 marks=pytest.mark.slow),
+    pytest.param(["--task=add", "--base=10", "--n=4", "--exponent-bits=9"], "--exponent-bits",
+                 marks=pytest.mark.slow),
+])
+def test_cli_bad_flags_one_line_exit_2(argv, flag):
+    proc = subprocess.run([sys.executable, "-m", "constructions.certify", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), proc.stderr
