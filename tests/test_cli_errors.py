@@ -267,7 +267,8 @@ def test_size_lower_bounds_hold(task, base, n, k, l, chunk, variant):
     spec = tasks.TaskSpec(task, base=base, n=n, k=k, l=l, chunk=chunk)
     low = sizes.lower_bound_widths(spec, variant)
     real = sizes.construction_widths(build(spec, variant=variant))
-    assert low["heads"] == real["heads"] and low["layers"] == real["layers"]
+    assert low["heads"] == real["heads"]  # exact; MUL's layers are 4 + R, R >= 0 reductions
+    assert low["layers"] == real["layers"] if task != "mul" else low["layers"] <= real["layers"]
     assert low["d_model"] <= real["d_model"] and low["d_ff"] <= real["d_ff"]
     assert sizes.estimate_bytes(spec, low) <= sizes.estimate_bytes(spec, real)
 
