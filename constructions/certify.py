@@ -35,7 +35,7 @@ from constructions import VARIANTS, build
 from constructions import certify_layers as layers
 from constructions.certify_engine import Analysis, Failed
 from constructions.certify_rounding import Fmt
-from constructions.verify import spec_error
+from constructions.verify import add_spec_arguments, spec_error
 
 MAX_MANTISSA = 24
 ACCUMULATIONS = ("once", "sequential")
@@ -171,11 +171,7 @@ def explain(result: dict) -> str:
 def _parser() -> argparse.ArgumentParser:
     ap = cli_errors.ArgumentParser(prog="python -m constructions.certify", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", required=True, choices=tasks.TASKS)
-    ap.add_argument("--base", type=int, required=True)
-    ap.add_argument("--n", type=int, required=True)
-    ap.add_argument("--k", type=int, default=None, help="operands (iter_add; default 3)")
-    ap.add_argument("--l", type=int, default=None, help="answer digits (mul; default 2n)")
+    add_spec_arguments(ap, k_help="operands (iter_add; default 3)")
     ap.add_argument("--variant", default="log", choices=VARIANTS)
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--exponent-bits", type=int, default=8)

@@ -72,14 +72,19 @@ def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    ap = ArgumentParser(prog="python -m constructions.verify", description=__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_spec_arguments(ap: argparse.ArgumentParser, k_help: str = "operands (iter_add)") -> None:
+    """--task --base --n --k --l: the task spec flags every constructions CLI takes."""
     ap.add_argument("--task", required=True, choices=tasks.TASKS)
     ap.add_argument("--base", type=int, required=True)
     ap.add_argument("--n", type=int, required=True)
-    ap.add_argument("--k", type=int, default=None, help="operands (iter_add)")
+    ap.add_argument("--k", type=int, default=None, help=k_help)
     ap.add_argument("--l", type=int, default=None, help="answer digits (mul; default 2n)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = ArgumentParser(prog="python -m constructions.verify", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec_arguments(ap)
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--variant", default="log", choices=VARIANTS,
                     help="log (default; all tasks) or constant (ADD at constant precision)")
