@@ -116,8 +116,14 @@ def restore_newest_good(directory: str, make_manager: Callable[[], object],
     """(manager, step, state) from the newest step that restores; (manager, None, None) if none.
 
     `make_manager()` opens an orbax CheckpointManager on `directory`; `restore(manager, step)`
-    restores one step. Raises UsageError when steps existed but none restored.
+    restores one step. Raises UsageError when steps existed but none restored, or when
+    `directory` exists and is not a directory (checked before orbax starts: its asynchronous
+    save threads would otherwise wait forever for a commit that cannot happen and keep the
+    process from exiting).
     """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError("--workdir", directory, "the checkpoint directory exists and is not a "
+                         "directory")
     purge_deleted(directory)
     moved = quarantine_incomplete(directory, warn)
     while True:

@@ -144,3 +144,15 @@ def test_no_checkpoint_restores_is_one_line(straight, tmp_path):
     assert [ln for ln in lines if ln.startswith("error:")] == [lines[-1]]
     assert lines[-1].startswith(f"error: --workdir: {ckpt}: no checkpoint restores")
     assert sum("is incomplete" in ln for ln in lines) == 2
+
+
+def test_a_checkpoint_path_that_is_a_file_is_refused_before_orbax_starts(tmp_path):
+    # orbax's async save threads would wait forever on a directory they cannot create, keeping
+    # the process alive after the run failed: the path is refused before any manager opens.
+    path = tmp_path / "checkpoints"
+    path.write_text("not a directory")
+    opened = []
+    with pytest.raises(UsageError, match="exists and is not a directory"):
+        checkpoints.restore_newest_good(str(path), lambda: opened.append(1), lambda m, s: None)
+    assert opened == []
+    assert path.read_text() == "not a directory"  # left as it was
