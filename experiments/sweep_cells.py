@@ -222,7 +222,7 @@ def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], Non
                     queue.append(job)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
@@ -254,11 +254,11 @@ class Progress:
             detail += f": {record['error'][:200]}"
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         self.log(f"[sweep] {done}/{self.total} cells ({self.skipped} skipped; {counts}) | "
-                 f"elapsed {_duration(elapsed)} | ETA {_duration(eta)} | {record['name']}: "
-                 f"{detail} ({_duration(record.get('wall_time_s') or 0.0)})")
+                 f"elapsed {duration(elapsed)} | ETA {duration(eta)} | {record['name']}: "
+                 f"{detail} ({duration(record.get('wall_time_s') or 0.0)})")
 
 
-def _current_step(cell_dir: str) -> int:
+def current_step(cell_dir: str) -> int:
     """The last logged training step of a cell (0 before its first log line)."""
     path = os.path.join(cell_dir, "metrics.jsonl")
     try:
@@ -279,7 +279,7 @@ class Heartbeat:
                  every: float = 30.0):
         self.jobs, self.log, self.every = list(jobs), log, every
         self.start = time.time()
-        self.first = {j["name"]: _current_step(j["dir"]) for j in self.jobs}
+        self.first = {j["name"]: current_step(j["dir"]) for j in self.jobs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -295,7 +295,7 @@ class Heartbeat:
         done, running, trained, remaining = 0, [], 0, 0
         for j in self.jobs:
             planned = int(j["config"].train.steps)
-            step = _current_step(j["dir"])
+            step = current_step(j["dir"])
             trained += step - self.first[j["name"]]
             if cell_status(j["dir"]) in DONE:
                 done += 1
@@ -307,9 +307,9 @@ class Heartbeat:
         elapsed = time.time() - self.start
         rate = trained / elapsed if trained > 0 else None
         eta = "unknown (no steps logged yet)" if rate is None else \
-            f"at most {_duration(remaining / rate)} at {rate:.1f} steps/s"
+            f"at most {duration(remaining / rate)} at {rate:.1f} steps/s"
         return (f"[sweep] heartbeat: {done}/{len(self.jobs)} cells of this run done | running: "
-                f"{', '.join(running) or 'starting'} | elapsed {_duration(elapsed)} | ETA {eta}")
+                f"{', '.join(running) or 'starting'} | elapsed {duration(elapsed)} | ETA {eta}")
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):

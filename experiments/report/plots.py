@@ -66,12 +66,14 @@ def panel_grid(count: int, *, max_cols: int = 3, size: tuple[float, float] = (4.
 
 def metric_against_n(ax, series: Sequence[Series], *, title: str, ylabel: str,
                      ylim: tuple[float, float] | None = (-0.05, 1.05), spread: float = 0.0,
-                     legend_size: float = 8, legend_loc: str | None = None) -> None:
+                     legend_size: float = 8, legend_loc: str | None = None,
+                     legend: bool = True) -> None:
     """Draw `series` against n on `ax`, with n's values as ticks.
 
     `spread` > 0 shifts curve i of k by (i - (k - 1) / 2) * spread * (the smallest gap between
     the n values, 1 when there is one n): equal curves end side by side instead of on top of
-    each other. A single point gets a marker like any other (no line to draw).
+    each other. A single point gets a marker like any other (no line to draw). `legend` False
+    leaves the legend to `shared_legend` (one for the figure, beside the panels).
     """
     ns = sorted({n for s in series for n in s.points})
     gap = min((b - a for a, b in zip(ns, ns[1:], strict=False)), default=1)
@@ -99,13 +101,26 @@ def metric_against_n(ax, series: Sequence[Series], *, title: str, ylabel: str,
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    if any(s.label for s in series):
+    if legend and any(s.label for s in series):
         ax.legend(fontsize=legend_size, loc=legend_loc)
+
+
+def shared_legend(fig, axes, fontsize: float = 8) -> None:
+    """One legend for the figure, right of the panels, with every label of any panel once (a
+    legend inside a panel of many curves covers the points it explains)."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="center left",
+                   bbox_to_anchor=(1.0, 0.5), fontsize=fontsize, frameon=False)
 
 
 def save(fig, path: str, dpi: int = 110) -> None:
     """Write `fig` to `path` atomically and close it."""
     plt = pyplot()
     with atomic.replacing(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        # "tight" keeps a legend placed beside the panels inside the image
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)

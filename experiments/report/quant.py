@@ -132,10 +132,11 @@ def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
                 linestyle="--" if block else "-", linewidth=2.5 if s == "fp32" else 1.3,
                 markersize=7 if s == "fp32" else 5, hollow=block))
         plots.metric_against_n(ax, series, title=_panel_title(key), ylabel="exact match",
-                               spread=min(0.03, 0.4 / max(1, len(series))), legend_size=7)
-    fig.suptitle("Post-training weight quantization of fp32-trained models (curves shifted "
-                 "slightly sideways so equal ones stay visible)", fontsize=10)
+                               spread=min(0.03, 0.4 / max(1, len(series))), legend=False)
     fig.tight_layout()
+    plots.shared_legend(fig, axes)
+    fig.suptitle("Post-training weight quantization of fp32-trained models (curves shifted "
+                 "slightly sideways so equal ones stay visible)", fontsize=10, y=1.02)
     plots.save(fig, path, dpi=110)
 
 
@@ -162,10 +163,11 @@ def plot_lora(rows: Sequence[Mapping], path: str, qlora_schemes: Sequence[str]) 
                                alpha=0.6 if "before" in label else 1.0)
                   for comp, field, label, marker, ls, color in spec]
         members = [c for c in first if _panel(c) == key]
-        plots.metric_against_n(ax, series, ylabel="exact match", legend_size=6,
+        plots.metric_against_n(ax, series, ylabel="exact match", legend=False,
                                title=f"{_panel_title(key)}: {members[0]['steps']} fine-tuning "
                                      "steps", spread=min(0.03, 0.4 / len(series)))
     fig.tight_layout()
+    plots.shared_legend(fig, axes)
     plots.save(fig, path, dpi=110)
 
 

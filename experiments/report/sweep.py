@@ -80,8 +80,9 @@ def plot(results: Sequence[Mapping], path: str, metric: str = "exact_match") -> 
                                            dict.fromkeys(dead, 0.0), color=color, marker="x",
                                            linestyle="none", markersize=8))
         plots.metric_against_n(ax, series, title=_panel_title(key),
-                               ylabel=metric.replace("_", " "), spread=0.04)
+                               ylabel=metric.replace("_", " "), spread=0.04, legend=False)
     fig.tight_layout()
+    plots.shared_legend(fig, axes)
     plots.save(fig, path, dpi=110)
 
 
