@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from experiments import quant_study, reproduce, training_verdict
-from experiments.report import claims
+from experiments.report import claims, document
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +44,22 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
                     "## 3. Quantization: int4 / QLoRA vs fp32 / LoRA",
                     "## 4. Precision probe: the bits the trained models need", "## Files"):
         assert heading in report, heading
-    # One paragraph per claim, each quoting this run's numbers.
-    assert "5 at n=2" in report or re.search(r"\d+ at n=2", report)
-    assert "**bf16** (mixed precision" in report and "seed 0: 0.0" in report
+    # One verdict per claim, in the claim table and as its paragraph, from this run's numbers.
+    verdicts = [claims.frontier_claim(out["frontiers"]),
+                *claims.training_claims(document.sweep_cells(workdir),
+                                        document.eval_examples(workdir)),
+                claims.quant_claim(document.quant_rows(workdir), "int4")]
+    assert [v.claim for v in verdicts] == [
+        "Bits a construction needs grow like log n", "bf16 training hurts IterADD / MUL, not ADD",
+        "int4 / QLoRA lose to fp32 / LoRA"]  # the smoke sweep has no pure_bf16 arm
+    for v in verdicts:
+        assert f"| {v.claim} | {v.status} |" in report
+        assert claims.paragraph(v) in report
+    frontier_bits = verdicts[0].numbers["tasks"][0]["bits"]
+    assert frontier_bits == [[e["n"], e["float_mantissa_bits"]["once"]]
+                             for e in out["frontiers"][0]["entries"]]
+    assert [(r["n"], r["fp32"]) for r in verdicts[2].numbers["runs"]] == [(3, pytest.approx(
+        float(_csv(os.path.join(workdir, "quant", "quant_results.csv"))[0]["exact_match"])))]
     assert "LoRA (fp32 base)" in report and "QLoRA (int4 base)" in report
     # Tables: frontier, the arms per seed, quantization schemes.
     assert "| n | log2 n | mantissa bits (e8mM) |" in report

@@ -22,6 +22,13 @@ def _task_label(entry: Mapping) -> str:
     return label + (f" k={entry['k']}" if entry["task"] == "iter_add" else "")
 
 
+def _run_row(run: str, cells: Mapping[str, Mapping], sets: Sequence[str], max_bits: int) -> list:
+    """A table row of one trained run: its task, n, fp32 exact match, threshold per region set."""
+    first = next(iter(cells.values()))
+    return [run, _task_label(first), first["n"], f"{first['fp32_exact_match']:.3f}",
+            *(threshold_label(cells[r], max_bits) if r in cells else "-" for r in sets)]
+
+
 def to_markdown(result: Mapping) -> str:
     s = result["settings"]
     max_bits = s["max_bits"]
@@ -38,12 +45,9 @@ def to_markdown(result: Mapping) -> str:
         for e in entries:
             by_run.setdefault(e["run"], {})[e["regions"]] = e
         lines += [f"**accumulation `{accumulation}`**", ""]
-        lines += markdown.table(
-            ["run", "task", "n", "fp32", *sets],
-            ([run, _task_label(first := next(iter(cells.values()))), first["n"],
-              f"{first['fp32_exact_match']:.3f}",
-              *(threshold_label(cells[r], max_bits) if r in cells else "-" for r in sets)]
-             for run, cells in by_run.items()))
+        lines += markdown.table(["run", "task", "n", "fp32", *sets],
+                                (_run_row(run, cells, sets, max_bits)
+                                 for run, cells in by_run.items()))
         named = [e for e in entries if e.get("named")]
         if named:
             fmts = s["named_formats"]
