@@ -8,6 +8,8 @@ A phase that reports its progress as a fraction (the frontier: sizes n done; the
 steps done, read from the cells' metrics) extrapolates from its own rate once it has one; before
 that, and for the phases that report none, the phase's expected time stands in: its wall time in
 the last run of the same mode (phases.json) when known, else the mode's estimate (`EXPECTED`).
+A phase without a rate that runs past its expected time has an unknown remainder: the line then
+says "ETA at least ..." (the phases still to run).
 """
 
 from __future__ import annotations
@@ -105,16 +107,22 @@ class JobProgress:
 
     def eta(self) -> float:
         """Seconds left for the job: this phase's remainder plus the phases after it."""
+        return self._eta()[0]
+
+    def _eta(self) -> tuple[float, bool]:
+        """(seconds left, whether that is only a lower bound: the phase has no rate and has run
+        past its expected time, so its remainder is unknown and counted as 0)."""
         if self.current is None:
-            return 0.0
+            return 0.0, False
         elapsed = time.time() - self.phase_start
         f = self._fraction()
         if f is not None and f >= 0.02 and elapsed > 5:  # enough progress to extrapolate
-            left = elapsed * (1 - f) / f
+            left, lower_bound = elapsed * (1 - f) / f, False
         else:
-            left = max(0.0, self.expected.get(self.current, 0.0) - elapsed)
+            expected = self.expected.get(self.current, 0.0)
+            left, lower_bound = max(0.0, expected - elapsed), elapsed > expected
         later = self.phases[self.phases.index(self.current) + 1:]
-        return left + sum(self.expected.get(p, 0.0) for p in later)
+        return left + sum(self.expected.get(p, 0.0) for p in later), lower_bound
 
     def _fraction(self) -> float | None:
         try:
@@ -128,10 +136,11 @@ class JobProgress:
                     f"{duration(time.time() - self.start)}")
         f = self._fraction()
         how_far = "" if f is None else f", {100 * f:.0f}% of it"
+        seconds, lower_bound = self._eta()
         return (f"[reproduce] progress: phase {self.current} "
                 f"({self.phases.index(self.current) + 1} of {len(self.phases)}){how_far} | "
-                f"elapsed {duration(time.time() - self.start)} | ETA {duration(self.eta())} for "
-                "the job")
+                f"elapsed {duration(time.time() - self.start)} | ETA "
+                f"{'at least ' if lower_bound else ''}{duration(seconds)} for the job")
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
