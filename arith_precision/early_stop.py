@@ -25,6 +25,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arith_precision import atomic
+
 FILENAME = "validation.jsonl"
 RISING_BY = 0.05  # `trend`: "still rising" when the last half of training gained this much
 
@@ -68,11 +70,8 @@ def read_history(workdir: str, up_to: int | None = None) -> list[dict[str, Any]]
 
 def rewrite_history(workdir: str, history: Sequence[Mapping[str, Any]]) -> None:
     """Replace validation.jsonl with `history` (after a resume dropped later lines)."""
-    path = os.path.join(workdir, FILENAME)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(dict(h)) + "\n" for h in history)
-    os.replace(tmp, path)
+    atomic.write_lines(os.path.join(workdir, FILENAME),
+                       (json.dumps(dict(h)) + "\n" for h in history))
 
 
 def append(workdir: str, row: Mapping[str, Any]) -> None:

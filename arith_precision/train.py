@@ -46,11 +46,11 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from arith_precision import atomic, tasks, train_checks
 from arith_precision import checkpoints as checkpoints_lib
 from arith_precision import early_stop as early_stop_lib
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
-from arith_precision import tasks, train_checks
 from arith_precision.cli_errors import UsageError
 from arith_precision.precision import StepPrecision, step_precision
 from arith_precision.simulate import native_dtype, regions, simulate
@@ -208,10 +208,7 @@ def _rewrite_metrics(path: str, keep_up_to: int) -> None:
 
 
 def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=2, sort_keys=True, default=str)
 
 
 # ---- the run -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from arith_precision import cli_errors
+from arith_precision import atomic, cli_errors
 from arith_precision.cli_errors import UsageError
 
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
@@ -132,20 +132,43 @@ def plot(results: list[dict], path: str) -> None:
                 xs = np.linspace(min(x), max(x), 20)
                 ax.plot(xs, fit[0] * xs + fit[1], color=line.get_color(), alpha=0.35, lw=3,
                         label=f"fit {round(fit[0], 2) + 0.0:.2f} log2 n + {fit[1]:.1f}")
-    for name, m in (("bf16", 7), ("fp16", 10), ("e4m3/e5m2", 3)):
-        ax.axhline(m, color="gray", lw=0.6, ls=":")
-        ax.text(ax.get_xlim()[0], m + 0.2, name, fontsize=7, color="gray")
+    _reference_lines(ax)
     ax.set_xlabel("log2 n")
     ax.set_ylabel("mantissa bits M of e8mM")
     ax.set_title("Precision frontier: threshold (every wider M exact); hollow: narrower M that "
                  "pass", fontsize=10)
+    fig.text(0.01, 0.01, "Dashed grey: formats with fewer exponent bits than e8mM; reaching their "
+             "mantissa width is necessary, not sufficient (their narrower range fails earlier: "
+             "see the table's common formats).", fontsize=7, color="dimgray")
     if many:  # beside the axes, where it cannot hide a curve
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+# (name, mantissa bits, exponent bits) of the formats drawn for reference. bf16 is e8m7, a point
+# of the e8mM axis itself; the others have fewer exponent bits, so sitting at their mantissa width
+# does not make them equivalent to e8mM (fp16, e5m10, fails ADD where e8m10 passes): they are
+# drawn dashed, each on its own line.
+REFERENCE_FORMATS = (("bf16", 7, 8), ("fp16", 10, 5), ("e4m3", 3, 4), ("e5m2", 2, 5))
+
+
+def _reference_lines(ax) -> None:
+    """The reference formats as labelled horizontal lines, the y range widened to show them."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, 1.0), max(hi, max(m for _, m, _ in REFERENCE_FORMATS) + 1.5))
+    for name, m, e in REFERENCE_FORMATS:
+        same_axis = e == 8
+        ax.axhline(m, color="gray", lw=1.6 if same_axis else 1.1, ls="-" if same_axis else "--",
+                   alpha=0.7, zorder=0)
+        text = f"{name} = e8m{m}" if same_axis else f"{name}: {m} mantissa, {e} exponent bits"
+        ax.text(0.995, m + 0.12, text, transform=ax.get_yaxis_transform(), ha="right",
+                va="bottom", fontsize=9, color="dimgray",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
 
 
 def merge(directories: list[str], out: str) -> str:
@@ -165,9 +188,7 @@ def merge(directories: list[str], out: str) -> str:
         results.append(loaded)
     cli_errors.check_writable_dir("--out", out)
     markdown = "\n".join(to_markdown(r) for r in results)
-    with open(os.path.join(out, "frontier.md"), "w") as f:
-        f.write(markdown + "\n")
-    with open(os.path.join(out, "frontier.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    atomic.write_text(os.path.join(out, "frontier.md"), markdown + "\n")
+    atomic.write_json(os.path.join(out, "frontier.json"), results, indent=1)
     plot(results, os.path.join(out, "frontier.png"))
     return markdown

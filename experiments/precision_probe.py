@@ -43,7 +43,7 @@ import numpy as np
 
 from arith_precision.simulate.policy import ACCUMULATIONS
 from arith_precision.simulate.region_sets import MODEL_REGIONS, REGION_SETS
-from experiments.probe_report import threshold_label, write_outputs
+from experiments.report.probe import threshold_label, write_outputs
 from experiments.row_cache import RowCache
 
 NAMED_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")

@@ -25,8 +25,9 @@ the "LLM" is one of our own fp32-trained Transformers (one per task and n):
 
 Outputs in DIR: `quant_results.csv` (one row per run x stage x scheme), `quant_report.md`
 (tables), `quant_exact_match.png` (exact match against n, one line per scheme, one panel per
-task) and `quant_lora.png` (fp32 / int4 before, LoRA / QLoRA after, against n). Finished rows are
-cached in `quant_rows.jsonl`: re-running skips them.
+task) and `quant_lora.png` (fp32 / int4 before, LoRA / QLoRA after, against n), rendered by
+`experiments/report/quant.py` from the study's rows. Finished rows are cached in
+`quant_rows.jsonl`: re-running skips them.
 
 Settings (`--smoke`, `--quick`, default full; the bases only when trained here):
   smoke  the fp32 ADD cell of `experiments.reproduce --smoke` (base 2, n=3, 2 layers, d=32, 10
@@ -51,8 +52,6 @@ and nvfp4 ends 0.066, 0.094 and 0.102 below it at n=6 (within 0.004 at n=4).
 from __future__ import annotations
 
 import argparse
-import collections
-import csv
 import json
 import os
 import sys
@@ -61,15 +60,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from arith_precision.tasks.spec import TASKS
+from experiments.report import quant as report_quant
 from experiments.row_cache import RowCache
 
 DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16", "mxfp8_e4m3",
                    "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4")
 DEFAULT_QLORA = ("int4", "mxfp4_e2m1", "nvfp4")
 STAGES = ("ptq", "lora", "qlora")
-COLUMNS = ("run", "task", "base", "k", "n", "layers", "d_model", "stage", "scheme",
-           "bits_per_weight", "exact_match", "digit_accuracy", "finetune_steps", "final_loss",
-           "num_examples", "wall_time_s")
 ROWS_FILE = "quant_rows.jsonl"
 
 
@@ -309,205 +306,11 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
                                 bits_per_weight=round(bits, 3), finetune_steps=finetune_steps,
                                 final_loss=float(result.losses[-1]))
                 record(run, stage, scheme, tune)
-    out = write_outputs(workdir, rows, schemes=("fp32", *schemes), qlora_schemes=qlora_schemes)
+    out = report_quant.write_outputs(workdir, rows, schemes=("fp32", *schemes),
+                                     qlora_schemes=qlora_schemes)
     progress(f"[quant] {len(rows)} rows ({skipped} cached) in {time.time() - start:.0f}s: "
              f"{out['csv']}, {out['report']}")
     return dict(out, rows=rows, skipped=skipped)
-
-
-# ---- outputs -----------------------------------------------------------------------------------
-
-
-def _fmt(x) -> str:
-    return "-" if x is None or x == "" else f"{float(x):.3f}"
-
-
-def _bits(x) -> str:
-    return "?" if x is None or x == "" else f"{float(x):.3g}"
-
-
-def _panel(row) -> tuple:
-    return (TASKS.index(row["task"]), row["base"], row["k"] or 0)
-
-
-def _panel_title(key) -> str:
-    task, base, k = TASKS[key[0]], key[1], key[2]
-    name = {"add": "ADD", "iter_add": f"IterADD (k={k})", "mul": "MUL"}[task]
-    return f"{name}, base {base}"
-
-
-def _mean_by_n(rows: Iterable[Mapping]) -> dict[int, float]:
-    """Exact match averaged over the runs at each n (several seeds or depths)."""
-    acc = collections.defaultdict(list)
-    for r in rows:
-        acc[int(r["n"])].append(float(r["exact_match"]))
-    return {n: sum(v) / len(v) for n, v in sorted(acc.items())}
-
-
-def comparison(rows: Sequence[Mapping], qlora_scheme: str = "int4") -> list[dict]:
-    """Per run that was fine-tuned: fp32, the QLoRA scheme before tuning, LoRA, QLoRA."""
-    by_run = collections.defaultdict(dict)
-    for r in rows:
-        by_run[r["run"]][(r["stage"], r["scheme"])] = r
-    out = []
-    for name, d in by_run.items():
-        if ("lora", "fp32") not in d or ("qlora", qlora_scheme) not in d:
-            continue
-        first = d[("lora", "fp32")]
-        out.append(dict(run=name, task=first["task"], base=first["base"], k=first["k"],
-                        n=first["n"], steps=first["finetune_steps"],
-                        fp32=d.get(("ptq", "fp32"), {}).get("exact_match"),
-                        quant=d.get(("ptq", qlora_scheme), {}).get("exact_match"),
-                        lora=first["exact_match"],
-                        qlora=d[("qlora", qlora_scheme)]["exact_match"]))
-    return sorted(out, key=lambda c: (_panel(c), c["n"], c["run"]))
-
-
-def report_markdown(rows: Sequence[Mapping], schemes: Sequence[str],
-                    qlora_schemes: Sequence[str] = DEFAULT_QLORA, image_prefix: str = "") -> str:
-    """The tables (and plot links, relative with `image_prefix`) of the study as markdown."""
-    ptq = [r for r in rows if r["stage"] == "ptq"]
-    bits = {}
-    for r in ptq:
-        bits.setdefault(r["scheme"], r["bits_per_weight"])
-    lines = ["Post-training weight quantization of fp32-trained models (embeddings and "
-             "unembedding stay fp32; bits are per quantized weight, scales included). Entries: "
-             "exact match on held-out examples at the run's own n.", "",
-             f"![quantization: exact match against n]({image_prefix}quant_exact_match.png)", ""]
-    panels = collections.defaultdict(list)
-    for r in ptq:
-        panels[_panel(r)].append(r)
-    for key in sorted(panels):
-        members = panels[key]
-        present = [s for s in schemes if any(r["scheme"] == s for r in members)]
-        lines += [f"**{_panel_title(key)}**", "",
-                  "| run | n | " + " | ".join(f"{s} ({_bits(bits.get(s))} b)" for s in present)
-                  + " |",
-                  "|---|---|" + "---|" * len(present)]
-        by = {(r["run"], r["scheme"]): r for r in members}
-        for run, n in sorted({(r["run"], int(r["n"])) for r in members}, key=lambda x: x[1]):
-            lines.append(f"| {run} | {n} | " + " | ".join(
-                _fmt(by.get((run, s), {}).get("exact_match")) for s in present) + " |")
-        lines.append("")
-    shown_plot = False
-    for qlora_scheme in qlora_schemes:
-        comp = comparison(rows, qlora_scheme)
-        if not comp:
-            continue
-        lines += ["LoRA on the frozen fp32 base against QLoRA (the same LoRA on the frozen "
-                  f"{qlora_scheme} base): exact match before and after the same fine-tune.", ""]
-        if not shown_plot:
-            lines += [f"![LoRA vs QLoRA]({image_prefix}quant_lora.png)", ""]
-            shown_plot = True
-        lines += [f"| run | task | n | steps | fp32 | {qlora_scheme} | LoRA (fp32 base) | "
-                  f"QLoRA ({qlora_scheme} base) | LoRA - QLoRA |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for c in comp:
-            lines.append(f"| {c['run']} | {c['task']} | {c['n']} | {c['steps']} | "
-                         f"{_fmt(c['fp32'])} | {_fmt(c['quant'])} | {_fmt(c['lora'])} | "
-                         f"{_fmt(c['qlora'])} | {c['lora'] - c['qlora']:+.3f} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
-    """Exact match against n, one line per scheme, one panel per (task, base, k)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from arith_precision import quant_scheme
-
-    ptq = [r for r in rows if r["stage"] == "ptq"]
-    keys = sorted({_panel(r) for r in ptq})
-    fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
-                             figsize=(4.6 * max(1, len(keys)), 3.6))
-    palette = plt.get_cmap("tab10" if len(schemes) <= 10 else "tab20")  # a colour per scheme
-    for ax, key in zip(axes[0], keys, strict=False):
-        members = [r for r in ptq if _panel(r) == key]
-        for i, s in enumerate(schemes):
-            pts = _mean_by_n(r for r in members if r["scheme"] == s)
-            if pts:
-                style = "s-" if s == "fp32" else "o--" if quant_scheme.parse_scheme(
-                    s).kind == "block" else "o-"  # block formats dashed
-                ax.plot(list(pts), list(pts.values()), style, ms=4,
-                        lw=2.5 if s == "fp32" else 1.3, label=s, color=palette(i % palette.N))
-        ax.set_xticks(sorted({int(r["n"]) for r in members}))
-        ax.set_title(_panel_title(key), fontsize=10)
-        ax.set_xlabel("n (digits)")
-        ax.set_ylabel("exact match")
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Post-training weight quantization of fp32-trained models", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_lora(rows: Sequence[Mapping], path: str, qlora_schemes: Sequence[str]) -> None:
-    """fp32 and each quantized base before fine-tuning, LoRA and each QLoRA after, against n."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    comps = {q: comparison(rows, q) for q in qlora_schemes}
-    comps = {q: c for q, c in comps.items() if c}
-    first = next(iter(comps.values()))
-    keys = sorted({_panel(c) for c in first})
-    fig, axes = plt.subplots(1, max(1, len(keys)), squeeze=False,
-                             figsize=(4.6 * max(1, len(keys)), 3.6))
-    colors = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
-    series = [(first, "fp32", "fp32 (before)", "s:", "tab:blue"),
-              (first, "lora", "LoRA on fp32", "o-", "tab:blue")]
-    for i, (q, comp) in enumerate(comps.items()):
-        color = colors[i % len(colors)]
-        series += [(comp, "quant", f"{q} (before)", "v:", color),
-                   (comp, "qlora", f"QLoRA on {q}", "o-", color)]
-    for ax, key in zip(axes[0], keys, strict=False):
-        for comp, field, label, style, color in series:
-            acc = collections.defaultdict(list)
-            for c in comp:
-                if _panel(c) == key and c[field] is not None:
-                    acc[int(c["n"])].append(float(c[field]))
-            ns = sorted(acc)
-            ax.plot(ns, [sum(acc[n]) / len(acc[n]) for n in ns], style, color=color, ms=5,
-                    label=label, alpha=0.6 if "before" in label else 1.0)
-        members = [c for c in first if _panel(c) == key]
-        ax.set_xticks(sorted({int(c["n"]) for c in members}))
-        ax.set_title(f"{_panel_title(key)}: {members[0]['steps']} fine-tuning steps",
-                     fontsize=10)
-        ax.set_xlabel("n (digits)")
-        ax.set_ylabel("exact match")
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[str],
-                  qlora_schemes: Sequence[str] = DEFAULT_QLORA) -> dict[str, Any]:
-    """quant_results.csv, quant_report.md, quant_exact_match.png and (if any) quant_lora.png."""
-    out = {"csv": os.path.join(workdir, "quant_results.csv"),
-           "report": os.path.join(workdir, "quant_report.md"), "plots": []}
-    with open(out["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({c: "" if r.get(c) is None else r.get(c, "") for c in COLUMNS})
-    plot(rows, os.path.join(workdir, "quant_exact_match.png"), schemes)
-    out["plots"].append(os.path.join(workdir, "quant_exact_match.png"))
-    if any(comparison(rows, q) for q in qlora_schemes):
-        plot_lora(rows, os.path.join(workdir, "quant_lora.png"), qlora_schemes)
-        out["plots"].append(os.path.join(workdir, "quant_lora.png"))
-    with open(out["report"], "w") as f:
-        f.write("# Quantization study: int4 / NF4 / MX / NVFP4 and QLoRA vs fp32 / LoRA\n\n")
-        f.write(report_markdown(rows, schemes, qlora_schemes) + "\n")
-    return out
 
 
 # ---- settings of the standalone CLI ------------------------------------------------------------

@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from experiments import quant_study, reproduce
+from experiments import quant_study, reproduce, training_verdict
+from experiments.report import claims, document
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,9 +44,22 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
                     "## 3. Quantization: int4 / QLoRA vs fp32 / LoRA",
                     "## 4. Precision probe: the bits the trained models need", "## Files"):
         assert heading in report, heading
-    # One paragraph per claim, each quoting this run's numbers.
-    assert "5 at n=2" in report or re.search(r"\d+ at n=2", report)
-    assert "**bf16** (mixed precision" in report and "seed 0: 0.0" in report
+    # One verdict per claim, in the claim table and as its paragraph, from this run's numbers.
+    verdicts = [claims.frontier_claim(out["frontiers"]),
+                *claims.training_claims(document.sweep_cells(workdir),
+                                        document.eval_examples(workdir)),
+                claims.quant_claim(document.quant_rows(workdir), "int4")]
+    assert [v.claim for v in verdicts] == [
+        "Bits a construction needs grow like log n", "bf16 training hurts IterADD / MUL, not ADD",
+        "int4 / QLoRA lose to fp32 / LoRA"]  # the smoke sweep has no pure_bf16 arm
+    for v in verdicts:
+        assert f"| {v.claim} | {v.status} |" in report
+        assert claims.paragraph(v) in report
+    frontier_bits = verdicts[0].numbers["tasks"][0]["bits"]
+    assert frontier_bits == [[e["n"], e["float_mantissa_bits"]["once"]]
+                             for e in out["frontiers"][0]["entries"]]
+    assert [(r["n"], r["fp32"]) for r in verdicts[2].numbers["runs"]] == [(3, pytest.approx(
+        float(_csv(os.path.join(workdir, "quant", "quant_results.csv"))[0]["exact_match"])))]
     assert "LoRA (fp32 base)" in report and "QLoRA (int4 base)" in report
     # Tables: frontier, the arms per seed, quantization schemes.
     assert "| n | log2 n | mantissa bits (e8mM) |" in report
@@ -204,23 +218,74 @@ def _cells(task, n, fp32, bf16):
                  convergence=None) for p, em in (("fp32", fp32), ("bf16", bf16))]
 
 
-def test_training_claims_quote_numbers_and_note_small_held_out_sets():
+def test_training_claims_give_the_verdict_its_numbers_and_the_small_held_out_sets():
     cells = (_cells("add", 8, 0.312, 0.281) + _cells("iter_add", 4, 1.0, 0.973)
              + _cells("mul", 4, 0.695, 0.484))
-    [(claim, verdict, text)] = reproduce.training_claims(cells, num_examples=256)
-    assert claim.startswith("bf16 training") and verdict["status"] == "not shown"
-    assert "MUL base 2 n=4 has only ~16 distinct held-out inputs" in text  # 256 inputs / 16
-    assert "One seed per cell" in text and "0.031" in text  # 0.5 / sqrt(256)
-    assert "fewer" not in text and "seed 0: 1.000 vs 0.973" in text
+    [v] = claims.training_claims(cells, num_examples=256)
+    assert (v.claim, v.status) == ("bf16 training hurts IterADD / MUL, not ADD", "not shown")
+    assert v.rule == training_verdict.RULE.text()
+    x = v.numbers
+    assert x["arm"] == "bf16" and x["collapses"] == [] and x["matches"] == []
+    assert x["control"] == [{"point": "ADD base 2 n=8", "pairs": [[0, 0.312, 0.281]]}]
+    # Fewer distinct held-out inputs than examples: MUL base 2 n=4 has 2**8 inputs, 1/16 held
+    # out; IterADD k=3 n=4 has 2**12 / 16 = 256, not fewer than the 256 examples.
+    assert x["small_held_out"] == [{"point": "MUL base 2 n=4", "inputs": 16}]
+    assert (x["num_examples"], x["seeds"]) == (256, 1)
+    # The paragraph is rendered from those numbers.
+    text = claims.paragraph(v)
+    assert "MUL base 2 n=4 has only ~16 distinct held-out inputs" in text
+    assert "up to 0.031 at 256 examples" in text  # 0.5 / sqrt(256)
 
 
-def test_frontier_claim_reports_growth_and_flat_ranges():
-    def result(bits):
-        entries = [{"n": n, "float_mantissa_bits": {"once": m}} for n, m in bits]
-        return {"label": "add p=10", "accumulations": ["once"], "entries": entries,
-                "fits": {"once": (1.0, 5.0)}}
+def _frontier(bits):
+    entries = [{"n": n, "float_mantissa_bits": {"once": m}} for n, m in bits]
+    return {"label": "add p=10", "accumulations": ["once"], "entries": entries,
+            "fits": {"once": (1.0, 5.0)}}
 
-    verdict, text = reproduce.frontier_claim([result([(4, 7), (16, 9), (64, 11)])])
-    assert verdict == "shown" and "7 at n=4" in text and "from n=16" in text
-    verdict, text = reproduce.frontier_claim([result([(4, 7), (8, 7)])])
-    assert verdict == "not shown" and "did not grow" in text
+
+def test_frontier_claim_verdicts_growth_flat_ranges_and_bf16_failures():
+    v = claims.frontier_claim([_frontier([(4, 7), (16, 9), (64, 11)])])
+    assert (v.claim, v.status) == ("Bits a construction needs grow like log n", "shown")
+    assert v.numbers["tasks"] == [{"label": "add p=10", "accumulation": "once",
+                                   "bits": [[4, 7], [16, 9], [64, 11]], "fit": [1.0, 5.0]}]
+    assert (v.numbers["grew"], v.numbers["flat"]) == (1, 0)
+    assert v.numbers["bf16_fails"] == [{"label": "add p=10", "from_n": 16}]  # 9 > 7 bits
+    v = claims.frontier_claim([_frontier([(4, 7), (8, 7)])])
+    assert v.status == "not shown" and (v.numbers["grew"], v.numbers["flat"]) == (0, 1)
+    assert v.numbers["bf16_fails"] == []
+    v = claims.frontier_claim([_frontier([(4, 7), (8, None)]), _frontier([(4, 5), (8, 4)])])
+    assert v.status == "not shown" and v.numbers["bf16_fails"] == [
+        {"label": "add p=10", "from_n": 8}]  # None: more than the widest width checked
+    assert claims.frontier_claim([]).status == "not run"
+
+
+def _quant_rows(run, task, n, fp32, int4, lora=None, qlora=None):
+    common = dict(run=run, task=task, base=2, k="", n=n, finetune_steps=0)
+    rows = [dict(common, stage="ptq", scheme="fp32", exact_match=fp32),
+            dict(common, stage="ptq", scheme="int4", exact_match=int4)]
+    if lora is not None:
+        rows += [dict(common, stage="lora", scheme="fp32", exact_match=lora, finetune_steps=100),
+                 dict(common, stage="qlora", scheme="int4", exact_match=qlora,
+                      finetune_steps=100)]
+    return rows
+
+
+def test_quant_claim_verdict_gaps_trends_and_fine_tuning():
+    rows = (_quant_rows("a", "iter_add", 4, 0.996, 0.531, 1.0, 0.996)
+            + _quant_rows("b", "iter_add", 6, 0.879, 0.508, 0.941, 0.875)
+            + _quant_rows("c", "mul", 4, 0.3, 0.1))
+    v = claims.quant_claim(rows, "int4")
+    assert v.claim == "int4 / QLoRA lose to fp32 / LoRA"
+    assert v.status == "int4 below fp32, QLoRA below LoRA"
+    x = v.numbers
+    assert x["learned"] == 2  # mul n=4 stays below 0.5 in fp32
+    assert x["worst"] == {"task": "iter_add", "n": 4, "gap": pytest.approx(0.465)}
+    assert x["trends"] == [{"task": "iter_add", "first": [4, pytest.approx(0.465)],
+                            "last": [6, pytest.approx(0.371)], "widens": False}]
+    assert x["finetune"]["steps"] == 100
+    assert [(c["n"], c["lora"], c["qlora"]) for c in x["finetune"]["runs"]] == [
+        (4, 1.0, 0.996), (6, 0.941, 0.875)]
+    assert "LoRA ends ahead of QLoRA by up to 0.066" in claims.paragraph(v)
+    v = claims.quant_claim(_quant_rows("a", "add", 4, 0.2, 0.1), "int4")
+    assert v.status == "not tested" and v.numbers["worst"] is None
+    assert claims.quant_claim([], "int4").status == "not run"

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from experiments import sweep_lib
+from experiments import sweep_cells, sweep_lib
 from experiments.configs import formats, paper_fig2
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,11 +248,11 @@ def test_real_configs_expand_to_valid_readable_cells():
 
 def test_heartbeat_reports_running_cells_and_a_step_based_eta(tmp_path):
     cells = sweep_lib.expand(paper_fig2.get_config("smoke,tasks=add,ns=3;4,precisions=fp32"))
-    jobs = [sweep_lib._job(cell, str(tmp_path)) for cell in cells]  # 2 cells of 20 steps
+    jobs = [sweep_cells.job(cell, str(tmp_path)) for cell in cells]  # 2 cells of 20 steps
     for job in jobs:
         os.makedirs(job["dir"])
     lines = []
-    with sweep_lib.Heartbeat(jobs, lines.append, every=0.05) as beat:
+    with sweep_cells.Heartbeat(jobs, lines.append, every=0.05) as beat:
         assert "ETA unknown" in beat.line() and "running: starting" in beat.line()
         # The first cell starts and logs step 10 of 20; the second has not started.
         (tmp_path / jobs[0]["name"] / "worker.json").write_text(

@@ -1,10 +1,13 @@
-"""Rendering of the precision probe's results: markdown tables and the plot."""
+"""The precision probe rendered: probe.json, probe.md (tables) and probe.png, from the result of
+`experiments.precision_probe.probe`."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+
+from arith_precision import atomic
+from experiments.report import markdown, plots
 
 
 def threshold_label(entry: Mapping, max_bits: int) -> str:
@@ -13,9 +16,17 @@ def threshold_label(entry: Mapping, max_bits: int) -> str:
         return f">{max_bits}"
     return f"<={bits}" if entry["all_pass_to_min"] else str(bits)
 
+
 def _task_label(entry: Mapping) -> str:
     label = f"{entry['task']} p={entry['base']}"
     return label + (f" k={entry['k']}" if entry["task"] == "iter_add" else "")
+
+
+def _run_row(run: str, cells: Mapping[str, Mapping], sets: Sequence[str], max_bits: int) -> list:
+    """A table row of one trained run: its task, n, fp32 exact match, threshold per region set."""
+    first = next(iter(cells.values()))
+    return [run, _task_label(first), first["n"], f"{first['fp32_exact_match']:.3f}",
+            *(threshold_label(cells[r], max_bits) if r in cells else "-" for r in sets)]
 
 
 def to_markdown(result: Mapping) -> str:
@@ -30,41 +41,34 @@ def to_markdown(result: Mapping) -> str:
         entries = [e for e in result["results"] if e["accumulation"] == accumulation]
         if not entries:
             continue
-        lines += [f"**accumulation `{accumulation}`**", "",
-                  "| run | task | n | fp32 | " + " | ".join(sets) + " |",
-                  "|---|---|---|---|" + "---|" * len(sets)]
         by_run = {}
         for e in entries:
             by_run.setdefault(e["run"], {})[e["regions"]] = e
-        for run, cells in by_run.items():
-            first = next(iter(cells.values()))
-            lines.append(f"| {run} | {_task_label(first)} | {first['n']} | "
-                         f"{first['fp32_exact_match']:.3f} | " + " | ".join(
-                             threshold_label(cells[r], max_bits) if r in cells else "-"
-                             for r in sets) + " |")
+        lines += [f"**accumulation `{accumulation}`**", ""]
+        lines += markdown.table(["run", "task", "n", "fp32", *sets],
+                                (_run_row(run, cells, sets, max_bits)
+                                 for run, cells in by_run.items()))
         named = [e for e in entries if e.get("named")]
         if named:
             fmts = s["named_formats"]
-            lines += ["", "Exact match with every operation in a named format:", "",
-                      "| run | fp32 | " + " | ".join(fmts) + " |", "|---|---|" + "---|" * len(fmts)]
-            for e in named:
-                lines.append(f"| {e['run']} | {e['fp32_exact_match']:.3f} | " + " | ".join(
-                    f"{e['named'][f]:.3f}" for f in fmts) + " |")
+            lines += ["", "Exact match with every operation in a named format:", ""]
+            lines += markdown.table(["run", "fp32", *fmts],
+                                    ([e["run"], f"{e['fp32_exact_match']:.3f}",
+                                      *(f"{e['named'][f]:.3f}" for f in fmts)] for e in named))
         lines.append("")
     constructions = result.get("constructions") or []
     if constructions:
-        lines += ["**Constructions** (a width passes when every verifier input is exact; "
-                  "`all` is the construction's frontier):", "",
-                  "| construction | accumulation | inputs | " + " | ".join(sets) + " |",
-                  "|---|---|---|" + "---|" * len(sets)]
         by_key = {}
         for e in constructions:
             by_key.setdefault((e["construction"], e["accumulation"]), {})[e["regions"]] = e
-        for (name, accumulation), cells in by_key.items():
-            first = next(iter(cells.values()))
-            inputs = ", ".join(f"{v} {k}" for k, v in first["checked_inputs"].items())
-            lines.append(f"| {name} | {accumulation} | {inputs} | " + " | ".join(
-                threshold_label(cells[r], max_bits) if r in cells else "-" for r in sets) + " |")
+        lines += ["**Constructions** (a width passes when every verifier input is exact; "
+                  "`all` is the construction's frontier):", ""]
+        lines += markdown.table(
+            ["construction", "accumulation", "inputs", *sets],
+            ([name, accumulation, ", ".join(f"{v} {k}" for k, v in next(
+                iter(cells.values()))["checked_inputs"].items()),
+              *(threshold_label(cells[r], max_bits) if r in cells else "-" for r in sets)]
+             for (name, accumulation), cells in by_key.items()))
         lines.append("")
     return "\n".join(lines)
 
@@ -95,11 +99,6 @@ def plot(result: Mapping, path: str, frontiers: Iterable[Mapping] = ()) -> None:
     A threshold at the lowest width probed ("<=min") is drawn as a downward triangle; one above
     the widest (">max") on the dotted line above it.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s = result["settings"]
     max_bits, min_bits = s["max_bits"], s["min_bits"]
     entries = [e for e in result["results"] if e["accumulation"] == "once"]
@@ -107,8 +106,8 @@ def plot(result: Mapping, path: str, frontiers: Iterable[Mapping] = ()) -> None:
     if not keys:
         return
     series = _frontier_series(frontiers, result.get("constructions") or [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.2), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
+    fig, axes = plots.panel_grid(len(keys), size=(5, 4.2))
+    for ax, key in zip(axes, keys, strict=True):
         mine = [e for e in entries if _key(e) == key]
         ns = set()
         for region_set, color, size, ls in (("all", "C0", 7, "-"),
@@ -142,16 +141,14 @@ def plot(result: Mapping, path: str, frontiers: Iterable[Mapping] = ()) -> None:
     fig.text(0.01, 0.01, f"v: every width down to e8m{min_bits} passes", fontsize=8,
              color="grey")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plots.save(fig, path, dpi=120)
 
 
 def write_outputs(result: Mapping, out_dir: str, frontiers: Sequence[Mapping] = ()) -> dict:
+    """probe.json (the result), probe.md and probe.png in `out_dir`; returns {name: path}."""
     paths = {name: os.path.join(out_dir, name) for name in ("probe.json", "probe.md", "probe.png")}
-    with open(paths["probe.json"], "w") as f:
-        json.dump(result, f, indent=1)
-    with open(paths["probe.md"], "w") as f:
-        f.write(to_markdown(result))
+    atomic.write_json(paths["probe.json"], result, indent=1)
+    atomic.write_text(paths["probe.md"], to_markdown(result))
     plot(result, paths["probe.png"], frontiers)
     return paths
 
