@@ -20,8 +20,9 @@ Two ways to put R steps in one program:
             and R = 4 of vmap itself), so replicas trained this way are equivalent runs in
             distribution, not in bits.
 
-Not here (issue 22, item 2, left undone): the run driver writing each replica's checkpoints,
-metrics and summary.json exactly as `train.train_and_evaluate` would, resume, and the sweep's
+The run driver is `train_group.py`: R runs (any seeds, precisions and lengths) in one program
+of unrolled copies, each writing its checkpoints, metrics and summary.json exactly as
+`train.train_and_evaluate` would, with resume. Not here yet (issue 22, item 2): the sweep's
 grouping of compatible cells into replica batches.
 """
 

@@ -1,0 +1,322 @@
+"""The training loop for R runs at once: `train_group(configs, workdirs)`.
+
+Each run ("replica") keeps its own parameters, optimizer state, data stream, precision,
+checkpoints, metrics, early stopping and summary, and writes exactly what a run of its own would
+(`train.train_and_evaluate` is `train_group` with R = 1). What they share is the program: every
+step, the replicas that stand at the same step are advanced by one jitted call holding R
+independent copies of the step (`replicas.replica_step`'s `unrolled` mode: each copy's
+operations are those of a separate run, so its parameters are bit-identical to a separate run's
+on a deterministic backend; tested on XLA:CPU). The replicas need not share shapes or precision:
+the program is compiled once per set of replicas advanced together (one set while all run;
+another when one stops early, converges or diverges, and the others go on).
+
+Resume: each replica restores its own newest checkpoint (`checkpoints.py`). Replicas that
+resumed at different steps are advanced separately until they stand at the same step, then
+together again; the batches, a pure function of (data_seed, step), are the same either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from arith_precision import atomic, tasks, train_checks
+from arith_precision import checkpoints as checkpoints_lib
+from arith_precision import early_stop as early_stop_lib
+from arith_precision import evaluate as evaluate_lib
+from arith_precision import train_step as ts
+from arith_precision.cli_errors import UsageError
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _rewrite_metrics(path: str, keep_up_to: int) -> None:
+    """After a resume, drop lines logged past the restored checkpoint (they will be redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= keep_up_to]
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mesh:
+    """The 1-D "data" mesh every replica uses: batch split over devices, state replicated."""
+
+    devices: int
+    replicated: NamedSharding
+    data: NamedSharding
+
+    @classmethod
+    def make(cls) -> _Mesh:
+        num = jax.device_count()
+        # Auto axes: XLA's partitioner places the collectives (no sharding-in-types annotations)
+        mesh = jax.make_mesh((num,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+        return cls(num, NamedSharding(mesh, P()), NamedSharding(mesh, P("data")))
+
+
+class _Replica:
+    """One run's host side: its objects, state, checkpoints, metrics file and bookkeeping."""
+
+    def __init__(self, config, workdir: str, mesh: _Mesh, prefix: str):
+        self.config, self.workdir, self.mesh, self.prefix = config, workdir, mesh, prefix
+        self.start_time = time.time()
+        os.makedirs(workdir, exist_ok=True)
+        self.spec = ts.task_spec(config.task)
+        self.mcfg = ts.model_config(config)
+        self.precision = ts.precision_of(config)
+        self.especs = ts.eval_specs(config)
+        self.tx, self.schedule = ts.optimizer(config)
+        self.train_cfg = config.train
+        if self.train_cfg.batch_size % mesh.devices:
+            raise UsageError("train.batch_size", self.train_cfg.batch_size,
+                             f"is not divisible by the {mesh.devices} devices")
+        init_state = ts.state_initializer(config, self.mcfg, self.tx)
+        self.abstract = jax.eval_shape(init_state)
+        self.state_sharding = jax.tree.map(lambda _: mesh.replicated, self.abstract)
+        self.step_fn = ts.make_train_step(self.mcfg, self.spec, self.tx, self.precision)
+        self.eval_policy = None if self.precision.policy is None or \
+            self.precision.policy.native else self.precision.policy
+        self._restore_or_init(init_state)
+
+    # ---- start -------------------------------------------------------------------------------
+
+    def _restore_or_init(self, init_state) -> None:
+        checkpoint_dir = os.path.abspath(os.path.join(self.workdir, "checkpoints"))
+        self.checkpoint_dir = checkpoint_dir
+        train_cfg = self.train_cfg
+
+        def open_manager():
+            return ocp.CheckpointManager(checkpoint_dir, options=checkpoints_lib.manager_options(
+                max_to_keep=train_cfg.keep_checkpoints,
+                save_interval_steps=train_cfg.checkpoint_every))
+
+        def restore(manager, step):
+            target = jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self.abstract,
+                self.state_sharding)
+            return manager.restore(step, args=ocp.args.StandardRestore(target))
+
+        self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
+        self.manager, self.latest, state = checkpoints_lib.restore_newest_good(
+            checkpoint_dir, open_manager, restore)
+        self.stopper = early_stop_lib.from_config(self.config)
+        if self.latest is not None:
+            _rewrite_metrics(self.metrics_path, self.latest)
+            self.history = early_stop_lib.read_history(self.workdir, up_to=self.latest)
+            self.log("resumed from step %d", self.latest)
+        else:
+            state = jax.jit(init_state, out_shardings=self.state_sharding)()
+            with open(self.metrics_path, "w"):
+                pass
+            self.history = []
+        if self.stopper is not None:
+            early_stop_lib.rewrite_history(self.workdir, self.history)
+        self.state = state
+        self.step = int(state["step"])
+        self.total = train_cfg.steps
+        self.converged_at = None
+        stopper, first = self.stopper, self.step
+        if stopper is not None and first and first % stopper.every == 0 and \
+                not any(h["step"] == first for h in self.history):
+            self._validate(first)  # killed after the checkpoint, before its validation was written
+        if stopper is not None and self.history and self.history[-1]["step"] == first and \
+                stopper.converged(self.history):
+            self.converged_at = first  # it had converged: stop where it stopped, as before
+        self.log("task %s | model %s | precision %s | %d device(s) | steps %d..%d", self.spec,
+                 self.mcfg, self.precision.description, self.mesh.devices, first, self.total)
+        self.status, self.diverged_at = "completed", None
+        self.pending = []  # (step, metrics) not yet fetched from the device
+        self.window_start, self.window_steps = time.time(), 0
+        self.metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 -- closed in finish()
+        self.summary = None
+
+    def log(self, message: str, *args) -> None:
+        """Progress goes to stdout (absl's INFO log is flooded by orbax's checkpoint chatter)."""
+        print(self.prefix + message % args, flush=True)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    @property
+    def training(self) -> bool:
+        return self.step < self.total and self.converged_at is None and \
+            self.status == "completed"
+
+    def batch(self):
+        tokens = tasks.sample_batch(self.spec, data_seed=self.config.data_seed, step=self.step,
+                                    batch_size=self.train_cfg.batch_size).tokens
+        return jax.make_array_from_callback(tokens.shape, self.mesh.data,
+                                            lambda idx: tokens[idx])
+
+    def _validate(self, step: int) -> bool:
+        """Early stopping's validation at `step`; True when the rule fires there."""
+        stopper = self.stopper
+        result = evaluate_lib.evaluate(
+            self.state["params"], self.mcfg, self.spec, num_examples=stopper.num_examples,
+            batch_size=stopper.batch_size, data_seed=self.config.data_seed,
+            policy=self.eval_policy, split="valid")
+        row = {"step": step, "exact_match": result["exact_match"],
+               "digit_accuracy": result["digit_accuracy"]}
+        self.history.append(row)
+        early_stop_lib.append(self.workdir, row)
+        self.log("validation at step %d: exact match %.4f (stop at >= %.2f, %d in a row)", step,
+                 row["exact_match"], stopper.threshold, stopper.patience)
+        return stopper.converged(self.history)
+
+    def stepped(self, state, metrics) -> None:
+        """Bookkeeping after one step: checkpoint, validation, divergence check, metrics line."""
+        self.state = state
+        self.step += 1
+        step = self.step
+        self.window_steps += 1
+        self.pending.append((step, metrics))
+        self.manager.save(step, args=ocp.args.StandardSave(state))  # every checkpoint_every
+        if self.stopper is not None and step % self.stopper.every == 0 and self._validate(step):
+            self.converged_at = step
+        if step % self.train_cfg.log_every and step != self.total and self.converged_at is None:
+            return
+        fetched = jax.device_get(self.pending)
+        self.pending = []
+        bad = [s for s, m in fetched if not math.isfinite(float(m["loss"]))]
+        if bad:
+            self.status, self.diverged_at = "diverged", bad[0]
+            logging.warning("%snon-finite loss at step %d: stopping", self.prefix, bad[0])
+            return
+        elapsed = time.time() - self.window_start
+        rate = self.window_steps / max(elapsed, 1e-9)
+        s, m = fetched[-1]
+        record = {"step": s, "loss": float(m["loss"]),
+                  "token_accuracy": float(m["token_accuracy"]),
+                  "grad_norm": float(m["grad_norm"]), "lr": float(self.schedule(s - 1)),
+                  "steps_per_sec": rate}
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        self.log("step %d/%d loss %.4f tok_acc %.4f | %.1f steps/s | ETA %s", s, self.total,
+                 record["loss"], record["token_accuracy"], rate,
+                 _format_seconds((self.total - s) / max(rate, 1e-9)))
+        self.window_start, self.window_steps = time.time(), 0
+
+    # ---- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> dict[str, Any]:
+        """Final checkpoint, evaluation and summary.json; returns the summary."""
+        self.metrics_file.close()
+        manager, state = self.manager, self.state
+        manager.wait_until_finished()
+        final_step = int(state["step"])
+        if self.status == "completed" and manager.latest_step() != final_step:
+            manager.save(final_step, args=ocp.args.StandardSave(state), force=True)
+            manager.wait_until_finished()
+        manager.close()
+        checkpoints_lib.purge_deleted(self.checkpoint_dir)
+        params = state["params"]
+        results = {}
+        if self.status == "completed":
+            for espec in self.especs:
+                results[str(espec.n)] = evaluate_lib.evaluate(
+                    params, self.mcfg, espec, num_examples=self.config.eval.num_examples,
+                    batch_size=self.config.eval.batch_size, data_seed=self.config.data_seed,
+                    policy=self.eval_policy)
+                self.log("eval n=%d: exact match %.4f, digit accuracy %.4f", espec.n,
+                         results[str(espec.n)]["exact_match"],
+                         results[str(espec.n)]["digit_accuracy"])
+        config, stopper = self.config, self.stopper
+        self.summary = {
+            "status": self.status,
+            "diverged_at_step": self.diverged_at,
+            "steps": final_step if self.status == "completed" else self.diverged_at,
+            "steps_to_converge": self.converged_at,
+            "early_stop": None if stopper is None else dataclasses.asdict(stopper),
+            "validation": self.history,
+            "exact_match": {n: r["exact_match"] for n, r in results.items()},
+            "digit_accuracy": {n: r["digit_accuracy"] for n, r in results.items()},
+            "eval": results,
+            "wall_time_s": time.time() - self.start_time,
+            "resumed_from_step": self.latest,
+            "precision": self.precision.description,
+            "versions": ts.versions(),
+            "device_kind": jax.devices()[0].device_kind,
+            "device_count": self.mesh.devices,
+            "num_params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+            "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
+            "params_sha256": ts.params_sha256(params),
+        }
+        if jax.process_index() == 0:
+            atomic.write_json(os.path.join(self.workdir, "summary.json"), self.summary, indent=2,
+                              sort_keys=True, default=str)
+        return self.summary
+
+
+def _program(runs: Sequence[_Replica], group: tuple[int, ...], mesh: _Mesh):
+    """One jitted call advancing the replicas `group` by one step each (unrolled copies)."""
+    steps = [runs[i].step_fn for i in group]
+
+    def multi_step(states, batches):
+        outs = [step(s, b) for step, s, b in zip(steps, states, batches, strict=True)]
+        return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
+
+    state_shardings = tuple(runs[i].state_sharding for i in group)
+    return jax.jit(multi_step, in_shardings=(state_shardings, (mesh.data,) * len(group)),
+                   out_shardings=(state_shardings, (mesh.replicated,) * len(group)))
+
+
+def train_group(configs: Sequence[Any], workdirs: Sequence[str], *,
+                prefixes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Train, checkpoint and evaluate R runs in one program; resume each from its workdir.
+
+    Returns the R summaries (each also written to its `workdir/summary.json`), in order. Bad
+    config values raise `cli_errors.UsageError` (a ValueError naming the key) before any work.
+    `prefixes`: what starts each replica's progress lines (default: its workdir's name when
+    R > 1, nothing when R = 1).
+    """
+    if not configs or len(configs) != len(workdirs):
+        raise ValueError(f"train_group needs one workdir per config, got {len(configs)} "
+                         f"config(s) and {len(workdirs)} workdir(s)")
+    dirs = [os.path.abspath(w) for w in workdirs]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError(f"train_group: every replica needs its own workdir, got {workdirs}")
+    for config in configs:
+        train_checks.validate(config)
+    if any(c.get("distributed", False) for c in configs):
+        jax.distributed.initialize()
+    jax.config.update("jax_default_matmul_precision", "highest")  # fp32 means fp32, not TF32
+    if prefixes is None:
+        prefixes = [""] if len(configs) == 1 else \
+            [f"[{os.path.basename(d)}] " for d in dirs]
+    mesh = _Mesh.make()
+    runs = [_Replica(c, w, mesh, p) for c, w, p in zip(configs, workdirs, prefixes, strict=True)]
+    programs = {}
+    summaries: list[dict[str, Any] | None] = [None] * len(runs)
+    while True:
+        for i, run in enumerate(runs):
+            if summaries[i] is None and not run.training:
+                summaries[i] = run.finish()
+        active = [i for i, run in enumerate(runs) if run.training]
+        if not active:
+            break
+        low = min(runs[i].step for i in active)
+        group = tuple(i for i in active if runs[i].step == low)
+        if group not in programs:
+            programs[group] = _program(runs, group, mesh)
+        states, metrics = programs[group](tuple(runs[i].state for i in group),
+                                          tuple(runs[i].batch() for i in group))
+        for i, state, m in zip(group, states, metrics, strict=True):
+            runs[i].stepped(state, m)
+    return summaries
