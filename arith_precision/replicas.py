@@ -22,8 +22,8 @@ Two ways to put R steps in one program:
 
 The run driver is `train_group.py`: R runs (any seeds, precisions and lengths) in one program
 of unrolled copies, each writing its checkpoints, metrics and summary.json exactly as
-`train.train_and_evaluate` would, with resume. Not here yet (issue 22, item 2): the sweep's
-grouping of compatible cells into replica batches.
+`train.train_and_evaluate` would, with resume; `experiments/sweep_groups.py` puts a sweep's cells
+into such batches (`experiments.sweep --replicas=R`).
 """
 
 from __future__ import annotations

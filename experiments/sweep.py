@@ -1,7 +1,8 @@
 r"""Launch a sweep: a grid of training runs, then results.csv, report.md and PNG plots.
 
     python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR \
-        [--workers=W] [--shard=i/N] [--dry_run] [--aggregate_only] [--config.grid.seeds=(0,1)]
+        [--workers=W] [--replicas=R] [--shard=i/N] [--dry_run] [--aggregate_only] \
+        [--config.grid.seeds=(0,1)]
 
 Re-running the same command skips finished cells (completed or diverged), resumes interrupted
 ones from their checkpoints and retries failed ones. `--shard=i/N` runs the cells whose index
@@ -32,6 +33,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one sub-directory per cell.")
 _WORKERS = flags.DEFINE_integer(
     "workers", 1, "Cells run in parallel, each in its own spawned process (1: in this process).",
+    lower_bound=1)
+_REPLICAS = flags.DEFINE_integer(
+    "replicas", 1, "Train up to R cells that differ only in seed and precision arm in one "
+    "program (arith_precision/train_group.py; every cell's files and numbers unchanged).",
     lower_bound=1)
 _SHARD = flags.DEFINE_string("shard", None, "i/N: run only the cells with index % N == i.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List this shard's cells and their status; run "
@@ -99,7 +104,8 @@ def main(argv):
         cli_errors.check_writable_dir("--workdir", workdir)
     except cli_errors.UsageError as e:
         cli_errors.usage_exit(e)
-    result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value, shard=shard)
+    result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value, shard=shard,
+                                 replicas=_REPLICAS.value)
     ran = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "none"
     print(f"done: {result['cells']} cells; {result['skipped']} were already done; run now: {ran}")
 

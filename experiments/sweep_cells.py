@@ -99,7 +99,7 @@ def check_reuse(cells: Sequence[Cell], workdir: str) -> None:
 
 
 @contextlib.contextmanager
-def _output_to(path: str):
+def output_to(path: str):
     """Send fds 1 and 2 (Python, absl and XLA output alike) to `path` for the duration."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -131,7 +131,7 @@ def run_cell(job: Mapping[str, Any]) -> dict[str, Any]:
     write_json(os.path.join(cell_dir, "worker.json"), {"pid": os.getpid(), "start": start})
     record = {"name": job["name"], "status": "error", "exact_match": None, "error": None}
     try:
-        with _output_to(os.path.join(cell_dir, "log.txt")):
+        with output_to(os.path.join(cell_dir, "log.txt")):
             from arith_precision import train
 
             summary = train.train_and_evaluate(job["config"], cell_dir)
@@ -179,11 +179,14 @@ def job(cell: Cell, workdir: str) -> dict[str, Any]:
     return {"name": cell.name, "dir": os.path.join(workdir, cell.name), "config": cell.config}
 
 
-def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], None]) -> None:
-    """Run jobs in `workers` spawned processes, one fresh process per cell (no state leaks).
+def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], None],
+                 runner: Callable[[Mapping[str, Any]], Any] = run_cell) -> None:
+    """Run jobs in `workers` spawned processes, one fresh process per job (no state leaks).
 
-    If a worker dies (killed, out of memory, segfault) the pool breaks and every unfinished
-    future fails; cells that had started in that pool are charged one death and re-queued with
+    `runner(job)` returns one record, or a list of records for a job of several cells (a replica
+    batch, `sweep_groups.run_group`; such a job has "members", the cell jobs). If a worker dies
+    (killed, out of memory, segfault) the pool breaks and every unfinished future fails; cells
+    that had started in that pool are charged one death and re-queued, one cell per job, with
     the rest in a fresh pool. A cell charged twice is recorded as an error.
     """
     ctx = multiprocessing.get_context("spawn")
@@ -195,31 +198,39 @@ def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], Non
                                  initializer=_init_worker,
                                  initargs=(os.getpid(), _worker_env(workers)),
                                  max_tasks_per_child=1) as pool:
-            futures = {pool.submit(run_cell, job): job for job in queue}
+            futures = {pool.submit(runner, job): job for job in queue}
             queue = []
             for future in as_completed(futures):
-                job = futures[future]
                 try:
-                    on_record(future.result())
+                    result = future.result()
+                    for record in result if isinstance(result, list) else [result]:
+                        on_record(record)
                     continue
                 except BrokenProcessPool:
                     pass
-                marker = os.path.join(job["dir"], "worker.json")
-                started = os.path.exists(marker) and read_json(marker)["start"] >= round_start
-                if started and cell_status(job["dir"]) not in DONE:
-                    deaths[job["name"]] += 1
-                if deaths[job["name"]] >= 2:
-                    message = ("the worker process running this cell died twice (killed, out of "
-                               "memory or crashed); see log.txt")
-                    write_json(os.path.join(job["dir"], "error.json"),
-                                {"status": "error", "error": message, "time": time.time()})
-                    on_record({"name": job["name"], "status": "error", "error": message,
-                               "exact_match": None, "wall_time_s": 0.0})
-                elif cell_status(job["dir"]) in DONE:  # finished before the pool broke
-                    on_record({"name": job["name"], "status": cell_status(job["dir"]),
-                               "exact_match": None, "wall_time_s": 0.0})
-                else:
-                    queue.append(job)
+                for job in futures[future].get("members", [futures[future]]):
+                    _after_death(job, round_start, deaths, on_record, queue)
+
+
+def _after_death(job: Mapping[str, Any], round_start: float, deaths: collections.Counter,
+                 on_record: Callable[[dict], None], queue: list) -> None:
+    """One cell of a job whose worker died: charge it, record it, or queue it again."""
+    marker = os.path.join(job["dir"], "worker.json")
+    started = os.path.exists(marker) and read_json(marker)["start"] >= round_start
+    if started and cell_status(job["dir"]) not in DONE:
+        deaths[job["name"]] += 1
+    if deaths[job["name"]] >= 2:
+        message = ("the worker process running this cell died twice (killed, out of "
+                   "memory or crashed); see log.txt")
+        write_json(os.path.join(job["dir"], "error.json"),
+                   {"status": "error", "error": message, "time": time.time()})
+        on_record({"name": job["name"], "status": "error", "error": message,
+                   "exact_match": None, "wall_time_s": 0.0})
+    elif cell_status(job["dir"]) in DONE:  # finished before the pool broke
+        on_record({"name": job["name"], "status": cell_status(job["dir"]),
+                   "exact_match": None, "wall_time_s": 0.0})
+    else:
+        queue.append(job)
 
 
 def duration(seconds: float) -> str:

@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from experiments import sweep_cells
+from experiments import sweep_cells, sweep_groups
 from experiments.report.sweep import aggregate, plot, report
 from experiments.sweep_cells import DONE, Heartbeat, Progress, cell_status, run_cell
 from experiments.sweep_grid import (
@@ -65,14 +65,20 @@ __all__ = ["CELL_COLUMNS", "COORDS", "DONE", "GRID_ARGS", "GRID_KEYS", "GROUP_CO
 
 
 def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, replicas: int = 1) -> dict[str, Any]:
     """Run the cells of sweep config `c` (this shard's) that are not done, then `aggregate`.
+
+    `replicas` > 1 trains cells that differ only in seed and precision arm together, up to
+    `replicas` per program (`sweep_groups.py`); every cell's files and numbers are the same.
+    Default 1: on CPU, where this was written, R unrolled copies gain nothing measured yet.
 
     Returns {"cells": selected count, "skipped": already done, "counts": {status: n} over the
     cells run now, "outputs": aggregate's paths}.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     grid = expand(c)
     cells = select_shard(grid, shard)
@@ -100,13 +106,16 @@ def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = 
         f"run with {workers} worker(s) in {workdir}")
     progress = Progress(len(cells), skipped, log)
     jobs = [sweep_cells.job(cell, workdir) for cell in todo]
+    batches = sweep_groups.group_jobs(jobs, replicas)
     with Heartbeat(jobs, log):
         if workers == 1:
-            for job in jobs:
+            for job in batches:
                 log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
-                progress.update(run_cell(job))
-        elif jobs:
-            sweep_cells.run_parallel(jobs, workers, progress.update)
+                for record in sweep_groups.run_group(job):
+                    progress.update(record)
+        elif batches:
+            sweep_cells.run_parallel(batches, workers, progress.update,
+                                     runner=sweep_groups.run_group)
     outputs = aggregate(workdir)
     log(f"[sweep] results: {outputs['results']}, report: {outputs['report']}")
     return {"cells": len(cells), "skipped": skipped, "counts": dict(progress.counts),

@@ -1,0 +1,70 @@
+"""Replica batches in sweeps (`experiments/sweep_groups.py`): cells that differ only in seed and
+precision arm train in one program, and every cell's numbers and parameters are those of the
+ungrouped sweep."""
+
+import csv
+import json
+import os
+
+import pytest
+
+from experiments import sweep_groups, sweep_lib
+from experiments.sweep_cells import job
+
+TIMING = {"wall_time_s"}
+
+
+def _config(**grid):
+    base = dict(tasks=("add",), bases=(2,), ns={"default": (3, 4)}, ks=(3,), ls=(0,),
+                precisions=("fp32", "bf16"), accumulations=("once",), layers=(2,), seeds=(0, 1))
+    base.update(grid)
+    return sweep_lib.sweep_config("groups", train_args="smoke,steps=10", grid=base)
+
+
+def test_cells_group_by_everything_but_seed_and_precision(tmp_path):
+    jobs = [job(cell, str(tmp_path)) for cell in sweep_lib.expand(_config())]
+    assert len(jobs) == 8
+    groups = sweep_groups.group_jobs(jobs, 8)
+    assert [len(g["members"]) for g in groups] == [4, 4]  # one per n
+    for g in groups:
+        assert len({m["config"].task.n for m in g["members"]}) == 1
+        assert {(m["config"].seed, m["config"].precision.name) for m in g["members"]} == \
+            {(0, "fp32"), (1, "fp32"), (0, "bf16"), (1, "bf16")}
+    assert [len(sweep_groups.members(g)) for g in sweep_groups.group_jobs(jobs, 3)] == \
+        [3, 1, 3, 1]
+    assert sweep_groups.group_jobs(jobs, 1) == jobs
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1, got 0"):
+        sweep_groups.group_jobs(jobs, 0)
+
+
+def _cells(workdir):
+    with open(os.path.join(workdir, "cells.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _shas(workdir):
+    out = {}
+    for name in sorted(os.listdir(workdir)):
+        path = os.path.join(workdir, name, "summary.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                out[name] = json.load(f)["params_sha256"]
+    return out
+
+
+def test_a_grouped_sweep_gives_the_ungrouped_numbers(tmp_path):
+    config = _config(ns={"default": (3,)}, precisions=("fp32",))  # 2 cells: seeds 0 and 1
+    alone, grouped = str(tmp_path / "alone"), str(tmp_path / "grouped")
+    # Both in worker processes: their XLA threading (one thread each) is part of the bits.
+    sweep_lib.run_sweep(config, alone, workers=2, log=lambda line: None)
+    lines = []
+    result = sweep_lib.run_sweep(config, grouped, workers=2, replicas=2, log=lines.append)
+    assert result["counts"] == {"completed": 2}
+    assert _cells(grouped) == _cells(alone)
+    assert _shas(grouped) == _shas(alone) and len(set(_shas(alone).values())) == 2
+    first, second = sorted(_shas(grouped))
+    with open(os.path.join(grouped, second, "log.txt")) as f:
+        assert f"log: {os.path.join(grouped, first, 'log.txt')}" in f.read()
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1"):
+        sweep_lib.run_sweep(config, grouped, replicas=0)
