@@ -281,11 +281,32 @@ def test_quant_claim_verdict_gaps_trends_and_fine_tuning():
     assert x["learned"] == 2  # mul n=4 stays below 0.5 in fp32
     assert x["worst"] == {"task": "iter_add", "n": 4, "gap": pytest.approx(0.465)}
     assert x["trends"] == [{"task": "iter_add", "first": [4, pytest.approx(0.465)],
-                            "last": [6, pytest.approx(0.371)], "widens": False}]
+                            "last": [6, pytest.approx(0.371)], "runs": 2, "widens": False}]
     assert x["finetune"]["steps"] == 100
     assert [(c["n"], c["lora"], c["qlora"]) for c in x["finetune"]["runs"]] == [
         (4, 1.0, 0.996), (6, 0.941, 0.875)]
     assert "LoRA ends ahead of QLoRA by up to 0.066" in claims.paragraph(v)
+    # Two seeds at one n are not a trend; seeds at the same n are averaged before comparing n.
+    seeds = (_quant_rows("s0", "add", 8, 0.987, 0.825) + _quant_rows("s1", "add", 8, 1.0, 0.677))
+    assert claims.quant_claim(seeds, "int4").numbers["trends"] == []
+    seeds += _quant_rows("s0n6", "add", 6, 0.99, 0.97) + _quant_rows("s1n6", "add", 6, 1.0, 0.96)
+    assert claims.quant_claim(seeds, "int4").numbers["trends"] == [
+        {"task": "add", "first": [6, pytest.approx(0.03)],
+         "last": [8, pytest.approx((0.162 + 0.323) / 2)], "runs": 4, "widens": True}]
     v = claims.quant_claim(_quant_rows("a", "add", 4, 0.2, 0.1), "int4")
     assert v.status == "not tested" and v.numbers["worst"] is None
     assert claims.quant_claim([], "int4").status == "not run"
+
+
+def test_quant_tables_are_in_a_fixed_order_whatever_the_row_order():
+    """Runs at the same n sort by name: the table does not depend on set or file order."""
+    from experiments.report import quant as quant_report
+    rows = []
+    for run, n in [("r_s1", 8), ("r_s0", 8), ("r_s0n6", 6)]:
+        rows += [dict(r, bits_per_weight=32.0 if r["scheme"] == "fp32" else 4.38)
+                 for r in _quant_rows(run, "add", n, 1.0, 0.5)]
+    tables = {quant_report.report_markdown(order, ["fp32", "int4"], [])
+              for order in (rows, rows[::-1], rows[2:] + rows[:2])}
+    assert len(tables) == 1
+    body = tables.pop()
+    assert body.index("| r_s0n6 |") < body.index("| r_s0 |") < body.index("| r_s1 |")

@@ -35,7 +35,8 @@ QUANT_RULE = (f"among the fp32 models with exact match >= {LEARNED}: int4 below 
               "largest fp32 - int4 gap exceeds 0.05, else int4 matches fp32 (not tested when "
               f"none reaches {LEARNED}); after fine-tuning: QLoRA below LoRA when LoRA leads by "
               f"more than 0.05 anywhere, else QLoRA matches LoRA (not tested when neither arm "
-              f"reaches {LEARNED}); a gap widens with n when it grows by more than 0.02")
+              f"reaches {LEARNED}); a gap widens with n when its mean over the runs at the "
+              "largest n exceeds its mean at the smallest n by more than 0.02")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +198,8 @@ def quant_claim(rows: Sequence[Mapping], qlora_scheme: str = "int4") -> Verdict:
 
     numbers: `scheme`, `runs` [{task, base, n, fp32, quant}] (post-training, sorted), `learned`
     (how many fp32 models reached LEARNED), `worst` {task, n, gap} (largest fp32 - scheme gap
-    among those), `trends` [{task, first: [n, gap], last: [n, gap], widens}], `finetune`
+    among those), `trends` [{task, first: [n, gap], last: [n, gap], runs, widens}] (gaps
+    averaged over the runs at each n; only tasks learned at two or more distinct n), `finetune`
     {steps, runs: `comparison` rows} or None, `findings` (the parts of the status).
     """
     x: dict[str, Any] = {"scheme": qlora_scheme, "learned_min": LEARNED, "runs": [],
@@ -223,13 +225,16 @@ def quant_claim(rows: Sequence[Mapping], qlora_scheme: str = "int4") -> Verdict:
         n, gap, task = max(gaps, key=lambda g: g[1])
         x["worst"] = {"task": task, "n": n, "gap": gap}
         findings.append("int4 below fp32" if gap > 0.05 else "int4 matches fp32")
-        by_task = collections.defaultdict(list)
+        # A trend compares lengths, not seeds: runs at the same n (other seeds) are averaged
+        # first, and a task needs two distinct n to have one.
+        by_task_n = collections.defaultdict(lambda: collections.defaultdict(list))
         for n, g, t in gaps:
-            by_task[t].append((n, g))
-        for t, pts in by_task.items():
+            by_task_n[t][n].append(g)
+        for t, per_n in by_task_n.items():
+            pts = sorted((n, sum(gs) / len(gs)) for n, gs in per_n.items())
             if len(pts) >= 2:
-                pts.sort()
                 x["trends"].append({"task": t, "first": list(pts[0]), "last": list(pts[-1]),
+                                    "runs": sum(len(gs) for gs in per_n.values()),
                                     "widens": pts[-1][1] > pts[0][1] + 0.02})
     comp = comparison(rows, qlora_scheme)
     if comp:
@@ -261,7 +266,7 @@ QUANT_FINDINGS = {
                            "deficit at this size and budget. "),
 }
 QUANT_TREND = ("On {task} the fp32 - {scheme} gap {trend} with n ({first:+.3f} at n={first_n}, "
-               "{last:+.3f} at n={last_n}). ")
+               "{last:+.3f} at n={last_n}; mean over the runs at each n). ")
 QUANT_FINETUNE = "After {steps} fine-tuning steps: {items}. "
 
 

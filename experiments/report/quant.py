@@ -78,7 +78,7 @@ def report_markdown(rows: Sequence[Mapping], schemes: Sequence[str],
         members = panels[key]
         present = [s for s in schemes if any(r["scheme"] == s for r in members)]
         by = {(r["run"], r["scheme"]): r for r in members}
-        runs = sorted({(r["run"], int(r["n"])) for r in members}, key=lambda x: x[1])
+        runs = sorted({(r["run"], int(r["n"])) for r in members}, key=lambda x: (x[1], x[0]))
         lines += [f"**{_panel_title(key)}**", ""]
         lines += markdown.table(
             ["run", "n", *(f"{s} ({_bits(bits.get(s))} b)" for s in present)],
