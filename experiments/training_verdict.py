@@ -16,8 +16,9 @@ optimizer) is the forgiving reading. Each arm gets its own verdict by one rule (
   not shown     anything else; the reasons say which condition failed, with the numbers.
   not run       no IterADD / MUL cell has both fp32 and the arm.
 
-`verdict` returns data (status, rule, the per-(task, n) numbers, reasons); `render` writes the
-paragraph from it. Inputs are the sweep's cell rows (`sweep_lib.collect`).
+`verdict` returns data (status, rule, the per-(task, n) numbers, the failed conditions); the
+report layer (`experiments/report/training.py`) writes the paragraph from it. Inputs are the
+sweep's cell rows (`sweep_lib.collect`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,15 @@ class Rule:
 
 
 RULE = Rule()
+# Why a verdict is not "shown" (`verdict(...)["failed"]`), each with the points it names:
+FAILED_CONDITIONS = (
+    "no_hard_cell",       # no IterADD / MUL point has both arms (status "not run")
+    "fp32_not_learned",   # nowhere does fp32 reach fp32_min on >= min_seeds seeds (the best point)
+    "no_collapse",        # where fp32 learned, the arm is not collapse_gap below on every seed
+    "no_control",         # no ADD point has both arms
+    "control_fails",      # the ADD control: fp32 below fp32_min or the arm off by > tolerance
+    "paper_range_match",  # the arm matches fp32 where the paper shows the collapse
+)
 
 
 def points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -99,21 +109,20 @@ def name(point: Mapping) -> str:
     return f"{task} base {point['base']} n={point['n']}"
 
 
-def _numbers(pairs) -> str:
-    return ", ".join(f"seed {s}: {f:.3f} vs {a:.3f}" for s, f, a in pairs)
-
-
 def verdict(rows: Sequence[Mapping[str, Any]], arm: str, rule: Rule = RULE) -> dict[str, Any]:
     """The arm's verdict against fp32 (see the module doc): a dict with `status`, `arm`, `rule`
-    (its text), `collapses` / `matches` / `control` (the points that decide, with per-seed
-    numbers) and `reasons` (why not shown, as sentences)."""
+    (its text) and its thresholds, `collapses` / `matches` / `control` (the points that decide,
+    each {point, pairs: [[seed, fp32, arm], ...]}) and `failed`: the conditions that kept it from
+    "shown", as data, in `FAILED_CONDITIONS` order, each {condition, points}."""
     pts = points(rows)
     hard = [p for p in pts if p["task"] in HARD_TASKS and _paired(p, arm)]
     control = [p for p in pts if p["task"] == "add" and _paired(p, arm)]
     out = {"arm": arm, "rule": rule.text(), "status": "not run", "collapses": [],
-           "matches": [], "control": [], "reasons": []}
+           "matches": [], "control": [], "failed": [],
+           "fp32_min": rule.fp32_min, "collapse_gap": rule.collapse_gap,
+           "control_tolerance": rule.control_tolerance, "min_seeds": rule.min_seeds}
     if not hard:
-        out["reasons"].append(f"no IterADD / MUL cell has both fp32 and {arm}")
+        out["failed"].append({"condition": "no_hard_cell", "points": []})
         return out
 
     def fp32_ok(pairs):
@@ -142,38 +151,17 @@ def verdict(rows: Sequence[Mapping[str, Any]], arm: str, rule: Rule = RULE) -> d
         out["status"] = "shown"
         return out
     out["status"] = "contradicted" if matches else "not shown"
-    reasons = out["reasons"]
+    failed = out["failed"]
     if not learned:
         best = max(hard, key=lambda p: min(f for _, f, _ in _paired(p, arm)))
-        reasons.append(
-            f"fp32 does not reach {rule.fp32_min} on every one of >= {rule.min_seeds} seeds at "
-            f"any IterADD / MUL length run (best: {name(best)}, {_numbers(_paired(best, arm))})")
+        failed.append({"condition": "fp32_not_learned",
+                       "points": show([(best, _paired(best, arm))])})
     elif not collapses:
-        reasons.append(
-            f"where fp32 reaches {rule.fp32_min}, {arm} is not {rule.collapse_gap} below it on "
-            "every seed (" + "; ".join(f"{name(p)}: {_numbers(pairs)}" for p, pairs in learned)
-            + ")")
+        failed.append({"condition": "no_collapse", "points": show(learned)})
     if not control_pairs:
-        reasons.append("no ADD control cell has both arms")
+        failed.append({"condition": "no_control", "points": []})
     elif not control_ok:
-        reasons.append(
-            f"the ADD control does not hold (fp32 >= {rule.fp32_min} and {arm} within "
-            f"{rule.control_tolerance} on every seed): " + "; ".join(
-                f"{name(p)}: {_numbers(pairs)}" for p, pairs in control_pairs))
+        failed.append({"condition": "control_fails", "points": show(control_pairs)})
     if matches:
-        reasons.append(
-            f"at lengths where the paper shows the collapse, {arm} matches fp32: "
-            + "; ".join(f"{name(p)}: {_numbers(pairs)}" for p, pairs in matches))
+        failed.append({"condition": "paper_range_match", "points": show(matches)})
     return out
-
-
-def render(v: Mapping[str, Any]) -> str:
-    """One paragraph from a verdict."""
-    arm = v["arm"]
-    head = f"**{arm}** ({ARM_MEANING.get(arm, arm)}): **{v['status']}**. "
-    if v["status"] == "shown":
-        items = "; ".join(f"{c['point']}: " + _numbers(c["pairs"]) for c in v["collapses"])
-        return head + (f"fp32 vs {arm}, per seed: {items}; ADD control: "
-                       + "; ".join(f"{c['point']}: " + _numbers(c["pairs"])
-                                   for c in v["control"]) + ". ")
-    return head + ("; ".join(v["reasons"]) + ". " if v["reasons"] else "")

@@ -3,6 +3,7 @@
 import pytest
 
 from experiments import training_verdict as tv
+from experiments.report import training as training_report
 
 
 def _cells(task, n, fp32, arm, name="pure_bf16", base=2):
@@ -18,46 +19,64 @@ def _cells(task, n, fp32, arm, name="pure_bf16", base=2):
 
 ADD_OK = _cells("add", 8, [0.99, 1.0], [0.98, 0.99])
 
-CASES = [  # (cells, status, a phrase the reasons or numbers must contain)
-    (ADD_OK + _cells("iter_add", 8, [0.97, 0.99], [0.40, 0.55]), "shown", None),
+CASES = [  # (cells, status, the failed conditions with the points each names)
+    (ADD_OK + _cells("iter_add", 8, [0.97, 0.99], [0.40, 0.55]), "shown", []),
     # One seed of the arm is only 0.15 below: the collapse must hold on every seed.
     (ADD_OK + _cells("iter_add", 8, [0.97, 0.99], [0.40, 0.84]), "not shown",
-     "not 0.2 below it on every seed"),
+     [("no_collapse", ["IterADD (k=3) base 2 n=8"])]),
     # fp32 itself below 0.95 on one seed: the contrast cannot be asked.
     (ADD_OK + _cells("iter_add", 8, [0.94, 0.99], [0.10, 0.10]), "not shown",
-     "fp32 does not reach 0.95"),
-    # A single seed is not enough.
+     [("fp32_not_learned", ["IterADD (k=3) base 2 n=8"])]),
+    # A single seed is not enough (and then the ADD control has one seed too).
     (_cells("add", 8, [1.0], [1.0]) + _cells("iter_add", 8, [0.99], [0.1]), "not shown",
-     "fp32 does not reach 0.95 on every one of >= 2 seeds"),
+     [("fp32_not_learned", ["IterADD (k=3) base 2 n=8"]),
+      ("control_fails", ["ADD base 2 n=8"])]),
     # The ADD control drops too: no contrast.
     (_cells("add", 8, [0.99, 1.0], [0.90, 0.99]) + _cells("mul", 5, [0.99, 0.99], [0.3, 0.3]),
-     "not shown", "the ADD control does not hold"),
+     "not shown", [("control_fails", ["ADD base 2 n=8"])]),
     # No ADD control at all.
-    (_cells("mul", 5, [0.99, 0.99], [0.3, 0.3]), "not shown", "no ADD control cell"),
+    (_cells("mul", 5, [0.99, 0.99], [0.3, 0.3]), "not shown", [("no_control", [])]),
     # Where the paper shows the collapse (IterADD base 2, n >= 10), the arm matches fp32.
     (ADD_OK + _cells("iter_add", 10, [0.99, 0.98], [0.97, 0.99]), "contradicted",
-     "at lengths where the paper shows the collapse"),
+     [("no_collapse", ["IterADD (k=3) base 2 n=10"]),
+      ("paper_range_match", ["IterADD (k=3) base 2 n=10"])]),
     # Matching at n = 8 (below the paper's collapse range) is not a contradiction.
-    (ADD_OK + _cells("iter_add", 8, [0.99, 0.98], [0.97, 0.99]), "not shown", None),
-    (ADD_OK, "not run", "no IterADD / MUL cell"),
+    (ADD_OK + _cells("iter_add", 8, [0.99, 0.98], [0.97, 0.99]), "not shown",
+     [("no_collapse", ["IterADD (k=3) base 2 n=8"])]),
+    (ADD_OK, "not run", [("no_hard_cell", [])]),
 ]
 
 
-@pytest.mark.parametrize("cells,status,phrase", CASES)
-def test_verdict_follows_the_rule(cells, status, phrase):
+@pytest.mark.parametrize("cells,status,failed", CASES)
+def test_verdict_follows_the_rule(cells, status, failed):
     v = tv.verdict(cells, "pure_bf16")
-    assert v["status"] == status, v["reasons"]
-    text = tv.render(v)
-    assert f"**{status}**" in text
-    if phrase:
-        assert phrase in text
+    assert v["status"] == status, v["failed"]
+    assert [(f["condition"], [p["point"] for p in f["points"]]) for f in v["failed"]] == failed
+    assert all(f["condition"] in tv.FAILED_CONDITIONS for f in v["failed"])
+    # Every status and condition renders (the templates name the thresholds they are given).
+    assert training_report.render(v).startswith("**pure_bf16** (")
+    assert f"**{status}**" in training_report.render(v)
+
+
+def test_failed_conditions_carry_the_per_seed_numbers():
+    v = tv.verdict(_cells("add", 8, [0.99, 1.0], [0.90, 0.99])
+                   + _cells("mul", 5, [0.99, 0.99], [0.3, 0.3]), "pure_bf16")
+    assert v["failed"] == [{"condition": "control_fails", "points": [
+        {"point": "ADD base 2 n=8", "pairs": [[0, 0.99, 0.90], [1, 1.0, 0.99]]}]}]
+    assert v["collapses"] == [{"point": "MUL base 2 n=5", "pairs": [[0, 0.99, 0.3],
+                                                                  [1, 0.99, 0.3]]}]
+    assert (v["fp32_min"], v["collapse_gap"], v["control_tolerance"], v["min_seeds"]) == (
+        0.95, 0.2, 0.05, 2)
 
 
 def test_shown_quotes_the_deciding_numbers_per_seed():
     v = tv.verdict(ADD_OK + _cells("iter_add", 8, [0.97, 0.99], [0.40, 0.55]), "pure_bf16")
     assert v["collapses"] == [{"point": "IterADD (k=3) base 2 n=8",
                                "pairs": [[0, 0.97, 0.40], [1, 0.99, 0.55]]}]
-    assert "seed 1: 0.990 vs 0.550" in tv.render(v)
+    assert training_report.render(v) == (
+        "**pure_bf16** (" + tv.ARM_MEANING["pure_bf16"] + "): **shown**. fp32 vs pure_bf16, per "
+        "seed: IterADD (k=3) base 2 n=8: seed 0: 0.970 vs 0.400, seed 1: 0.990 vs 0.550; ADD "
+        "control: ADD base 2 n=8: seed 0: 0.990 vs 0.980, seed 1: 1.000 vs 0.990. ")
 
 
 def test_each_arm_is_judged_on_its_own_cells():

@@ -21,7 +21,7 @@ from typing import Any
 
 from experiments import training_verdict as tv
 from experiments.frontier_phase import BF16_MANTISSA
-from experiments.report import markdown
+from experiments.report import markdown, training
 from experiments.report.quant import comparison
 
 LEARNED = 0.5  # an fp32 model "learned" its task when its exact match reaches this
@@ -142,10 +142,10 @@ def _held_out_inputs(p: Mapping) -> int:
 def training_claims(cells: Sequence[Mapping], num_examples: int | None = None) -> list[Verdict]:
     """One verdict per low-precision arm present (pure_bf16, bf16) against fp32.
 
-    numbers: `experiments.training_verdict.verdict`'s dict (arm, collapses, matches, control,
-    reasons) and, for the notes, `small_held_out` [{point, inputs}] (tasks with fewer distinct
-    held-out inputs than `num_examples`), `num_examples` and `seeds` (the fewest fp32 seeds of
-    a point).
+    numbers: `experiments.training_verdict.verdict`'s dict (arm, thresholds, collapses,
+    matches, control, failed) and, for the notes, `small_held_out` [{point, inputs}] (tasks with
+    fewer distinct held-out inputs than `num_examples`), `num_examples` and `seeds` (the fewest
+    fp32 seeds of a point).
     """
     out = []
     pts = tv.points(cells)
@@ -171,7 +171,7 @@ TRAINING_ONE_SEED = ("One seed per cell: differences of about 0.1 are within run
 
 def _training_paragraph(v: Verdict) -> str:
     x = v.numbers
-    text = tv.render(dict(x, status=v.status, rule=v.rule))
+    text = training.render(dict(x, status=v.status, rule=v.rule))
     if x["small_held_out"]:
         text += TRAINING_SMALL.format(
             items=", ".join(f"{s['point']} has only ~{s['inputs']} distinct held-out inputs"

@@ -1,5 +1,7 @@
-"""The table of the training arms: per (task, n), each arm's exact match per seed and the step at
-which each run converged (rows of `experiments.training_verdict.points`)."""
+"""The training arms in the report: each arm's verdict as a paragraph (`render`, from
+`experiments.training_verdict.verdict`'s data and the templates below), and the table: per
+(task, n), each arm's exact match per seed and the step at which each run converged (rows of
+`experiments.training_verdict.points`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,47 @@ from collections.abc import Mapping, Sequence
 
 from experiments import training_verdict as tv
 from experiments.report import markdown
+
+# One sentence per failed condition (`training_verdict.FAILED_CONDITIONS`); {items} lists the
+# condition's points with their per-seed numbers.
+FAILED_TEXT = {
+    "no_hard_cell": "no IterADD / MUL cell has both fp32 and {arm}",
+    "fp32_not_learned": ("fp32 does not reach {fp32_min} on every one of >= {min_seeds} seeds at "
+                         "any IterADD / MUL length run (best: {items})"),
+    "no_collapse": ("where fp32 reaches {fp32_min}, {arm} is not {collapse_gap} below it on "
+                    "every seed ({items})"),
+    "no_control": "no ADD control cell has both arms",
+    "control_fails": ("the ADD control does not hold (fp32 >= {fp32_min} and {arm} within "
+                      "{control_tolerance} on every seed): {items}"),
+    "paper_range_match": ("at lengths where the paper shows the collapse, {arm} matches fp32: "
+                          "{items}"),
+}
+SHOWN_TEXT = "fp32 vs {arm}, per seed: {collapses}; ADD control: {control}. "
+
+
+def _numbers(pairs) -> str:
+    return ", ".join(f"seed {s}: {f:.3f} vs {a:.3f}" for s, f, a in pairs)
+
+
+def _items(points, sep: str = "; ", point_sep: str = ": ") -> str:
+    return sep.join(f"{c['point']}{point_sep}{_numbers(c['pairs'])}" for c in points)
+
+
+def render(v: Mapping) -> str:
+    """One paragraph from a `training_verdict.verdict` dict."""
+    arm = v["arm"]
+    head = f"**{arm}** ({tv.ARM_MEANING.get(arm, arm)}): **{v['status']}**. "
+    if v["status"] == "shown":
+        return head + SHOWN_TEXT.format(arm=arm, collapses=_items(v["collapses"]),
+                                        control=_items(v["control"]))
+    reasons = []
+    for f in v["failed"]:
+        sep = ", " if f["condition"] == "fp32_not_learned" else ": "
+        reasons.append(FAILED_TEXT[f["condition"]].format(
+            arm=arm, fp32_min=v["fp32_min"], min_seeds=v["min_seeds"],
+            collapse_gap=v["collapse_gap"], control_tolerance=v["control_tolerance"],
+            items=_items(f["points"], point_sep=sep)))
+    return head + ("; ".join(reasons) + ". " if reasons else "")
 
 
 def _exact_matches(p: Mapping, arm: str) -> str:
