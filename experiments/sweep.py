@@ -1,7 +1,7 @@
 r"""Launch a sweep: a grid of training runs, then results.csv, report.md and PNG plots.
 
     python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR \
-        [--workers=W] [--replicas=R] [--shard=i/N] [--dry_run] [--aggregate_only] \
+        [--workers=W] [--replicas=auto|off|R] [--shard=i/N] [--dry_run] [--aggregate_only] \
         [--config.grid.seeds=(0,1)]
 
 Re-running the same command skips finished cells (completed or diverged), resumes interrupted
@@ -34,10 +34,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one sub-direc
 _WORKERS = flags.DEFINE_integer(
     "workers", 1, "Cells run in parallel, each in its own spawned process (1: in this process).",
     lower_bound=1)
-_REPLICAS = flags.DEFINE_integer(
-    "replicas", 1, "Train up to R cells that differ only in seed and precision arm in one "
-    "program (arith_precision/train_group.py; every cell's files and numbers unchanged).",
-    lower_bound=1)
+_REPLICAS = flags.DEFINE_string(
+    "replicas", "auto", "Train up to R cells that differ only in seed and precision arm in one "
+    "program (arith_precision/train_group.py; every cell's files and numbers unchanged): an "
+    "integer R >= 1, off (= 1), or auto (8 on a GPU / TPU backend, off on CPU, where one program "
+    "of R copies measured no faster than R runs).")
 _SHARD = flags.DEFINE_string("shard", None, "i/N: run only the cells with index % N == i.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List this shard's cells and their status; run "
                              "nothing.")
@@ -53,7 +54,7 @@ _CONVERGED_FROM = flags.DEFINE_string("converged_from", None, "With --estimate: 
 
 def main(argv):
     del argv  # parse_absl_flags rejects positional arguments
-    from experiments import sweep_lib
+    from experiments import sweep_groups, sweep_lib
 
     workdir = _WORKDIR.value
     try:
@@ -62,6 +63,12 @@ def main(argv):
                 if flag.value is not None:
                     raise cli_errors.UsageError(f"--{flag.name}", flag.value,
                                                 "only applies with --estimate")
+        if _REPLICAS.value != "auto":
+            try:
+                sweep_groups.resolve_replicas(_REPLICAS.value, _WORKERS.value)
+            except ValueError:
+                raise cli_errors.UsageError("--replicas", _REPLICAS.value,
+                                            "must be auto, off or an integer >= 1") from None
         if _ESTIMATE.value:
             from experiments import cost_estimate
 

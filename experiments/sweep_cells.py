@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -118,35 +119,60 @@ def output_to(path: str):
             os.close(saved[1])
 
 
-def run_cell(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one cell; an exception is written to error.json, not raised.
+def run_cells(job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Train and evaluate a job's cells in one program; one progress record per cell.
 
-    `job`: {"name", "dir", "config"}. Returns a record for the progress line.
+    `job`: a cell job {"name", "dir", "config"}, or a replica batch {"name", "dir", "members":
+    [cell jobs]} (`sweep_groups.group_jobs`), trained by `train_group.train_group` as one
+    program (one cell: exactly `train.train_and_evaluate`). Every cell writes its own
+    checkpoints, metrics and summary.json. An exception is written to each cell's error.json,
+    not raised (a failure of the program fails every cell in it). The program's stdout/stderr go
+    to the first cell's log.txt; the others' log.txt name it. Each record carries the program's
+    `wall_time_s` and `cells_in_program`.
     """
-    cell_dir, start = job["dir"], time.time()
-    os.makedirs(cell_dir, exist_ok=True)
-    error_path = os.path.join(cell_dir, "error.json")
-    if os.path.exists(error_path):
-        os.remove(error_path)  # a retry
-    write_json(os.path.join(cell_dir, "worker.json"), {"pid": os.getpid(), "start": start})
-    record = {"name": job["name"], "status": "error", "exact_match": None, "error": None}
+    cells, start = list(job.get("members", [job])), time.time()
+    first_log = os.path.join(cells[0]["dir"], "log.txt")
+    for cell in cells:
+        os.makedirs(cell["dir"], exist_ok=True)
+        error_path = os.path.join(cell["dir"], "error.json")
+        if os.path.exists(error_path):
+            os.remove(error_path)  # a retry
+        marker = {"pid": os.getpid(), "start": start}
+        if len(cells) > 1:
+            marker["group"] = job["name"]
+        write_json(os.path.join(cell["dir"], "worker.json"), marker)
+        if cell is not cells[0]:
+            with open(os.path.join(cell["dir"], "log.txt"), "a") as log:
+                log.write(f"trained in one program with {job['name']}; log: {first_log}\n")
+    records = [{"name": c["name"], "status": "error", "exact_match": None, "error": None}
+               for c in cells]
     try:
-        with output_to(os.path.join(cell_dir, "log.txt")):
-            from arith_precision import train
+        with output_to(first_log):
+            from arith_precision import train_group
 
-            summary = train.train_and_evaluate(job["config"], cell_dir)
-        record["status"] = summary["status"]
-        record["exact_match"] = summary["exact_match"].get(str(job["config"].task.n))
-        record["diverged_at_step"] = summary["diverged_at_step"]
-    except Exception as e:  # noqa: BLE001 -- any failure of one cell is recorded, not fatal
-        record["error"] = f"{type(e).__name__}: {e}"
+            summaries = train_group.train_group([c["config"] for c in cells],
+                                                [c["dir"] for c in cells])
+        for record, cell, summary in zip(records, cells, summaries, strict=True):
+            record["status"] = summary["status"]
+            record["exact_match"] = summary["exact_match"].get(str(cell["config"].task.n))
+            record["diverged_at_step"] = summary["diverged_at_step"]
+    except Exception as e:  # noqa: BLE001 -- a failed program is recorded per cell, not fatal
         trace = traceback.format_exc()
-        write_json(error_path, {"status": "error", "error": record["error"],
-                                 "traceback": trace, "time": time.time()})
-        with open(os.path.join(cell_dir, "log.txt"), "a") as log:
+        for record, cell in zip(records, cells, strict=True):
+            record["error"] = f"{type(e).__name__}: {e}"
+            write_json(os.path.join(cell["dir"], "error.json"),
+                       {"status": "error", "error": record["error"], "traceback": trace,
+                        "time": time.time()})
+        with open(first_log, "a") as log:
             log.write(trace)
-    record["wall_time_s"] = time.time() - start
-    return record
+    for record in records:
+        record.update(wall_time_s=time.time() - start, cells_in_program=len(cells))
+    return records
+
+
+def run_cell(job: Mapping[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one cell job {"name", "dir", "config"}: `run_cells`' one-cell case."""
+    return run_cells(job)[0]
 
 
 def _worker_env(workers: int) -> dict[str, str]:
@@ -180,11 +206,11 @@ def job(cell: Cell, workdir: str) -> dict[str, Any]:
 
 
 def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], None],
-                 runner: Callable[[Mapping[str, Any]], Any] = run_cell) -> None:
+                 runner: Callable[[Mapping[str, Any]], Any] = run_cells) -> None:
     """Run jobs in `workers` spawned processes, one fresh process per job (no state leaks).
 
     `runner(job)` returns one record, or a list of records for a job of several cells (a replica
-    batch, `sweep_groups.run_group`; such a job has "members", the cell jobs). If a worker dies
+    batch, `run_cells`; such a job has "members", the cell jobs). If a worker dies
     (killed, out of memory, segfault) the pool breaks and every unfinished future fails; cells
     that had started in that pool are charged one death and re-queued, one cell per job, with
     the rest in a fresh pool. A cell charged twice is recorded as an error.
@@ -243,21 +269,40 @@ def duration(seconds: float) -> str:
 class Progress:
     """Prints one line per finished cell: done/total, status counts, elapsed and ETA.
 
-    The ETA extrapolates the wall time per cell run so far (skipped cells excluded), so with W
-    workers it already reflects the parallelism.
+    ETA = (mean time a cell occupies a worker) x (cells left) / (workers busy on them). A cell's
+    worker time is its program's wall time divided by the cells trained in that program (a
+    replica batch of R cells costs each 1/R). Dividing by the workers matters most for the first
+    line: the elapsed time per finished cell would count W cells that ran side by side as W
+    cells run one after another (with 2 workers, an ETA twice the truth).
     """
 
-    def __init__(self, total: int, skipped: int, log: Callable[[str], None]):
-        self.total, self.skipped, self.log = total, skipped, log
+    def __init__(self, total: int, skipped: int, log: Callable[[str], None], workers: int = 1):
+        self.total, self.skipped, self.log, self.workers = total, skipped, log, workers
         self.counts: collections.Counter = collections.Counter()
         self.start = time.time()
+        self.worker_seconds, self.timed, self.programs = 0.0, 0, 0.0
+
+    def eta(self) -> float:
+        """Seconds left for the cells not yet finished (see the class doc)."""
+        left = self.total - self.skipped - sum(self.counts.values())
+        if left <= 0:
+            return 0.0
+        if not self.timed:  # only cells that never ran (deaths recorded with no time)
+            ran = sum(self.counts.values())
+            return (time.time() - self.start) / max(ran, 1) * left
+        cells_per_program = self.timed / self.programs
+        busy = max(1.0, min(self.workers, math.ceil(left / cells_per_program)))
+        return self.worker_seconds / self.timed * left / busy
 
     def update(self, record: Mapping[str, Any]) -> None:
         self.counts[record["status"]] += 1
-        ran = sum(self.counts.values())
-        done = self.skipped + ran
+        if record.get("wall_time_s"):
+            per_program = int(record.get("cells_in_program") or 1)
+            self.worker_seconds += record["wall_time_s"] / per_program
+            self.timed += 1
+            self.programs += 1 / per_program
+        done = self.skipped + sum(self.counts.values())
         elapsed = time.time() - self.start
-        eta = elapsed / ran * (self.total - done)
         detail = record["status"]
         if record.get("exact_match") is not None:
             detail += f", exact match {record['exact_match']:.3f}"
@@ -265,7 +310,7 @@ class Progress:
             detail += f": {record['error'][:200]}"
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         self.log(f"[sweep] {done}/{self.total} cells ({self.skipped} skipped; {counts}) | "
-                 f"elapsed {duration(elapsed)} | ETA {duration(eta)} | {record['name']}: "
+                 f"elapsed {duration(elapsed)} | ETA {duration(self.eta())} | {record['name']}: "
                  f"{detail} ({duration(record.get('wall_time_s') or 0.0)})")
 
 

@@ -1,27 +1,69 @@
 """Replica batches: sweep cells trained together in one program (`arith_precision/train_group`).
 
 `group_jobs(jobs, size)` puts cells whose resolved configs differ only in `seed`, `data_seed`
-and the precision arm into groups of at most `size`; `run_group` trains one group with
-`train_group.train_group` and returns one progress record per cell. Every cell still writes its
-own checkpoints, metrics and summary.json, bit-identical to a run of its own, so a grouped sweep's
-cells.csv and results.csv are those of an ungrouped one (tests/test_sweep_groups.py), and a cell
-can be resumed, alone or in another group.
-
-The group's stdout/stderr go to the first cell's log.txt; the others' log.txt name it.
+and the precision arm into groups of at most `size`; `sweep_cells.run_cells` trains one group
+with `train_group.train_group` and returns one progress record per cell. Every cell still writes
+its own checkpoints, metrics and summary.json, bit-identical to a run of its own, so a grouped
+sweep's cells.csv and results.csv are those of an ungrouped one (tests/test_sweep_groups.py), and
+a cell can be resumed, alone or in another group.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
-import traceback
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from experiments import sweep_cells
 
 VARYING = ("seed", "data_seed", "precision")  # what may differ inside one replica batch
+# `replicas="auto"`: the batch size on an accelerator. On CPU one program of R unrolled copies
+# trains no faster than R runs one after another (benchmarks/train_bench.py --replicas: 1.01-1.04x
+# at R = 4, 8), so auto does not group there.
+AUTO_REPLICAS = 8
+ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
+
+
+def _probe_backend() -> str:
+    """The default JAX backend, found in a child process so that this one does not initialise an
+    accelerator (and take its memory) before the workers that train on it."""
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                         env=env, capture_output=True, text=True, timeout=300, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def resolve_replicas(value: int | str, workers: int = 1) -> tuple[int, str]:
+    """(R, why) for `replicas` = an integer >= 1 (or its string), "off" (= 1) or "auto".
+
+    auto: AUTO_REPLICAS on an accelerator backend, 1 on CPU. With workers = 1 cells train in this
+    process, which may look at the backend itself; with workers > 1 a child process looks.
+    """
+    if isinstance(value, str) and value not in ("auto", "off"):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"replicas must be auto, off or an integer >= 1, got {value!r}"
+                             ) from None
+    if value == "off":
+        return 1, "off"
+    if value == "auto":
+        if workers == 1:
+            import jax
+
+            backend = jax.default_backend()
+        else:
+            backend = _probe_backend()
+        if backend in ACCELERATORS:
+            return AUTO_REPLICAS, f"auto: {backend} backend"
+        return 1, (f"auto: {backend} backend, where one program of R copies is no faster than R "
+                   "runs")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"replicas must be auto, off or an integer >= 1, got {value!r}")
+    return value, "as asked"
 
 
 def _shape_key(config) -> str:
@@ -56,46 +98,3 @@ def group_jobs(jobs: Sequence[Mapping[str, Any]], size: int) -> list[dict[str, A
 def members(job: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The cell jobs of a job (a plain cell job is its own only member)."""
     return list(job.get("members", [job]))
-
-
-def run_group(job: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Train a group job's cells in one program; one progress record per cell, errors recorded
-    in each cell's error.json (a failure of the program fails every cell of the group)."""
-    if "members" not in job:
-        return [sweep_cells.run_cell(job)]
-    cells, start = members(job), time.time()
-    first_log = os.path.join(cells[0]["dir"], "log.txt")
-    for cell in cells:
-        os.makedirs(cell["dir"], exist_ok=True)
-        error_path = os.path.join(cell["dir"], "error.json")
-        if os.path.exists(error_path):
-            os.remove(error_path)  # a retry
-        sweep_cells.write_json(os.path.join(cell["dir"], "worker.json"),
-                               {"pid": os.getpid(), "start": start, "group": job["name"]})
-        if cell is not cells[0]:
-            with open(os.path.join(cell["dir"], "log.txt"), "a") as log:
-                log.write(f"trained in one program with {job['name']}; log: {first_log}\n")
-    records = [{"name": c["name"], "status": "error", "exact_match": None, "error": None}
-               for c in cells]
-    try:
-        with sweep_cells.output_to(first_log):
-            from arith_precision import train_group
-
-            summaries = train_group.train_group([c["config"] for c in cells],
-                                                [c["dir"] for c in cells])
-        for record, cell, summary in zip(records, cells, summaries, strict=True):
-            record["status"] = summary["status"]
-            record["exact_match"] = summary["exact_match"].get(str(cell["config"].task.n))
-            record["diverged_at_step"] = summary["diverged_at_step"]
-    except Exception as e:  # noqa: BLE001 -- a failed group is recorded per cell, not fatal
-        trace = traceback.format_exc()
-        for record, cell in zip(records, cells, strict=True):
-            record["error"] = f"{type(e).__name__}: {e}"
-            sweep_cells.write_json(os.path.join(cell["dir"], "error.json"),
-                                   {"status": "error", "error": record["error"],
-                                    "traceback": trace, "time": time.time()})
-        with open(first_log, "a") as log:
-            log.write(trace)
-    for record in records:
-        record["wall_time_s"] = time.time() - start
-    return records

@@ -65,20 +65,22 @@ __all__ = ["CELL_COLUMNS", "COORDS", "DONE", "GRID_ARGS", "GRID_KEYS", "GROUP_CO
 
 
 def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = None,
-              log: Callable[[str], None] = print, replicas: int = 1) -> dict[str, Any]:
+              log: Callable[[str], None] = print,
+              replicas: int | str = "auto") -> dict[str, Any]:
     """Run the cells of sweep config `c` (this shard's) that are not done, then `aggregate`.
 
     `replicas` > 1 trains cells that differ only in seed and precision arm together, up to
     `replicas` per program (`sweep_groups.py`); every cell's files and numbers are the same.
-    Default 1: on CPU, where this was written, R unrolled copies gain nothing measured yet.
+    "auto" (default): `sweep_groups.AUTO_REPLICAS` on a GPU / TPU, 1 on CPU (where R copies in
+    one program measured no faster); "off" = 1.
 
     Returns {"cells": selected count, "skipped": already done, "counts": {status: n} over the
     cells run now, "outputs": aggregate's paths}.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+    if replicas != "auto":  # checked before anything runs; auto looks at the backend later
+        replicas, _ = sweep_groups.resolve_replicas(replicas, workers)
     shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
     grid = expand(c)
     cells = select_shard(grid, shard)
@@ -104,18 +106,22 @@ def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = 
     where = f"shard {shard[0]}/{shard[1]}, " if shard else ""
     log(f"[sweep] {c.name}: {where}{len(cells)} cells, {skipped} already done, {len(todo)} to "
         f"run with {workers} worker(s) in {workdir}")
-    progress = Progress(len(cells), skipped, log)
+    progress = Progress(len(cells), skipped, log, workers)
+    replicas, why = sweep_groups.resolve_replicas(replicas, workers) if todo else (1, "")
+    if todo:
+        log(f"[sweep] replica batches: up to {replicas} cell(s) per program ({why}; "
+            "--replicas=off or R to choose)")
     jobs = [sweep_cells.job(cell, workdir) for cell in todo]
     batches = sweep_groups.group_jobs(jobs, replicas)
     with Heartbeat(jobs, log):
         if workers == 1:
             for job in batches:
                 log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
-                for record in sweep_groups.run_group(job):
+                for record in sweep_cells.run_cells(job):
                     progress.update(record)
         elif batches:
             sweep_cells.run_parallel(batches, workers, progress.update,
-                                     runner=sweep_groups.run_group)
+                                     runner=sweep_cells.run_cells)
     outputs = aggregate(workdir)
     log(f"[sweep] results: {outputs['results']}, report: {outputs['report']}")
     return {"cells": len(cells), "skipped": skipped, "counts": dict(progress.counts),

@@ -153,6 +153,8 @@ CASES = {
         (f"{FIG2}:smoke --workdir={{tmp}}/a_file", "--workdir: {tmp}/a_file"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --shard=2/2", "--shard: 2/2"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --workers=0", "--workers: 0"),
+        (f"{FIG2}:smoke --workdir={{tmp}}/s --replicas=0", "--replicas: 0: must be auto, off"),
+        (f"{FIG2}:smoke --workdir={{tmp}}/s --replicas=many", "--replicas: many: must be auto"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --config.grid.seeds=(-1,)", "got -1"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --config.grid.nope=1", "--config.grid.nope: 1"),
         ("--config=experiments/configs/missing.py --workdir={tmp}/s", "configs/missing.py"),

@@ -7,6 +7,8 @@ import os
 import re
 import time
 
+import pytest
+
 from experiments import job_progress
 
 
@@ -74,3 +76,38 @@ def test_sweep_fraction_counts_this_runs_training_steps(tmp_path):
     with open(os.path.join(cells[1], "summary.json"), "w") as f:
         json.dump({"status": "completed"}, f)  # early stopping ended b at step 45
     assert fraction() == (30 + 100) / 150
+
+
+def _progress(total, workers, skipped=0):
+    from experiments.sweep_cells import Progress
+    lines = []
+    return Progress(total, skipped, lines.append, workers), lines
+
+
+def test_sweep_eta_divides_worker_time_by_the_workers_busy():
+    # Two workers: the first cell took 60 s while another ran beside it, so 11 cells left take
+    # 60 * 11 / 2 s, not 60 * 11 (the first ETA was twice the truth).
+    p, lines = _progress(12, workers=2)
+    p.update({"name": "c0", "status": "completed", "wall_time_s": 60.0})
+    assert p.eta() == pytest.approx(330.0)
+    assert "ETA 5m30s" in lines[-1]
+    one, _ = _progress(12, workers=1)
+    one.update({"name": "c0", "status": "completed", "wall_time_s": 60.0})
+    assert one.eta() == pytest.approx(660.0)
+    # The last cell left runs on one worker whatever W is.
+    p, _ = _progress(2, workers=2)
+    p.update({"name": "c0", "status": "completed", "wall_time_s": 60.0})
+    assert p.eta() == pytest.approx(60.0)
+
+
+def test_sweep_eta_charges_a_replica_batch_per_cell():
+    # Three cells trained in one 90 s program cost 30 s of worker time each; 9 cells left in
+    # batches of 3 keep both workers busy: 30 * 9 / 2.
+    p, _ = _progress(12, workers=2)
+    for i in range(3):
+        p.update({"name": f"c{i}", "status": "completed", "wall_time_s": 90.0,
+                  "cells_in_program": 3})
+    assert p.eta() == pytest.approx(135.0)
+    # A record with no time (a cell found done after a worker died) does not count as 0 s.
+    p.update({"name": "c3", "status": "completed", "wall_time_s": 0.0})
+    assert p.eta() == pytest.approx(30.0 * 8 / 2)
