@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from arith_precision import atomic, cli_errors
+from arith_precision import atomic, cli_errors, markdown
 from arith_precision.cli_errors import UsageError
 
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
@@ -61,18 +61,19 @@ def to_markdown(result: dict) -> str:
     lines = []
     for acc in result["accumulations"]:
         lines.append(f"**{_label(result)}, accumulation `{acc}`**\n")
-        lines.append("| n | log2 n | threshold: float mantissa bits M (e8mM) | narrower M that "
-                     "also pass | fixed point (I.F) | checked |")
-        lines.append("|---|---|---|---|---|---|")
+        rows = []
         for e in result["entries"]:
             fx = e["fixed"][acc]
             fixed = ("not searched (--float-only)" if fx is None
                      else f"fixed{fx['int_bits']}.{fx['frac_bits']}" if fx["frac_bits"] is not None
                      else f"none with I={fx['int_bits']}, I+F <= {MAX_FIXED_BITS}")
             m = e["float_mantissa_bits"][acc]
-            lines.append(f"| {e['n']} | {math.log2(e['n']):.2f} | "
-                         f"{m if m is not None else '> ' + str(MAX_MANTISSA)} | "
-                         f"{_narrower_text(e, acc, lowest)} | {fixed} | {e['checked']} |")
+            rows.append([e["n"], f"{math.log2(e['n']):.2f}",
+                         m if m is not None else f"> {MAX_MANTISSA}",
+                         _narrower_text(e, acc, lowest), fixed, e["checked"]])
+        lines += markdown.table(["n", "log2 n", "threshold: float mantissa bits M (e8mM)",
+                                 "narrower M that also pass", "fixed point (I.F)", "checked"],
+                                rows)
         if lowest is not None:
             lines.append(f"\nThreshold: the smallest M from which every width up to "
                          f"e8m{result['mantissa_range'][1]} passes; every width from e8m{lowest} "
@@ -81,11 +82,10 @@ def to_markdown(result: dict) -> str:
         if fit:
             lines.append(f"\nFitted (threshold): mantissa bits ~ {fit[0]:.2f} log2 n + "
                          f"{fit[1]:.2f}\n")
-        lines.append("\n| format | largest n of the list that passes |")
-        lines.append("|---|---|")
+        rows = []
         for fmt in COMMON_FORMATS:
             if any(fmt not in e["common"][acc] for e in result["entries"]):
-                lines.append(f"| {fmt} | not checked (--float-only) |")
+                rows.append([fmt, "not checked (--float-only)"])
                 continue
             ok = [e["n"] for e in result["entries"] if e["common"][acc][fmt]]
             fails = [e["n"] for e in result["entries"] if not e["common"][acc][fmt]]
@@ -94,7 +94,9 @@ def to_markdown(result: dict) -> str:
             else:
                 text = str(max(ok)) + (f" (fails from n={min(n for n in fails if n > max(ok))})"
                                        if any(n > max(ok) for n in fails) else " (passes all)")
-            lines.append(f"| {fmt} | {text} |")
+            rows.append([fmt, text])
+        lines.append("")
+        lines += markdown.table(["format", "largest n of the list that passes"], rows)
         lines.append("")
     return "\n".join(lines)
 

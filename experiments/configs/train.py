@@ -65,30 +65,35 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _eval_ns(value: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in value.split(";") if x)
+
+
+# The `key=value` ARGS: key -> (the config field it sets, how its text converts).
+KEYS = {
+    "task": ("task.task", str), "base": ("task.base", int), "n": ("task.n", int),
+    "k": ("task.k", int), "l": ("task.l", int), "chunk": ("task.chunk", int),
+    "reverse": ("task.reverse_answer", _bool), "precision": ("precision.name", str),
+    "accumulation": ("precision.accumulation", str), "native": ("precision.native", _bool),
+    "layers": ("model.num_layers", int), "d_model": ("model.d_model", int),
+    "heads": ("model.num_heads", int), "steps": ("train.steps", int),
+    "batch": ("train.batch_size", int), "lr": ("optim.learning_rate", float),
+    "seed": ("seed", int), "data_seed": ("data_seed", int), "eval_ns": ("eval.ns", _eval_ns),
+    "early_stop": ("early_stop.every", int),
+}
+
+
+def _setter(c: ml_collections.ConfigDict, path: str, convert):
+    *parents, leaf = path.split(".")
+    node = c
+    for name in parents:
+        node = node[name]
+    return lambda value: setattr(node, leaf, convert(value))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base_config()
-    setters = {
-        "task": lambda v: setattr(c.task, "task", v),
-        "base": lambda v: setattr(c.task, "base", int(v)),
-        "n": lambda v: setattr(c.task, "n", int(v)),
-        "k": lambda v: setattr(c.task, "k", int(v)),
-        "l": lambda v: setattr(c.task, "l", int(v)),
-        "chunk": lambda v: setattr(c.task, "chunk", int(v)),
-        "reverse": lambda v: setattr(c.task, "reverse_answer", _bool(v)),
-        "precision": lambda v: setattr(c.precision, "name", v),
-        "accumulation": lambda v: setattr(c.precision, "accumulation", v),
-        "native": lambda v: setattr(c.precision, "native", _bool(v)),
-        "layers": lambda v: setattr(c.model, "num_layers", int(v)),
-        "d_model": lambda v: setattr(c.model, "d_model", int(v)),
-        "heads": lambda v: setattr(c.model, "num_heads", int(v)),
-        "steps": lambda v: setattr(c.train, "steps", int(v)),
-        "batch": lambda v: setattr(c.train, "batch_size", int(v)),
-        "lr": lambda v: setattr(c.optim, "learning_rate", float(v)),
-        "seed": lambda v: setattr(c, "seed", int(v)),
-        "data_seed": lambda v: setattr(c, "data_seed", int(v)),
-        "eval_ns": lambda v: setattr(c.eval, "ns", tuple(int(x) for x in v.split(";") if x)),
-        "early_stop": lambda v: setattr(c.early_stop, "every", int(v)),
-    }
+    setters = {key: _setter(c, path, convert) for key, (path, convert) in KEYS.items()}
     args = args_lib.parse(arg, keys=setters, switches=("smoke",))
     if args.get("task", c.task.task) not in TASKS:
         raise UsageError("task", args["task"], f"unknown task {args['task']!r}; expected one of "

@@ -4,19 +4,19 @@ The computing modules of `experiments/` (the sweep, the frontier phase, the quan
 the precision probe) produce rows, lists of dicts; the modules here render them and nothing else
 does:
 
-    markdown  the one markdown-table helper (and the number formats of table entries)
     plots     the one "metric against n" panel helper, the panel grid and the atomic savefig
     sweep     a sweep directory's cells.csv, results.csv, plots and report.md
     quant     the quantization study's CSV, tables and plots
     probe     the precision probe's JSON, tables and plot
     frontier  the frontier phase's table and plot (the plot is `constructions.frontier_report`'s)
-    training  the table of the training arms per seed
+    training  the training verdicts' paragraphs and the table of the training arms per seed
     claims    the paper's claims as structured verdicts (`Verdict`), each paragraph rendered from
               its verdict by a template
     document  REPORT.md, the main job's document
 
-Atomic writes are the library's (`arith_precision.atomic`): the training loop and the
-constructions need them too, and neither may import `experiments`.
+Atomic writes (`arith_precision.atomic`) and the one markdown-table helper
+(`arith_precision.markdown`) are the library's: the training loop and the constructions need
+them too, and neither may import `experiments`.
 
 This file imports nothing so that the modules of the package can import each other without a
 circle through it.

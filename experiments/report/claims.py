@@ -19,9 +19,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from arith_precision import markdown
 from experiments import training_verdict as tv
 from experiments.frontier_phase import BF16_MANTISSA
-from experiments.report import markdown, training
+from experiments.report import training
 from experiments.report.quant import comparison
 
 LEARNED = 0.5  # an fp32 model "learned" its task when its exact match reaches this

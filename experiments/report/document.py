@@ -14,11 +14,10 @@ import os
 import platform
 from collections.abc import Mapping, Sequence
 
-from arith_precision import atomic
+from arith_precision import atomic, markdown
 from experiments import training_verdict as tv
 from experiments.configs.modes import Settings
 from experiments.report import claims as claims_lib
-from experiments.report import markdown
 from experiments.report.frontier import frontier_markdown
 from experiments.report.probe import to_markdown as probe_markdown
 from experiments.report.quant import report_markdown as quant_markdown

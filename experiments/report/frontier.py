@@ -7,9 +7,8 @@ import math
 import os
 from collections.abc import Sequence
 
-from arith_precision import atomic
+from arith_precision import atomic, markdown
 from experiments.frontier_phase import BF16_MANTISSA
-from experiments.report import markdown
 
 
 def frontier_markdown(results: Sequence[dict]) -> str:

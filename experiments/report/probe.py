@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from arith_precision import atomic
-from experiments.report import markdown, plots
+from arith_precision import atomic, markdown
+from experiments.report import plots
 
 
 def threshold_label(entry: Mapping, max_bits: int) -> str:

@@ -8,9 +8,9 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from arith_precision import atomic
+from arith_precision import atomic, markdown
 from arith_precision.tasks.spec import TASKS
-from experiments.report import markdown, plots
+from experiments.report import plots
 
 COLUMNS = ("run", "task", "base", "k", "n", "layers", "d_model", "stage", "scheme",
            "bits_per_weight", "exact_match", "digit_accuracy", "finetune_steps", "final_loss",

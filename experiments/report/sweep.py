@@ -8,9 +8,9 @@ import collections
 import os
 from collections.abc import Mapping, Sequence
 
-from arith_precision import atomic
+from arith_precision import atomic, markdown
 from arith_precision.tasks.spec import TASKS
-from experiments.report import markdown, plots
+from experiments.report import plots
 from experiments.sweep_cells import DONE, read_json
 from experiments.sweep_results import CELL_COLUMNS, RESULT_COLUMNS, STATUSES, collect, group
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from arith_precision import markdown
 from experiments import training_verdict as tv
-from experiments.report import markdown
 
 # One sentence per failed condition (`training_verdict.FAILED_CONDITIONS`); {items} lists the
 # condition's points with their per-seed numbers.

@@ -1,4 +1,5 @@
-"""The one markdown-table helper of `experiments/`, and how numbers appear in table entries."""
+"""The one markdown-table helper (reports of `experiments/` and `constructions/` alike), and how
+numbers appear in table entries."""
 
 from __future__ import annotations
 
