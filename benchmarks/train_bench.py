@@ -15,8 +15,9 @@ answer+prompt tokens per second.
 instead times R runs in one program (`arith_precision/replicas.py`) against R separate runs
 (one jitted step each, run one after another: examples/s of one run) for each R, in both
 replica modes (unrolled: bit-identical to separate runs; vmap: batched, not bit-identical), and
-prints examples/s and the speed-up over separate runs. The default config is the quick-size
-model (d_model 128, 3 layers, batch 512 as in paper_fig2:quick).
+prints examples/s and the speed-up over separate runs. The default config is
+`task=add,base=10,n=8` of experiments/configs/train.py (d_model 128, 3 layers, batch 256, as in
+paper_fig2:quick apart from its batch); add `,batch=512` for paper_fig2's batch.
 """
 
 from __future__ import annotations
