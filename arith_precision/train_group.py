@@ -94,11 +94,25 @@ class _Replica:
         self.step_fn = ts.make_train_step(self.mcfg, self.spec, self.tx, self.precision)
         self.eval_policy = None if self.precision.policy is None or \
             self.precision.policy.native else self.precision.policy
-        self._restore_or_init(init_state)
+        self.stopper = early_stop_lib.from_config(config)
+        self.state, self.latest = self._restore_or_init(init_state)
+        self.step, self.total = int(self.state["step"]), self.train_cfg.steps
+        self.converged_at = self._resume_early_stopping()
+        self.log("task %s | model %s | precision %s | %d device(s) | steps %d..%d", self.spec,
+                 self.mcfg, self.precision.description, self.mesh.devices, self.step,
+                 self.total)
+        self.status, self.diverged_at = "completed", None
+        self.pending = []  # (step, metrics) not yet fetched from the device
+        self.window_start, self.window_steps = time.time(), 0
+        self.metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 -- closed in finish()
+        self.summary = None
 
     # ---- start -------------------------------------------------------------------------------
 
-    def _restore_or_init(self, init_state) -> None:
+    def _restore_or_init(self, init_state) -> tuple[Any, int | None]:
+        """(state, step restored from or None): the newest good checkpoint, else a fresh state.
+        Sets the checkpoint manager, and cuts metrics.jsonl and the validation history back to
+        the restored step (a fresh start empties them)."""
         checkpoint_dir = os.path.abspath(os.path.join(self.workdir, "checkpoints"))
         self.checkpoint_dir = checkpoint_dir
         train_cfg = self.train_cfg
@@ -115,13 +129,12 @@ class _Replica:
             return manager.restore(step, args=ocp.args.StandardRestore(target))
 
         self.metrics_path = os.path.join(self.workdir, "metrics.jsonl")
-        self.manager, self.latest, state = checkpoints_lib.restore_newest_good(
+        self.manager, latest, state = checkpoints_lib.restore_newest_good(
             checkpoint_dir, open_manager, restore)
-        self.stopper = early_stop_lib.from_config(self.config)
-        if self.latest is not None:
-            _rewrite_metrics(self.metrics_path, self.latest)
-            self.history = early_stop_lib.read_history(self.workdir, up_to=self.latest)
-            self.log("resumed from step %d", self.latest)
+        if latest is not None:
+            _rewrite_metrics(self.metrics_path, latest)
+            self.history = early_stop_lib.read_history(self.workdir, up_to=latest)
+            self.log("resumed from step %d", latest)
         else:
             state = jax.jit(init_state, out_shardings=self.state_sharding)()
             with open(self.metrics_path, "w"):
@@ -129,24 +142,22 @@ class _Replica:
             self.history = []
         if self.stopper is not None:
             early_stop_lib.rewrite_history(self.workdir, self.history)
-        self.state = state
-        self.step = int(state["step"])
-        self.total = train_cfg.steps
-        self.converged_at = None
+        return state, latest
+
+    def _resume_early_stopping(self) -> int | None:
+        """The step a resumed run had converged at (None if it had not, or on a fresh start).
+        A run killed after a checkpoint but before that step's validation was written runs the
+        validation now, so the history is what an uninterrupted run would have."""
         stopper, first = self.stopper, self.step
-        if stopper is not None and first and first % stopper.every == 0 and \
+        if stopper is None:
+            return None
+        if first and first % stopper.every == 0 and \
                 not any(h["step"] == first for h in self.history):
-            self._validate(first)  # killed after the checkpoint, before its validation was written
-        if stopper is not None and self.history and self.history[-1]["step"] == first and \
+            self._validate(first)
+        if self.history and self.history[-1]["step"] == first and \
                 stopper.converged(self.history):
-            self.converged_at = first  # it had converged: stop where it stopped, as before
-        self.log("task %s | model %s | precision %s | %d device(s) | steps %d..%d", self.spec,
-                 self.mcfg, self.precision.description, self.mesh.devices, first, self.total)
-        self.status, self.diverged_at = "completed", None
-        self.pending = []  # (step, metrics) not yet fetched from the device
-        self.window_start, self.window_steps = time.time(), 0
-        self.metrics_file = open(self.metrics_path, "a")  # noqa: SIM115 -- closed in finish()
-        self.summary = None
+            return first  # it had converged: stop where it stopped, as before
+        return None
 
     def log(self, message: str, *args) -> None:
         """Progress goes to stdout (absl's INFO log is flooded by orbax's checkpoint chatter)."""
