@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from arith_precision import cli_errors, tasks
+from arith_precision import atomic, cli_errors, tasks
 from arith_precision import model as model_lib
 from arith_precision.cli_errors import UsageError
 from arith_precision.simulate.policy import ACCUMULATIONS
@@ -395,10 +395,8 @@ def _main(argv) -> int:
                           variant=args.variant, float_only=args.float_only)
     markdown = to_markdown(result)
     if args.out:
-        with open(os.path.join(args.out, "frontier.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        with open(os.path.join(args.out, "frontier.md"), "w") as f:
-            f.write(markdown + "\n")
+        atomic.write_json(os.path.join(args.out, "frontier.json"), result, indent=1)
+        atomic.write_text(os.path.join(args.out, "frontier.md"), markdown + "\n")
         plot([result], os.path.join(args.out, "frontier.png"))
     print(json.dumps(result) if args.json else markdown)
     return 0
