@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from constructions.certify_engine import SIGNIFICANT, Analysis, snap, token_sets
-from constructions.certify_rounding import fl, round_err
+from constructions.certify_rounding import carrier_err, fl, round_err
 from constructions.certify_values import (
     NONE,
     Vals,
@@ -86,8 +86,8 @@ def _sum_interval(an: Analysis, terms, shape):
     if an.acc == "once":
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
-        absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
-        c = (len(terms) + 1) * (f.carrier_unit + TINY) * absum
+        mags = [np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms]
+        c = carrier_err(np.sum(mags, axis=0), np.max(mags, axis=0), len(terms), f, TINY)
         if f.carrier_bits < 53:  # a float32 carrier's error can straddle a rounding boundary
             exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
                 [t[0] for t in terms], f.carrier_bits)
@@ -240,7 +240,7 @@ def _sum_keys(an, elo, ehi, visible):
     f = an.fmt
     if an.acc == "once":
         n = visible.sum(1, keepdims=True)
-        c = (n + 1) * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
+        c = carrier_err(ehi.sum(1, keepdims=True), ehi.max(1, keepdims=True), n, f, TINY)
         if f.carrier_bits < 53:
             exact = (np.all(elo == ehi, axis=1, keepdims=True)
                      & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
