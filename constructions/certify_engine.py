@@ -238,10 +238,14 @@ class Analysis:
                 cap = None if len(t) == 6 else np.minimum(
                     prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
                 err = self.rounded(lo, hi, step, off, err + t[4], cap=cap)
-        pre = err + abs(bias_r - bias)
-        if bias != 0.0 or bias_r != 0.0:
-            lo, hi, off = lo + bias, hi + bias, off + bias
-            err = self.rounded(lo, hi, step, off, pre)
+        bias, bias_r = np.asarray(bias, float), np.asarray(bias_r, float)
+        pre = err + np.abs(bias_r - bias)
+        has = (bias != 0.0) | (bias_r != 0.0)  # per column: a zero bias adds nothing
+        if np.any(has):
+            blo, bhi, boff = lo + bias, hi + bias, off + bias
+            berr = self.rounded(blo, bhi, step, boff, pre)
+            lo, hi, off = np.where(has, blo, lo), np.where(has, bhi, hi), np.where(has, boff, off)
+            err = np.where(has, berr, err)
         return lo, hi, step, off, err, pre
 
     # ---- affine maps ---------------------------------------------------------------------------
@@ -261,6 +265,49 @@ class Analysis:
         self.pre_err = pre
         self.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         return Vals(lo, hi, step, off, err)
+
+    def affine_cols(self, x: Vals, W: np.ndarray, Wr: np.ndarray, b, br,
+                    min_value=None) -> tuple[Vals, np.ndarray]:
+        """`affine` for every column c of W (D x C) at once: (Vals T x C, pre_err T x C).
+
+        Columns are batched by their number of nonzero weights; the i-th term of each column
+        is its i-th nonzero row (index order, as `affine` sums them), so every array element
+        goes through exactly the arithmetic `affine` does for its column alone."""
+        t, cols = x.lo.shape[0], W.shape[1]
+        b = np.broadcast_to(np.asarray(b, float), (cols,))
+        br = np.broadcast_to(np.asarray(br, float), (cols,))
+        out = [np.empty((t, cols)) for _ in range(6)]
+        nz = W != 0
+        counts = nz.sum(0)
+        for k in np.unique(counts):
+            cs = np.flatnonzero(counts == k)
+            if k == 0:
+                zero = np.zeros((t, cs.size))
+                terms = [(zero, zero, zero, zero, zero)]
+            else:
+                rows = np.nonzero(nz[:, cs].T)[1].reshape(cs.size, k)  # per column, ascending
+                terms = []
+                for i in range(k):
+                    r = rows[:, i]
+                    xd = Vals(*(a[:, r] for a in (x.lo, x.hi, x.step, x.off, x.err)))
+                    terms.append(self.product(xd, W[r, cs], Wr[r, cs]))
+            res = self.sum_terms(terms, b[cs], br[cs], min_value)
+            for o, a in zip(out, res, strict=True):
+                o[:, cs] = a
+        lo, hi, step, off, err, pre = out
+        self.note_cols(np.maximum(np.abs(lo), np.abs(hi)) + err)
+        return Vals(lo, hi, step, off, err), pre
+
+    def note_cols(self, mags: np.ndarray) -> None:
+        """note_mag of each column of a T x C array in turn (the failure names the running
+        maximum at the first column that overflows, as C separate calls would)."""
+        if not mags.size:
+            return
+        per = np.max(mags, axis=0)
+        per = np.where(np.isnan(per), np.inf, per)
+        run = np.maximum.accumulate(np.maximum(per, self.max_mag))
+        bad = np.flatnonzero(~(run < self.fmt.max_finite))
+        self.note_mag(run[bad[0]] if bad.size else run[-1])
 
     def product(self, xd: Vals, w: float, wr) -> tuple:
         """The product x^ w^ of a contraction (rounded unless `products_exact`) against the

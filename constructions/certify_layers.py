@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from constructions.certify_engine import SIGNIFICANT, Analysis, snap, token_sets
+from constructions.certify_mlp import add_updates
 from constructions.certify_rounding import carrier_err, fl, round_err
 from constructions.certify_values import (
     NONE,
@@ -20,8 +21,6 @@ from constructions.certify_values import (
     dyadic_close,
     frac_bits,
     joined_with_zero,
-    lattice_gap,
-    scaled_step,
 )
 
 TINY = 2.0 ** -50  # relative slack for float64 evaluation of exp and of sums done here
@@ -358,160 +357,10 @@ def _lattice_values(v: Vals, j: int, limit: int = 64):
 
 def _residual(an: Analysis, x: Vals, inner: Vals, kernel: str, bias: str) -> Vals:
     """x + (inner W + b) for every coordinate the sub-layer writes; the others pass exactly."""
-    W = an.W[kernel]
-    upd = {}
-    for d in range(W.shape[1]):
-        if W[:, d].any() or an.W[bias][d] != 0:
-            upd[d] = an.affine(inner, kernel, d, bias, d)
-    return add_updates(an, x, upd)
-
-
-def add_updates(an: Analysis, x: Vals, upd: dict[int, Vals]) -> Vals:
-    """The residual add x + update (one rounding; adding to an exact 0 is exact)."""
-    out = Vals(*(a.copy() for a in (x.lo, x.hi, x.step, x.off, x.err)))
-    for d, u in upd.items():
-        an.written[d] = True
-        xd = x.column(d)
-        lo, hi = xd.lo + u.lo, xd.hi + u.hi
-        step = combine_steps(xd.step, u.step)
-        off = xd.off + u.off
-        zero_x = (xd.step == 0) & (xd.off == 0) & (xd.err == 0)
-        err = np.where(zero_x, u.err, an.rounded(lo, hi, step, off, xd.err + u.err))
-        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
-        out.lo[:, d], out.hi[:, d], out.step[:, d], out.off[:, d], out.err[:, d] = \
-            lo, hi, step, off, err
-    return out
-
-
-def _largest_below_zero(a: Vals) -> np.ndarray:
-    """The largest ideal value < 0 (a lattice point), -inf when there is none, +inf (unknown)
-    without a lattice."""
-    s = np.maximum(a.step, 1.0)
-    z = np.ceil(-a.off / s - 1e-12) - 1  # the largest z with off + s z < 0
-    pt = a.off + s * z
-    pt = np.where(a.step == 0, np.where(a.off < 0, a.off, -np.inf), pt)
-    pt = np.where(pt < a.lo - 1e-9, -np.inf, pt)
-    return np.where(a.step < 0, np.where(a.lo < 0, np.inf, -np.inf), pt)
-
-
-def _relu(a: Vals) -> Vals:
-    """h = relu(a): exact op; the ideal lattice survives where 0 is in it or a keeps a sign."""
-    off0 = a.hi + a.err <= 0  # computed pre-activation <= 0: h = 0 exactly
-    lo, hi = np.maximum(a.lo, 0), np.maximum(a.hi, 0)
-    # {0} joined to the lattice off + s Z: the lattice gcd(s, |off|) Z
-    joined = joined_with_zero(a.step, a.off)
-    step = np.where(a.lo >= 0, a.step, np.where(a.hi <= 0, 0.0, joined))
-    off = np.where(a.lo >= 0, a.off, 0.0)
-    err = np.where(off0, 0.0, a.err)
-    return Vals(lo, hi, step, off, err)
-
-
-def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
-    f = an.fmt
-    pre = f"layer_{layer}/mlp"
-    W1, b1, W2 = an.W[f"{pre}/fc1/kernel"], an.W[f"{pre}/fc1/bias"], an.W[f"{pre}/fc2/kernel"]
-    b1r, W2r = an.Wr[f"{pre}/fc1/bias"], an.Wr[f"{pre}/fc2/kernel"]
-    used = [u for u in range(W1.shape[1]) if W2[u].any()]
-    groups, i = [], 0
-    while i < len(used):
-        u = used[i]
-        v = used[i + 1] if i + 1 < len(used) else None
-        if (v == u + 1 and np.array_equal(W1[:, u], W1[:, v]) and np.array_equal(W2[u], -W2[v])
-                and b1[u] > b1[v]):
-            groups.append((u, v))
-            i += 2
-        else:
-            groups.append((u,))
-            i += 1
-    info, worst, dirty_count = [], math.inf, 0
-    for g in groups:
-        units = []
-        for u in g:
-            a = an.affine(x, f"{pre}/fc1/kernel", u, f"{pre}/fc1/bias", u)
-            units.append((a, an.pre_err, _relu(a)))
-        if len(g) == 1:
-            # A single ReLU needs its error only where it is active: when every ideal
-            # pre-activation below 0 stays below 0 computed (lattice point <= -err), redo the
-            # bound for the ideal values >= 0 alone (a gate's big offsets are then out of it)
-            a = units[0][0]
-            below = _largest_below_zero(a)
-            if np.any(np.isfinite(below)) and np.all(below + a.err <= 0):
-                a_on = an.affine(x, f"{pre}/fc1/kernel", g[0], f"{pre}/fc1/bias", g[0],
-                                 min_value=0.0)
-                h = _relu(a)
-                h.err = np.where(a.hi + a.err <= 0, 0.0, np.minimum(h.err, a_on.err))
-                units[0] = (a, an.pre_err, h)
-            info.append((g, units, None))
-            continue
-        (a1, pre1, h1), (a2, pre2, h2) = units
-        delta = float(b1[g[0]] - b1[g[1]])
-        dr = float(b1r[g[0]] - b1r[g[1]])
-        gap = lattice_gap(a2.lo, a2.hi, a2.step, a2.off, -delta, 0.0)
-        margin = gap - pre2 - abs(dr - delta)
-        if np.isnan(margin).any():
-            an.claim(f"layer {layer} mlp units {g}", "clean step", False, "NaN pre-activation")
-        # Not clean (an unused position whose ideal is no lattice, or an error reaching the
-        # ramp): the pair is only known to give some value in [0, delta]; a consumer that needs
-        # it exact fails instead, down to the readout.
-        # Where the error may reach the ramp but the ideal lattice avoids it ("near"), the
-        # ideal output is still 0 or delta and the computed one is within the pre-activation's
-        # error (the pair is 1-Lipschitz in it) plus the roundings; only an ideal value inside
-        # the ramp ("dirty") leaves the output unpinned.
-        dirty = ~(gap >= 0)
-        near = ~(margin > 0) & ~dirty
-        dirty_count += int(dirty.sum())
-        clean = ~dirty & ~near
-        if clean.any():
-            worst = min(worst, float(margin[clean].min()))
-        can_on = (a2.hi >= 0) | dirty
-        can_off = (a2.lo <= -delta) | dirty
-        r1 = round_err(np.maximum(np.abs(a1.lo), np.abs(a1.hi)) + pre1, f)
-        r2 = round_err(np.maximum(np.abs(a2.lo), np.abs(a2.hi)) + pre2, f)
-        cancel = abs(dr - delta) + r1 + r2
-        perr = np.where(can_on, np.minimum(h1.err + h2.err, cancel), 0.0)
-        perr = np.where(near | dirty, np.minimum(h1.err + h2.err, cancel + pre2 + r2), perr)
-        lo = np.where(can_off, 0.0, delta)
-        hi = np.where(can_on, delta, 0.0)
-        pstep = np.where(can_on & can_off, delta, 0.0)
-        pstep = np.where(dirty, NONE, pstep)
-        poff = np.where(can_off, 0.0, delta)
-        info.append((g, units, Vals(lo, hi, pstep, poff, perr)))
-    upd = {}
-    for d in range(W2.shape[1]):
-        if not W2[:, d].any() and an.W[f"{pre}/fc2/bias"][d] == 0:
-            continue
-        terms = []
-        for g, units, pair in info:
-            w, wr = float(W2[g[0], d]), float(W2r[g[0], d])
-            if w == 0:
-                continue
-            if pair is None:
-                terms.append(an.product(units[0][2], w, wr))
-                continue
-            h1, h2 = units[0][2], units[1][2]
-            t1, t2 = an.product(h1, w, wr), an.product(h2, -w, -wr)
-            # computed fl(w^ h1^) + fl(-w^ h2^) against the ideal w (h1 - h2)
-            rho = 0.0 if an.products_exact else (round_err(np.abs(wr) * h1.cmag, f)
-                                                 + round_err(np.abs(wr) * h2.cmag, f))
-            cancel = abs(wr) * pair.err + abs(wr - w) * pair.mag + rho
-            a_, b_ = w * pair.lo, w * pair.hi
-            lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
-            step, off = scaled_step(pair.step, w), w * pair.off
-            # both products enter the sum (the carrier adds them, a sequential sum rounds after
-            # h1); the pair's second term carries the pair's ideal {0, w delta}
-            terms.append(t1)
-            terms.append((*t2[:4], np.minimum(t1[4] + t2[4], cancel),
-                          (lo, hi, step, off, t2[4])))
-        lo, hi, step, off, err, _ = an.sum_terms(
-            terms, float(an.W[f"{pre}/fc2/bias"][d]), float(an.Wr[f"{pre}/fc2/bias"][d]))
-        upd[d] = Vals(lo, hi, step, off, err)
-    an.claim(f"layer {layer} mlp", "clean steps", True,
-             f"{sum(len(g) == 2 for g in groups)} step pairs, smallest margin to the ramp "
-             f"{worst:.3g}" + (f" ({dirty_count} pair-positions not clean: values no "
-                               f"answer needs, or failures caught downstream)"
-                               if dirty_count else "")
-             + f"; {sum(len(g) == 1 for g in groups)} single units")
-    return add_updates(an, x, upd)
+    W, b = an.W[kernel], an.W[bias]
+    ds = np.flatnonzero(W.any(0) | (b != 0))
+    upd, _ = an.affine_cols(inner, W[:, ds], an.Wr[kernel][:, ds], b[ds], an.Wr[bias][ds])
+    return add_updates(an, x, ds, upd)
 
 
 def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
