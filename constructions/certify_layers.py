@@ -280,10 +280,11 @@ def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
     for idx, j in enumerate(keys):
         values = _lattice_values(v, j)
         if values is not None:  # exact value, few ideal values: the products computed exactly
+            vals = np.array(values)[None, :]  # queries x values
             exact = np.zeros(t)
-            for val in values:
-                for wc in (wlo[:, j], whi[:, j]):
-                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - wsnap[:, j] * val))
+            for wc in (wlo[:, j], whi[:, j]) if len(values) else ():
+                diff = np.abs(_prod(an, wc[:, None], vals) - wsnap[:, j][:, None] * vals)
+                exact = np.maximum(exact, diff.max(1))
             err[:, idx] = np.where(col[:, idx], np.minimum(err[:, idx], exact), 0.0)
     terms = [(lo[:, i], hi[:, i], step[:, i], off[:, i], err[:, i]) for i in range(len(keys))]
     lo, hi, step, off, err, _ = an.sum_terms(terms)
