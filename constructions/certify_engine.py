@@ -88,9 +88,7 @@ class Analysis:
         self.dynamic = dynamic or {}
         self.claims: list[Claim] = []
         self.max_mag = 0.0
-        p = construction.params
-        self.p = {k: v for k, v in _flatten(p).items()}
-        self.W = {k: np.asarray(v, np.float64) for k, v in self.p.items()}  # ideal weights
+        self.W = dict(_ideal_weights(construction.params))  # ideal weights (a copy: extended)
         self.Wr = {k: fl(v, fmt) for k, v in self.W.items()}  # the weights the format holds
         self.fixed: np.ndarray | None = None  # T x D: computed x_0 value when position-fixed
 
@@ -327,6 +325,21 @@ class Analysis:
         (exact in the carrier: two M-bit significands need 2M + 2 <= carrier bits) and only the
         carrier sum is (accumulate.dot_general). Under `sequential` each product is rounded."""
         return self.acc == "once"
+
+
+_WEIGHTS: dict[int, tuple] = {}
+
+
+def _ideal_weights(params) -> dict[str, np.ndarray]:
+    """The parameters as float64 arrays by path, converted once per construction (a
+    certificate analyses the same weights at 25 widths)."""
+    hit = _WEIGHTS.get(id(params))
+    if hit is None or hit[0] is not params:
+        if len(_WEIGHTS) >= 4:
+            _WEIGHTS.clear()
+        hit = _WEIGHTS[id(params)] = (params, {k: np.asarray(v, np.float64)
+                                               for k, v in _flatten(params).items()})
+    return hit[1]
 
 
 def _flatten(tree, prefix=""):
