@@ -162,6 +162,8 @@ class Analysis:
         # sums after it use both. The partial sum between the two is rounded on its own.
         lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0][:5])
         if self.acc == "once":
+            # the carrier's summands: a pair's two products are two (own error t[5][4])
+            leaves = [(*t[:4], t[5][4]) if len(t) == 6 else t[:5] for t in terms]
             merged = []
             for t in terms:
                 if len(t) == 6:
@@ -182,7 +184,13 @@ class Analysis:
             for t in terms:
                 exact &= (t[4] == 0) & (t[2] >= 0)
                 js = np.maximum(js, np.maximum(frac_bits(np.maximum(t[2], 0)), frac_bits(t[3])))
-            exact &= absum < np.ldexp(1.0, f.carrier_bits - js.astype(int))
+            lattice, jl = np.ones(lo.shape, bool), np.zeros(lo.shape, np.int64)
+            for t in leaves:
+                lattice &= t[2] >= 0
+                jl = np.maximum(jl, np.maximum(frac_bits(np.maximum(t[2], 0)), frac_bits(t[3])))
+            js = np.maximum(js, jl)  # the summands' own fractional bits count too
+            fits = np.maximum(absum, absum_all) < np.ldexp(1.0, f.carrier_bits - js.astype(int))
+            exact &= fits
             # otherwise: each carrier addition errs by at most cu |result| and by at most its
             # smaller operand, so besides K cu sum|terms| the error is at most (K - 1) times
             # the terms other than the largest (tiny leakage added to one exact value)
@@ -194,6 +202,20 @@ class Analysis:
             carrier = np.minimum((k + 1) * f.carrier_unit * absum,
                                  (k - 1) * (absum - largest) * (1 + (k + 1) * f.carrier_unit))
             e = np.sum([t[4] for t in terms], 0) + np.where(exact, 0.0, carrier)
+            # Lattice summands with small errors (exact values plus tiny leakage): every
+            # subset sum of their ideals is a multiple of 2^-j that the carrier holds, and a
+            # partial sum whose ideal s != 0 is computed as s itself when the errors below it
+            # stay under h = 2^(-j - p - 1) (half the carrier spacing next to |s| >= 2^-j; by
+            # induction over the summation tree, as in certify_layers._dominated_sum); a
+            # partial sum of ideal 0 keeps its errors times (1 + cu). So the carrier sum is
+            # within L (1 + (k + 1) cu) of the ideal, L the sum of the summands' errors. Where
+            # the carrier rounds the products themselves (e8m23 on float32: 48 significand
+            # bits), a product p within err of its ideal (a carrier value) rounds to within
+            # 2 err of it: L counts each error twice.
+            twice = 2.0 if 2 * (f.mantissa_bits + 1) > f.carrier_bits else 1.0
+            lsum = twice * np.sum([t[4] for t in leaves], 0) * (1 + (k + 1) * f.carrier_unit)
+            h = np.ldexp(1.0, -js.astype(int) - f.carrier_bits - 1)
+            e = np.where(lattice & fits & (lsum < h), np.minimum(e, lsum), e)
             for t in terms[1:]:
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])

@@ -245,12 +245,39 @@ def _sum_keys(an, elo, ehi, visible):
                      & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
                                      f.carrier_bits))
             c = np.where(exact, 0.0, c)
-        return fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
+        zlo, zhi = fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
+        if f.carrier_bits < 53:
+            z = _dominated_sum(elo, ehi, n, f)
+            zlo, zhi = np.where(np.isnan(z), zlo, z), np.where(np.isnan(z), zhi, z)
+        return zlo, zhi
     lo, hi = elo[:, :1], ehi[:, :1]
     for j in range(1, elo.shape[1]):
         a, b = lo + elo[:, j:j + 1], hi + ehi[:, j:j + 1]
         lo, hi = fl(a - TINY * a, f), fl(b + TINY * b, f)
     return lo, hi
+
+
+def _dominated_sum(elo, ehi, n, f):
+    """The computed Z (per query) when a float32 carrier sum of e's (all >= 0) provably
+    returns the exact sum E of its exact positive terms (the e = 1 of the intended keys), else
+    NaN. Lemma: let every subset sum of the exact terms be a carrier value (carrier_exact) and
+    L (1 + (n + 1) cu) < h, with L the sum of the other terms' upper bounds and h = 2^(k - p - 1)
+    (p carrier bits, 2^k <= the smallest exact term): half the carrier spacing just below any
+    value >= 2^k. In any summation tree, a node holding exact terms computes exactly their sum
+    e: its children compute their exact sums (induction) or a partial sum of other terms only
+    (at most L (1 + (n + 1) cu) < h), so the rounded value is within h of the carrier value
+    e and rounds to it. The leaked weights are then lost in the rounding, as the simulation
+    loses them."""
+    big = (elo == ehi) & (elo > 0)
+    terms = np.where(big, ehi, 0.0)
+    exact = carrier_exact([terms[:, j:j + 1] for j in range(terms.shape[1])], f.carrier_bits)
+    emin = np.min(np.where(big, ehi, np.inf), axis=1, keepdims=True)
+    _, ex = np.frexp(np.where(np.isfinite(emin), emin, 1.0))  # emin in [2^(ex-1), 2^ex)
+    h = np.ldexp(1.0, ex - 1 - f.carrier_bits - 1)
+    rest = np.where(big, 0.0, ehi).sum(1, keepdims=True) * (1 + (n + 1) * (f.carrier_unit
+                                                                          + TINY))
+    ok = big.any(1, keepdims=True) & exact & (rest < h)
+    return np.where(ok, fl(terms.sum(1, keepdims=True), f), np.nan)
 
 
 def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
