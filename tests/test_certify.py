@@ -82,7 +82,7 @@ def test_only_runs_of_an_earlier_construction_are_stale():
     assert {r["dir"] for r in stale} <= {"mul_b2"}, "a frontier run went stale: re-measure it"
 
 
-@pytest.mark.slow  # recomputes every certificate (a few minutes)
+@pytest.mark.slow  # recomputes every certificate, 25 widths each (~25 min on 2 loaded cores)
 def test_committed_certificates_are_current():
     from arith_precision import tasks
     from constructions import build
