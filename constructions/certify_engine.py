@@ -14,7 +14,8 @@ in index order (`sequential`); every elementwise op rounded), with the error con
              rounded once, plus the carrier's own error; sequential: every product and every
              partial sum rounded). A rounding whose ideal values are all representable and whose
              error is below half a spacing returns the ideal value ("snapping": exact integer
-             arithmetic is recognised as exact).
+             arithmetic is recognised as exact); likewise a carrier sum of lattice summands
+             whose errors stay below half the carrier spacing at 2^-j is its ideal (sum_terms).
   attention  heads whose queries and keys read only position-fixed coordinates ("positional")
              get their computed scores as exact intervals (the rounded arithmetic done here on the
              table values); the intended keys are those of maximal ideal score (significant: within
@@ -25,7 +26,7 @@ in index order (`sequential`); every elementwise op rounded), with the error con
              (`blocks.step`, `int_step`): certified when the pre-activation's error is below the
              distance of its ideal lattice to the ramp between the units; then the pair's output
              error is the rounding of its two units only (the input error cancels). Other units
-             are single ReLUs (1-Lipschitz).
+             are single ReLUs (1-Lipschitz). Vectorized over units: certify_mlp.py.
   readout    the computed logit of the ideal answer token exceeds every other computed logit
              (intervals from the exact rounding of the readout, per ideal answer value).
 
@@ -33,7 +34,7 @@ Looseness (stated, not hidden): ideal intervals lose correlations between coordi
 construction's own ranges, `certify.ideal_ranges`, restore the ones its theorem states, e.g.
 r in [0, B - 1]); error bounds are worst cases over all positions and inputs, charged
 independently at every key; a rounding is only known exact when every ideal value it may see is
-representable with a margin. Together they put the certificate 1 to 8 bits above the measured
+representable with a margin. Together they put the certificate 1 to 12 bits above the measured
 frontier (README, "Precision certificates").
 """
 
