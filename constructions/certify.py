@@ -31,7 +31,7 @@ import sys
 
 from arith_precision import cli_errors, tasks
 from arith_precision.cli_errors import UsageError
-from constructions import VARIANTS, build
+from constructions import VARIANTS, build, certify_match, certify_mlp
 from constructions import certify_layers as layers
 from constructions.certify_engine import Analysis, Failed
 from constructions.certify_rounding import Fmt
@@ -44,7 +44,7 @@ ACCUMULATIONS = ("once", "sequential")
 def dynamic_heads(construction) -> dict:
     """Margin lemmas for heads whose scores depend on the input, per construction."""
     if construction.spec.task in ("add", "iter_add") and construction.config.num_layers == 5:
-        return {(4, 0): layers.quadratic_copy}  # column_add: the carry's quadratic match
+        return {(4, 0): certify_match.quadratic_copy}  # column_add: the carry's quadratic match
     return {}
 
 
@@ -95,7 +95,7 @@ def analyse(construction, mantissa_bits: int, accumulation: str = "once",
         x = layers.embed(an)
         for layer in range(construction.config.num_layers):
             x = layers.clip(an, layers.attention(an, layer, x))
-            x = layers.clip(an, layers.mlp(an, layer, x))
+            x = layers.clip(an, certify_mlp.mlp(an, layer, x))
         layers.readout(an, x)
     except Failed as e:
         an.ok, an.failure = False, str(e)

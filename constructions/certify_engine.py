@@ -14,7 +14,8 @@ in index order (`sequential`); every elementwise op rounded), with the error con
              rounded once, plus the carrier's own error; sequential: every product and every
              partial sum rounded). A rounding whose ideal values are all representable and whose
              error is below half a spacing returns the ideal value ("snapping": exact integer
-             arithmetic is recognised as exact).
+             arithmetic is recognised as exact); likewise a carrier sum of lattice summands
+             whose errors stay below half the carrier spacing at 2^-j is its ideal (sum_terms).
   attention  heads whose queries and keys read only position-fixed coordinates ("positional")
              get their computed scores as exact intervals (the rounded arithmetic done here on the
              table values); the intended keys are those of maximal ideal score (significant: within
@@ -25,7 +26,7 @@ in index order (`sequential`); every elementwise op rounded), with the error con
              (`blocks.step`, `int_step`): certified when the pre-activation's error is below the
              distance of its ideal lattice to the ramp between the units; then the pair's output
              error is the rounding of its two units only (the input error cancels). Other units
-             are single ReLUs (1-Lipschitz).
+             are single ReLUs (1-Lipschitz). Vectorized over units: certify_mlp.py.
   readout    the computed logit of the ideal answer token exceeds every other computed logit
              (intervals from the exact rounding of the readout, per ideal answer value).
 
@@ -33,7 +34,7 @@ Looseness (stated, not hidden): ideal intervals lose correlations between coordi
 construction's own ranges, `certify.ideal_ranges`, restore the ones its theorem states, e.g.
 r in [0, B - 1]); error bounds are worst cases over all positions and inputs, charged
 independently at every key; a rounding is only known exact when every ideal value it may see is
-representable with a margin. Together they put the certificate 1 to 8 bits above the measured
+representable with a margin. Together they put the certificate 1 to 12 bits above the measured
 frontier (README, "Precision certificates").
 """
 
@@ -88,9 +89,7 @@ class Analysis:
         self.dynamic = dynamic or {}
         self.claims: list[Claim] = []
         self.max_mag = 0.0
-        p = construction.params
-        self.p = {k: v for k, v in _flatten(p).items()}
-        self.W = {k: np.asarray(v, np.float64) for k, v in self.p.items()}  # ideal weights
+        self.W = dict(_ideal_weights(construction.params))  # ideal weights (a copy: extended)
         self.Wr = {k: fl(v, fmt) for k, v in self.W.items()}  # the weights the format holds
         self.fixed: np.ndarray | None = None  # T x D: computed x_0 value when position-fixed
 
@@ -164,6 +163,8 @@ class Analysis:
         # sums after it use both. The partial sum between the two is rounded on its own.
         lo, hi, step, off, err = (np.array(a, dtype=float) for a in terms[0][:5])
         if self.acc == "once":
+            # the carrier's summands: a pair's two products are two (own error t[5][4])
+            leaves = [(*t[:4], t[5][4]) if len(t) == 6 else t[:5] for t in terms]
             merged = []
             for t in terms:
                 if len(t) == 6:
@@ -184,7 +185,13 @@ class Analysis:
             for t in terms:
                 exact &= (t[4] == 0) & (t[2] >= 0)
                 js = np.maximum(js, np.maximum(frac_bits(np.maximum(t[2], 0)), frac_bits(t[3])))
-            exact &= absum < np.ldexp(1.0, f.carrier_bits - js.astype(int))
+            lattice, jl = np.ones(lo.shape, bool), np.zeros(lo.shape, np.int64)
+            for t in leaves:
+                lattice &= t[2] >= 0
+                jl = np.maximum(jl, np.maximum(frac_bits(np.maximum(t[2], 0)), frac_bits(t[3])))
+            js = np.maximum(js, jl)  # the summands' own fractional bits count too
+            fits = np.maximum(absum, absum_all) < np.ldexp(1.0, f.carrier_bits - js.astype(int))
+            exact &= fits
             # otherwise: each carrier addition errs by at most cu |result| and by at most its
             # smaller operand, so besides K cu sum|terms| the error is at most (K - 1) times
             # the terms other than the largest (tiny leakage added to one exact value)
@@ -196,6 +203,20 @@ class Analysis:
             carrier = np.minimum((k + 1) * f.carrier_unit * absum,
                                  (k - 1) * (absum - largest) * (1 + (k + 1) * f.carrier_unit))
             e = np.sum([t[4] for t in terms], 0) + np.where(exact, 0.0, carrier)
+            # Lattice summands with small errors (exact values plus tiny leakage): every
+            # subset sum of their ideals is a multiple of 2^-j that the carrier holds, and a
+            # partial sum whose ideal s != 0 is computed as s itself when the errors below it
+            # stay under h = 2^(-j - p - 1) (half the carrier spacing next to |s| >= 2^-j; by
+            # induction over the summation tree, as in certify_layers._dominated_sum); a
+            # partial sum of ideal 0 keeps its errors times (1 + cu). So the carrier sum is
+            # within L (1 + (k + 1) cu) of the ideal, L the sum of the summands' errors. Where
+            # the carrier rounds the products themselves (e8m23 on float32: 48 significand
+            # bits), a product p within err of its ideal (a carrier value) rounds to within
+            # 2 err of it: L counts each error twice.
+            twice = 2.0 if 2 * (f.mantissa_bits + 1) > f.carrier_bits else 1.0
+            lsum = twice * np.sum([t[4] for t in leaves], 0) * (1 + (k + 1) * f.carrier_unit)
+            h = np.ldexp(1.0, -js.astype(int) - f.carrier_bits - 1)
+            e = np.where(lattice & fits & (lsum < h), np.minimum(e, lsum), e)
             for t in terms[1:]:
                 lo, hi, off = lo + t[0], hi + t[1], off + t[3]
                 step = combine_steps(step, t[2])
@@ -238,10 +259,14 @@ class Analysis:
                 cap = None if len(t) == 6 else np.minimum(
                     prev, np.maximum(np.abs(t[0]), np.abs(t[1])) + t[4])
                 err = self.rounded(lo, hi, step, off, err + t[4], cap=cap)
-        pre = err + abs(bias_r - bias)
-        if bias != 0.0 or bias_r != 0.0:
-            lo, hi, off = lo + bias, hi + bias, off + bias
-            err = self.rounded(lo, hi, step, off, pre)
+        bias, bias_r = np.asarray(bias, float), np.asarray(bias_r, float)
+        pre = err + np.abs(bias_r - bias)
+        has = (bias != 0.0) | (bias_r != 0.0)  # per column: a zero bias adds nothing
+        if np.any(has):
+            blo, bhi, boff = lo + bias, hi + bias, off + bias
+            berr = self.rounded(blo, bhi, step, boff, pre)
+            lo, hi, off = np.where(has, blo, lo), np.where(has, bhi, hi), np.where(has, boff, off)
+            err = np.where(has, berr, err)
         return lo, hi, step, off, err, pre
 
     # ---- affine maps ---------------------------------------------------------------------------
@@ -262,6 +287,49 @@ class Analysis:
         self.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
         return Vals(lo, hi, step, off, err)
 
+    def affine_cols(self, x: Vals, W: np.ndarray, Wr: np.ndarray, b, br,
+                    min_value=None) -> tuple[Vals, np.ndarray]:
+        """`affine` for every column c of W (D x C) at once: (Vals T x C, pre_err T x C).
+
+        Columns are batched by their number of nonzero weights; the i-th term of each column
+        is its i-th nonzero row (index order, as `affine` sums them), so every array element
+        goes through exactly the arithmetic `affine` does for its column alone."""
+        t, cols = x.lo.shape[0], W.shape[1]
+        b = np.broadcast_to(np.asarray(b, float), (cols,))
+        br = np.broadcast_to(np.asarray(br, float), (cols,))
+        out = [np.empty((t, cols)) for _ in range(6)]
+        nz = W != 0
+        counts = nz.sum(0)
+        for k in np.unique(counts):
+            cs = np.flatnonzero(counts == k)
+            if k == 0:
+                zero = np.zeros((t, cs.size))
+                terms = [(zero, zero, zero, zero, zero)]
+            else:
+                rows = np.nonzero(nz[:, cs].T)[1].reshape(cs.size, k)  # per column, ascending
+                terms = []
+                for i in range(k):
+                    r = rows[:, i]
+                    xd = Vals(*(a[:, r] for a in (x.lo, x.hi, x.step, x.off, x.err)))
+                    terms.append(self.product(xd, W[r, cs], Wr[r, cs]))
+            res = self.sum_terms(terms, b[cs], br[cs], min_value)
+            for o, a in zip(out, res, strict=True):
+                o[:, cs] = a
+        lo, hi, step, off, err, pre = out
+        self.note_cols(np.maximum(np.abs(lo), np.abs(hi)) + err)
+        return Vals(lo, hi, step, off, err), pre
+
+    def note_cols(self, mags: np.ndarray) -> None:
+        """note_mag of each column of a T x C array in turn (the failure names the running
+        maximum at the first column that overflows, as C separate calls would)."""
+        if not mags.size:
+            return
+        per = np.max(mags, axis=0)
+        per = np.where(np.isnan(per), np.inf, per)
+        run = np.maximum.accumulate(np.maximum(per, self.max_mag))
+        bad = np.flatnonzero(~(run < self.fmt.max_finite))
+        self.note_mag(run[bad[0]] if bad.size else run[-1])
+
     def product(self, xd: Vals, w: float, wr) -> tuple:
         """The product x^ w^ of a contraction (rounded unless `products_exact`) against the
         ideal x w: (lo, hi, step, off, err)."""
@@ -280,6 +348,21 @@ class Analysis:
         (exact in the carrier: two M-bit significands need 2M + 2 <= carrier bits) and only the
         carrier sum is (accumulate.dot_general). Under `sequential` each product is rounded."""
         return self.acc == "once"
+
+
+_WEIGHTS: dict[int, tuple] = {}
+
+
+def _ideal_weights(params) -> dict[str, np.ndarray]:
+    """The parameters as float64 arrays by path, converted once per construction (a
+    certificate analyses the same weights at 25 widths)."""
+    hit = _WEIGHTS.get(id(params))
+    if hit is None or hit[0] is not params:
+        if len(_WEIGHTS) >= 4:
+            _WEIGHTS.clear()
+        hit = _WEIGHTS[id(params)] = (params, {k: np.asarray(v, np.float64)
+                                               for k, v in _flatten(params).items()})
+    return hit[1]
 
 
 def _flatten(tree, prefix=""):

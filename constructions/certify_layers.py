@@ -11,17 +11,14 @@ import math
 import numpy as np
 
 from constructions.certify_engine import SIGNIFICANT, Analysis, snap, token_sets
-from constructions.certify_rounding import fl, round_err
+from constructions.certify_mlp import add_updates
+from constructions.certify_rounding import carrier_err, fl
 from constructions.certify_values import (
     NONE,
     Vals,
     carrier_exact,
-    combine_steps,
     dyadic_close,
     frac_bits,
-    joined_with_zero,
-    lattice_gap,
-    scaled_step,
 )
 
 TINY = 2.0 ** -50  # relative slack for float64 evaluation of exp and of sums done here
@@ -86,8 +83,8 @@ def _sum_interval(an: Analysis, terms, shape):
     if an.acc == "once":
         slo = np.sum([t[0] for t in terms], axis=0)
         shi = np.sum([t[1] for t in terms], axis=0)
-        absum = np.sum([np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms], axis=0)
-        c = (len(terms) + 1) * (f.carrier_unit + TINY) * absum
+        mags = [np.maximum(np.abs(t[0]), np.abs(t[1])) for t in terms]
+        c = carrier_err(np.sum(mags, axis=0), np.max(mags, axis=0), len(terms), f, TINY)
         if f.carrier_bits < 53:  # a float32 carrier's error can straddle a rounding boundary
             exact = np.all([t[0] == t[1] for t in terms], axis=0) & carrier_exact(
                 [t[0] for t in terms], f.carrier_bits)
@@ -240,18 +237,45 @@ def _sum_keys(an, elo, ehi, visible):
     f = an.fmt
     if an.acc == "once":
         n = visible.sum(1, keepdims=True)
-        c = (n + 1) * (f.carrier_unit + TINY) * ehi.sum(1, keepdims=True)
+        c = carrier_err(ehi.sum(1, keepdims=True), ehi.max(1, keepdims=True), n, f, TINY)
         if f.carrier_bits < 53:
             exact = (np.all(elo == ehi, axis=1, keepdims=True)
                      & carrier_exact([ehi[:, j:j + 1] for j in range(ehi.shape[1])],
                                      f.carrier_bits))
             c = np.where(exact, 0.0, c)
-        return fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
+        zlo, zhi = fl(elo.sum(1, keepdims=True) - c, f), fl(ehi.sum(1, keepdims=True) + c, f)
+        if f.carrier_bits < 53:
+            z = _dominated_sum(elo, ehi, n, f)
+            zlo, zhi = np.where(np.isnan(z), zlo, z), np.where(np.isnan(z), zhi, z)
+        return zlo, zhi
     lo, hi = elo[:, :1], ehi[:, :1]
     for j in range(1, elo.shape[1]):
         a, b = lo + elo[:, j:j + 1], hi + ehi[:, j:j + 1]
         lo, hi = fl(a - TINY * a, f), fl(b + TINY * b, f)
     return lo, hi
+
+
+def _dominated_sum(elo, ehi, n, f):
+    """The computed Z (per query) when a float32 carrier sum of e's (all >= 0) provably
+    returns the exact sum E of its exact positive terms (the e = 1 of the intended keys), else
+    NaN. Lemma: let every subset sum of the exact terms be a carrier value (carrier_exact) and
+    L (1 + (n + 1) cu) < h, with L the sum of the other terms' upper bounds and h = 2^(k - p - 1)
+    (p carrier bits, 2^k <= the smallest exact term): half the carrier spacing just below any
+    value >= 2^k. In any summation tree, a node holding exact terms computes exactly their sum
+    e: its children compute their exact sums (induction) or a partial sum of other terms only
+    (at most L (1 + (n + 1) cu) < h), so the rounded value is within h of the carrier value
+    e and rounds to it. The leaked weights are then lost in the rounding, as the simulation
+    loses them."""
+    big = (elo == ehi) & (elo > 0)
+    terms = np.where(big, ehi, 0.0)
+    exact = carrier_exact([terms[:, j:j + 1] for j in range(terms.shape[1])], f.carrier_bits)
+    emin = np.min(np.where(big, ehi, np.inf), axis=1, keepdims=True)
+    _, ex = np.frexp(np.where(np.isfinite(emin), emin, 1.0))  # emin in [2^(ex-1), 2^ex)
+    h = np.ldexp(1.0, ex - 1 - f.carrier_bits - 1)
+    rest = np.where(big, 0.0, ehi).sum(1, keepdims=True) * (1 + (n + 1) * (f.carrier_unit
+                                                                          + TINY))
+    ok = big.any(1, keepdims=True) & exact & (rest < h)
+    return np.where(ok, fl(terms.sum(1, keepdims=True), f), np.nan)
 
 
 def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
@@ -281,10 +305,11 @@ def _mix(an, v: Vals, wsnap, sig, dev, wlo, whi, visible) -> Vals:
     for idx, j in enumerate(keys):
         values = _lattice_values(v, j)
         if values is not None:  # exact value, few ideal values: the products computed exactly
+            vals = np.array(values)[None, :]  # queries x values
             exact = np.zeros(t)
-            for val in values:
-                for wc in (wlo[:, j], whi[:, j]):
-                    exact = np.maximum(exact, np.abs(_prod(an, wc, val) - wsnap[:, j] * val))
+            for wc in (wlo[:, j], whi[:, j]) if len(values) else ():
+                diff = np.abs(_prod(an, wc[:, None], vals) - wsnap[:, j][:, None] * vals)
+                exact = np.maximum(exact, diff.max(1))
             err[:, idx] = np.where(col[:, idx], np.minimum(err[:, idx], exact), 0.0)
     terms = [(lo[:, i], hi[:, i], step[:, i], off[:, i], err[:, i]) for i in range(len(keys))]
     lo, hi, step, off, err, _ = an.sum_terms(terms)
@@ -358,253 +383,10 @@ def _lattice_values(v: Vals, j: int, limit: int = 64):
 
 def _residual(an: Analysis, x: Vals, inner: Vals, kernel: str, bias: str) -> Vals:
     """x + (inner W + b) for every coordinate the sub-layer writes; the others pass exactly."""
-    W = an.W[kernel]
-    upd = {}
-    for d in range(W.shape[1]):
-        if W[:, d].any() or an.W[bias][d] != 0:
-            upd[d] = an.affine(inner, kernel, d, bias, d)
-    return add_updates(an, x, upd)
-
-
-def add_updates(an: Analysis, x: Vals, upd: dict[int, Vals]) -> Vals:
-    """The residual add x + update (one rounding; adding to an exact 0 is exact)."""
-    out = Vals(*(a.copy() for a in (x.lo, x.hi, x.step, x.off, x.err)))
-    for d, u in upd.items():
-        an.written[d] = True
-        xd = x.column(d)
-        lo, hi = xd.lo + u.lo, xd.hi + u.hi
-        step = combine_steps(xd.step, u.step)
-        off = xd.off + u.off
-        zero_x = (xd.step == 0) & (xd.off == 0) & (xd.err == 0)
-        err = np.where(zero_x, u.err, an.rounded(lo, hi, step, off, xd.err + u.err))
-        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
-        out.lo[:, d], out.hi[:, d], out.step[:, d], out.off[:, d], out.err[:, d] = \
-            lo, hi, step, off, err
-    return out
-
-
-def _largest_below_zero(a: Vals) -> np.ndarray:
-    """The largest ideal value < 0 (a lattice point), -inf when there is none, +inf (unknown)
-    without a lattice."""
-    s = np.maximum(a.step, 1.0)
-    z = np.ceil(-a.off / s - 1e-12) - 1  # the largest z with off + s z < 0
-    pt = a.off + s * z
-    pt = np.where(a.step == 0, np.where(a.off < 0, a.off, -np.inf), pt)
-    pt = np.where(pt < a.lo - 1e-9, -np.inf, pt)
-    return np.where(a.step < 0, np.where(a.lo < 0, np.inf, -np.inf), pt)
-
-
-def _relu(a: Vals) -> Vals:
-    """h = relu(a): exact op; the ideal lattice survives where 0 is in it or a keeps a sign."""
-    off0 = a.hi + a.err <= 0  # computed pre-activation <= 0: h = 0 exactly
-    lo, hi = np.maximum(a.lo, 0), np.maximum(a.hi, 0)
-    # {0} joined to the lattice off + s Z: the lattice gcd(s, |off|) Z
-    joined = joined_with_zero(a.step, a.off)
-    step = np.where(a.lo >= 0, a.step, np.where(a.hi <= 0, 0.0, joined))
-    off = np.where(a.lo >= 0, a.off, 0.0)
-    err = np.where(off0, 0.0, a.err)
-    return Vals(lo, hi, step, off, err)
-
-
-def mlp(an: Analysis, layer: int, x: Vals) -> Vals:
-    f = an.fmt
-    pre = f"layer_{layer}/mlp"
-    W1, b1, W2 = an.W[f"{pre}/fc1/kernel"], an.W[f"{pre}/fc1/bias"], an.W[f"{pre}/fc2/kernel"]
-    b1r, W2r = an.Wr[f"{pre}/fc1/bias"], an.Wr[f"{pre}/fc2/kernel"]
-    used = [u for u in range(W1.shape[1]) if W2[u].any()]
-    groups, i = [], 0
-    while i < len(used):
-        u = used[i]
-        v = used[i + 1] if i + 1 < len(used) else None
-        if (v == u + 1 and np.array_equal(W1[:, u], W1[:, v]) and np.array_equal(W2[u], -W2[v])
-                and b1[u] > b1[v]):
-            groups.append((u, v))
-            i += 2
-        else:
-            groups.append((u,))
-            i += 1
-    info, worst, dirty_count = [], math.inf, 0
-    for g in groups:
-        units = []
-        for u in g:
-            a = an.affine(x, f"{pre}/fc1/kernel", u, f"{pre}/fc1/bias", u)
-            units.append((a, an.pre_err, _relu(a)))
-        if len(g) == 1:
-            # A single ReLU needs its error only where it is active: when every ideal
-            # pre-activation below 0 stays below 0 computed (lattice point <= -err), redo the
-            # bound for the ideal values >= 0 alone (a gate's big offsets are then out of it)
-            a = units[0][0]
-            below = _largest_below_zero(a)
-            if np.any(np.isfinite(below)) and np.all(below + a.err <= 0):
-                a_on = an.affine(x, f"{pre}/fc1/kernel", g[0], f"{pre}/fc1/bias", g[0],
-                                 min_value=0.0)
-                h = _relu(a)
-                h.err = np.where(a.hi + a.err <= 0, 0.0, np.minimum(h.err, a_on.err))
-                units[0] = (a, an.pre_err, h)
-            info.append((g, units, None))
-            continue
-        (a1, pre1, h1), (a2, pre2, h2) = units
-        delta = float(b1[g[0]] - b1[g[1]])
-        dr = float(b1r[g[0]] - b1r[g[1]])
-        gap = lattice_gap(a2.lo, a2.hi, a2.step, a2.off, -delta, 0.0)
-        margin = gap - pre2 - abs(dr - delta)
-        if np.isnan(margin).any():
-            an.claim(f"layer {layer} mlp units {g}", "clean step", False, "NaN pre-activation")
-        # Not clean (an unused position whose ideal is no lattice, or an error reaching the
-        # ramp): the pair is only known to give some value in [0, delta]; a consumer that needs
-        # it exact fails instead, down to the readout.
-        # Where the error may reach the ramp but the ideal lattice avoids it ("near"), the
-        # ideal output is still 0 or delta and the computed one is within the pre-activation's
-        # error (the pair is 1-Lipschitz in it) plus the roundings; only an ideal value inside
-        # the ramp ("dirty") leaves the output unpinned.
-        dirty = ~(gap >= 0)
-        near = ~(margin > 0) & ~dirty
-        dirty_count += int(dirty.sum())
-        clean = ~dirty & ~near
-        if clean.any():
-            worst = min(worst, float(margin[clean].min()))
-        can_on = (a2.hi >= 0) | dirty
-        can_off = (a2.lo <= -delta) | dirty
-        r1 = round_err(np.maximum(np.abs(a1.lo), np.abs(a1.hi)) + pre1, f)
-        r2 = round_err(np.maximum(np.abs(a2.lo), np.abs(a2.hi)) + pre2, f)
-        cancel = abs(dr - delta) + r1 + r2
-        perr = np.where(can_on, np.minimum(h1.err + h2.err, cancel), 0.0)
-        perr = np.where(near | dirty, np.minimum(h1.err + h2.err, cancel + pre2 + r2), perr)
-        lo = np.where(can_off, 0.0, delta)
-        hi = np.where(can_on, delta, 0.0)
-        pstep = np.where(can_on & can_off, delta, 0.0)
-        pstep = np.where(dirty, NONE, pstep)
-        poff = np.where(can_off, 0.0, delta)
-        info.append((g, units, Vals(lo, hi, pstep, poff, perr)))
-    upd = {}
-    for d in range(W2.shape[1]):
-        if not W2[:, d].any() and an.W[f"{pre}/fc2/bias"][d] == 0:
-            continue
-        terms = []
-        for g, units, pair in info:
-            w, wr = float(W2[g[0], d]), float(W2r[g[0], d])
-            if w == 0:
-                continue
-            if pair is None:
-                terms.append(an.product(units[0][2], w, wr))
-                continue
-            h1, h2 = units[0][2], units[1][2]
-            t1, t2 = an.product(h1, w, wr), an.product(h2, -w, -wr)
-            # computed fl(w^ h1^) + fl(-w^ h2^) against the ideal w (h1 - h2)
-            rho = 0.0 if an.products_exact else (round_err(np.abs(wr) * h1.cmag, f)
-                                                 + round_err(np.abs(wr) * h2.cmag, f))
-            cancel = abs(wr) * pair.err + abs(wr - w) * pair.mag + rho
-            a_, b_ = w * pair.lo, w * pair.hi
-            lo, hi = np.minimum(a_, b_), np.maximum(a_, b_)
-            step, off = scaled_step(pair.step, w), w * pair.off
-            # both products enter the sum (the carrier adds them, a sequential sum rounds after
-            # h1); the pair's second term carries the pair's ideal {0, w delta}
-            terms.append(t1)
-            terms.append((*t2[:4], np.minimum(t1[4] + t2[4], cancel),
-                          (lo, hi, step, off, t2[4])))
-        lo, hi, step, off, err, _ = an.sum_terms(
-            terms, float(an.W[f"{pre}/fc2/bias"][d]), float(an.Wr[f"{pre}/fc2/bias"][d]))
-        upd[d] = Vals(lo, hi, step, off, err)
-    an.claim(f"layer {layer} mlp", "clean steps", True,
-             f"{sum(len(g) == 2 for g in groups)} step pairs, smallest margin to the ramp "
-             f"{worst:.3g}" + (f" ({dirty_count} pair-positions not clean: values no "
-                               f"answer needs, or failures caught downstream)"
-                               if dirty_count else "")
-             + f"; {sum(len(g) == 1 for g in groups)} single units")
-    return add_updates(an, x, upd)
-
-
-def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
-    """The quadratic-match COPY of column_add layer 4 (`blocks.quadratic_match_head`).
-
-    Lemma (blocks.py): with N2 = N^2 at the keys and T = N_q + 1, the score
-    lam (2 T N_k - N2_k) + mu npm_k = lam T^2 - lam (N_k - T)^2 + mu npm_k is largest at the one
-    marked key with N_k = T, by at least min(lam, mu) over every other key. lam and mu are read
-    from the query biases. Per query position, the computed scores differ from the ideal ones
-    by at most e_s (errors of the query slots there and of the key slots at every earlier
-    position, of the products and of the sum); where 2 e_s < min(lam, mu) the intended key has
-    the largest computed score, so its e = 1 exactly and every other key's weight is at most
-    e^-(min(lam, mu) - 2 e_s). Elsewhere the output is only known to lie between the values.
-    """
-    f = an.fmt
-    pre = f"layer_{layer}/attn"
-    dh = an.c.config.effective_head_dim
-    t = x.lo.shape[0]
-    bq = an.W[f"{pre}/query/bias"][h]
-    lam, mu = -float(bq[1]) / math.sqrt(dh), float(bq[2]) / math.sqrt(dh)
-    margin = min(lam, mu)
-    # Errors enter the *difference* between the intended key's score and another key's: the
-    # query slots' errors e_q multiply the difference of the key slots (slot 0: N_w - N_k, so
-    # e_q0 |dN|; slot 1: N2_w - N2_k <= |dN| 2 N_max), the key slots' errors are charged for
-    # both keys, and the rounding of both scores (products, sum; the 1/sqrt(Dh) is a power of
-    # two here). With ideal difference lam dN^2 (dN != 0) or mu (dN = 0, unmarked key):
-    #   spare = min(min_dN (lam dN^2 - b |dN|), mu - e_q2 / 2) - key errors - 2 rounding.
-    scale = 1.0 / math.sqrt(dh)
-    qs = [an.affine(x, f"{pre}/query/kernel", (h, s), f"{pre}/query/bias", (h, s))
-          for s in range(dh)]
-    ks = [an.affine(x, f"{pre}/key/kernel", (h, s), f"{pre}/key/bias", (h, s))
-          for s in range(dh)]
-    nmax = float(np.max(ks[0].hi))
-    b_lin = scale * (qs[0].err + 2 * nmax * qs[1].err)
-    key_err = np.zeros(t)
-    prods = []
-    for q, k in zip(qs, ks, strict=True):
-        km, ke = np.maximum.accumulate(k.mag), np.maximum.accumulate(k.err)
-        key_err = key_err + scale * (q.cmag * 2 * ke)
-        prods.append(q.cmag * (km + ke))
-    rnd = 0.0 if an.products_exact else sum(round_err(pm, f) * (pm > 0) for pm in prods)
-    total = np.sum(prods, axis=0)
-    if an.acc == "once":
-        rnd = rnd + round_err(total, f)
-    else:
-        rnd = rnd + (len(prods) - 1) * round_err(total, f)
-    rnd = scale * rnd
-    dn = np.arange(1, int(nmax) + 2)[None, :]
-    quad = np.min(lam * dn ** 2 - b_lin[:, None] * dn, axis=1)
-    spare = np.minimum(quad, mu - scale * qs[2].err) - key_err - 2 * rnd
-    es = (margin - spare) / 2  # reported as the equivalent score error
-    an.note_mag(total * scale)
-    clean = spare > 0
-    with np.errstate(over="ignore"):
-        leak = np.where(clean, np.exp(-np.where(clean, spare, 0) * (1 - f.u)) * (1 + TINY), 1.0)
-    # Z = 1 (the intended key) + the leaked e of the other keys <= t leak: when that is below
-    # u, every rounding of a partial sum that contains the 1 returns 1, so Z = 1 and the
-    # intended weight is exactly 1; otherwise Z <= (1 + t leak)(1 + u)^t.
-    ksum = np.arange(1, t + 1) * leak
-    zhi = np.where(ksum < f.u, 1.0, (1 + ksum) * (1 + f.u) ** np.arange(1, t + 1))
-    zhi = np.where(clean, zhi, np.inf)
-    wdev = np.where(clean, np.where(zhi == 1.0, 0.0, 1 - 1 / zhi + f.u), 1.0)
-    if clean.any():
-        an.claim(where, "quadratic match", True,
-                 f"margin min(lam, mu) = {margin:.3g}, score error <= {es[clean].max():.3g}, "
-                 f"leaked weight <= {leak[clean].max():.3g} per key"
-                 + ("" if clean.all() else f"; {int((~clean).sum())} positions not clean "
-                    "(their output is only bounded; the readout decides)"))
-    out = []
-    for s in range(dh):
-        v = vals[s]
-        if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
-            out.append(None)
-            continue
-        # the intended key can be any earlier position: the hull of their ideal values
-        lo, hi = np.minimum.accumulate(v.lo), np.maximum.accumulate(v.hi)
-        vmag, verr = np.maximum.accumulate(v.mag), np.maximum.accumulate(v.err)
-        leaked = leak * np.cumsum(v.cmag)
-        cand = np.where(v.step < 0, NONE, joined_with_zero(np.where(v.step == 0, np.abs(v.off) + (
-            v.off == 0), v.step), v.off))
-        common = cand[0]
-        for c_ in cand[1:]:
-            common = float(combine_steps(np.array([common]), np.array([c_]))[0])
-        step = np.full(t, common)
-        e_pre = wdev * vmag + verr + leaked
-        err = an.rounded(lo, hi, step, np.zeros(t), e_pre)
-        if an.acc == "sequential":  # every partial sum rounded: one generic rounding each
-            err = err + np.arange(1, t + 1) * round_err(vmag + e_pre, f)
-        err = np.where(clean, err, (hi - lo) + verr + leaked)
-        step = np.where(clean, step, NONE)
-        an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
-        out.append(Vals(lo, hi, step, np.zeros(t), err))
-    return out
+    W, b = an.W[kernel], an.W[bias]
+    ds = np.flatnonzero(W.any(0) | (b != 0))
+    upd, _ = an.affine_cols(inner, W[:, ds], an.Wr[kernel][:, ds], b[ds], an.Wr[bias][ds])
+    return add_updates(an, x, ds, upd)
 
 
 def readout(an: Analysis, x: Vals) -> None:

@@ -5,9 +5,10 @@
 For each results/frontier/*/frontier.json entry and accumulation mode: the certified mantissa
 bits (constructions.certify) next to the measured threshold, the measured widths that fail (old
 binary-search runs measured only the widths their search visited: the threshold passes and the
-one below it fails) and the gap. Rows feed the README table and tests/test_certify.py. The
-certificates are computed in quick mode (from e8m24 down to the first width not certified):
-the threshold is exact, narrower certified widths are not searched.
+one below it fails) and the gap. Rows feed the README table and tests/test_certify.py. Every
+width e8m0..e8m24 is analysed: the threshold and the narrower certified widths (the bound is not
+monotone in M: e8m23 sums on a float32 carrier, e8m11..e8m22 on float64) are both compared with
+the measured failures.
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ def measured_points(root: str = "results/frontier") -> list[dict]:
                              "base": s["base"], "k": s["k"], "l": s["l"], "n": e["n"],
                              "variant": data.get("variant", "log"), "accumulation": acc,
                              "measured_threshold": m, "measured_failing": failing,
-                             "full_scan": checked is not None})
+                             "full_scan": checked is not None,
+                             "measured_d_model": e.get("d_model")})
     return rows
+
+
+def _spec(row: dict) -> tasks.TaskSpec:
+    return tasks.TaskSpec(row["task"], base=row["base"], n=row["n"], k=row["k"], l=row["l"])
+
+
+def _finish(row: dict, cert: dict) -> dict:
+    """The row with its certificate and gap. A frontier run made with an earlier version of
+    the construction (its d_model is not the current build's: results/frontier/mul_b2) is
+    marked `stale`: its measured widths are another network's, so no gap is computed (the
+    certificate is of the current construction)."""
+    row.update({k: cert[k] for k in ("certified", "certified_narrower", "exponent_bits",
+                                     "failure_below")})
+    current = build(_spec(row), variant=row["variant"]).config.d_model
+    row["stale"] = row["measured_d_model"] is not None and row["measured_d_model"] != current
+    m = row["measured_threshold"]
+    row["gap"] = (None if row["certified"] is None or m is None or row["stale"]
+                  else row["certified"] - m)
+    return row
 
 
 def _spec_key(row: dict) -> tuple:
@@ -60,8 +81,16 @@ def to_markdown(rows: list[dict]) -> str:
         if not r["full_scan"]:
             shown += " (binary search)"
         cert = "none up to 24" if r["certified"] is None else str(r["certified"])
+        narrower = r.get("certified_narrower") or []
+        if narrower:  # the bound is not monotone in M: narrower widths certified as well
+            cert += " (also " + (f"{narrower[0]}..{narrower[-1]}" if narrower == list(
+                range(narrower[0], narrower[-1] + 1)) else ", ".join(map(str, narrower))) + ")"
         gap = "" if r["gap"] is None else f"{r['gap']:+d}"
-        out.append(f"| {r['dir']} | {r['n']} | {r['accumulation']} | {r['measured_threshold']} "
+        measured = str(r["measured_threshold"])
+        if r.get("stale"):
+            measured += " (earlier construction)"
+            gap = "n/a"
+        out.append(f"| {r['dir']} | {r['n']} | {r['accumulation']} | {measured} "
                    f"| {shown} | {cert} | {gap} |")
     return "\n".join(out)
 
@@ -84,11 +113,7 @@ def main(argv=None) -> int:
             old = known.get(_spec_key(row))
             if old is None:
                 continue
-            row.update({k: old[k] for k in ("certified", "certified_narrower", "exponent_bits",
-                                            "failure_below")})
-            m = row["measured_threshold"]
-            row["gap"] = None if row["certified"] is None or m is None else row["certified"] - m
-            rows.append(row)
+            rows.append(_finish(row, old))
         _write(args.out, rows)
         return 0
     if args.markdown:
@@ -109,24 +134,23 @@ def main(argv=None) -> int:
     for i, row in enumerate(rows):
         if _spec_key(row) in known:
             old = known[_spec_key(row)]
-            row.update({k: old[k] for k in ("certified", "certified_narrower", "exponent_bits",
-                                            "failure_below")})
-            m = row["measured_threshold"]
-            row["gap"] = None if row["certified"] is None or m is None else row["certified"] - m
-            done.append(row)
+            if "seconds" in old:
+                row["seconds"] = old["seconds"]
+            done.append(_finish(row, old))
             continue
-        spec = tasks.TaskSpec(row["task"], base=row["base"], n=row["n"], k=row["k"], l=row["l"])
-        result = certify(build(spec, variant=row["variant"]), row["accumulation"], quick=True,
+        t0 = time.time()
+        result = certify(build(_spec(row), variant=row["variant"]), row["accumulation"],
                          exponent_search=False)
-        row["certified"] = result["certified_mantissa_bits"]
-        row["certified_narrower"] = result["certified_narrower"]
-        row["exponent_bits"] = result["exponent_bits"]
-        row["failure_below"] = result["failure_below"]
+        _finish(row, {"certified": result["certified_mantissa_bits"],
+                      "certified_narrower": result["certified_narrower"],
+                      "exponent_bits": result["exponent_bits"],
+                      "failure_below": result["failure_below"]})
+        row["seconds"] = round(time.time() - t0, 1)
         m = row["measured_threshold"]
-        row["gap"] = None if row["certified"] is None or m is None else row["certified"] - m
         elapsed = time.time() - start
         print(f"[{i + 1}/{len(rows)}] {row['dir']} n={row['n']} {row['accumulation']}: certified "
-              f"{row['certified']} measured {m} (elapsed {elapsed:.0f}s, ETA "
+              f"{row['certified']} measured {m}{' (earlier construction)' if row['stale'] else ''}"
+              f" in {row['seconds']}s (elapsed {elapsed:.0f}s, ETA "
               f"{elapsed / (i + 1) * (len(rows) - i - 1):.0f}s)", flush=True)
         done.append(row)
         _write(args.out, done)  # after every point: a partial run keeps what it computed

@@ -86,6 +86,24 @@ def round_err(mag, fmt: Fmt):
     return fmt.u * np.asarray(mag, np.float64) + fmt.eta
 
 
+def carrier_err(absum, largest, k, fmt: Fmt, slack: float = 0.0):
+    """Bound on the error of a carrier sum of k terms, in any order (any binary tree), with
+    sum|terms| <= absum and largest the largest upper bound of one |term|.
+
+    Two bounds, the smaller taken: (k + 1) cu absum (gamma_k with room: the products may be
+    rounded too, float32 itself at M = 23); and (k - 1) (absum - largest) (1 + (k + 1) cu):
+    an addition errs by at most its smaller operand (the larger is a carrier value, a candidate
+    of the rounding), and of two disjoint partial sums at most one holds the largest term, so
+    the smaller is at most the computed sum of the others (a 1 plus tiny leaked weights is
+    then summed exactly). `slack` (k + 1) absum is added: the float64 evaluation here of the
+    sums the caller rounds."""
+    cu = fmt.carrier_unit
+    absum = np.asarray(absum, np.float64)
+    rest = np.maximum(absum - largest, 0.0)
+    return (np.minimum((k + 1) * cu * absum, np.maximum(k - 1, 0) * rest * (1 + (k + 1) * cu))
+            + (k + 1) * slack * absum)
+
+
 def gamma(k: int, fmt: Fmt) -> float:
     """gamma_k = k u / (1 - k u): the relative error bound of k successive roundings."""
     ku = k * fmt.u

@@ -127,41 +127,36 @@ def affine_ideal(x: Vals, w_D: np.ndarray, bias: float) -> tuple:
     return lo, hi, step, off
 
 
-def lattice_gap(lo, hi, step, off, ramp_lo: float, ramp_hi: float) -> np.ndarray:
+def lattice_gap(lo, hi, step, off, ramp_lo, ramp_hi) -> np.ndarray:
     """Distance from the ideal values (lattice points off + step z in [lo, hi]) to the open
     interval (ramp_lo, ramp_hi); -inf when an ideal value lies inside it; without a lattice the
-    distance of the whole interval [lo, hi]."""
-    out = np.empty(lo.shape)
-    for i in range(lo.size):
-        s = float(step[i])
-        if s > 0:
-            z0 = math.ceil((lo[i] - off[i]) / s - 1e-9)
-            z1 = math.floor((hi[i] - off[i]) / s + 1e-9)
-            # lattice points nearest the ramp: the last at or below it and the first above
-            pts = [off[i] + s * z for z in (z0, z1)]
-            zr = math.floor((ramp_hi - off[i]) / s)
-            pts += [off[i] + s * z for z in (zr - 1, zr, zr + 1) if z0 <= z <= z1]
-            vals = pts
-        elif s == 0:
-            vals = [off[i]]
-        else:
-            vals = None
-        if vals is None:
-            if hi[i] <= ramp_lo or lo[i] >= ramp_hi:
-                out[i] = min(abs(ramp_lo - hi[i]) if hi[i] <= ramp_lo else math.inf,
-                             abs(lo[i] - ramp_hi) if lo[i] >= ramp_hi else math.inf)
-            else:
-                out[i] = -math.inf
-            continue
-        gap = math.inf
-        for v in vals:
-            if lo[i] - 1e-9 <= v <= hi[i] + 1e-9:
-                if ramp_lo < v < ramp_hi:
-                    gap = -math.inf
-                    break
-                gap = min(gap, ramp_lo - v if v <= ramp_lo else v - ramp_hi)
-        out[i] = gap
-    return out
+    distance of the whole interval [lo, hi]. Elementwise (the ramp may differ per element)."""
+    lo, hi, step, off = np.broadcast_arrays(*(np.asarray(a, float) for a in (lo, hi, step, off)))
+    ramp_lo = np.broadcast_to(np.asarray(ramp_lo, float), lo.shape)
+    ramp_hi = np.broadcast_to(np.asarray(ramp_hi, float), lo.shape)
+    lat = step > 0
+    s = np.where(lat, step, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        z0 = np.ceil((lo - off) / s - 1e-9)
+        z1 = np.floor((hi - off) / s + 1e-9)
+        zr = np.floor((ramp_hi - off) / s)
+    # the lattice points nearest the ramp (the last at or below it and the first above) and
+    # the ends; a constant's one value
+    cands = [(off + s * z0, lat), (off + s * z1, lat)]
+    cands += [(off + s * (zr + dz), lat & (z0 <= zr + dz) & (zr + dz <= z1)) for dz in (-1, 0, 1)]
+    cands.append((off, step == 0))
+    gap = np.full(lo.shape, np.inf)
+    inside = np.zeros(lo.shape, bool)
+    for v, use in cands:
+        use = use & (lo - 1e-9 <= v) & (v <= hi + 1e-9)
+        inside |= use & (ramp_lo < v) & (v < ramp_hi)
+        gap = np.where(use, np.minimum(gap, np.where(v <= ramp_lo, ramp_lo - v, v - ramp_hi)), gap)
+    gap = np.where(inside, -np.inf, gap)
+    below, above = hi <= ramp_lo, lo >= ramp_hi
+    whole = np.minimum(np.where(below, np.abs(ramp_lo - hi), np.inf),
+                       np.where(above, np.abs(lo - ramp_hi), np.inf))
+    whole = np.where(below | above, whole, -np.inf)
+    return np.where(lat | (step == 0), gap, whole)  # no lattice (NONE, or NaN): the interval
 
 
 def nearest_nonzero(lo, hi, step, off) -> tuple[np.ndarray, np.ndarray]:
