@@ -145,7 +145,7 @@ def _residual(p: int) -> Residual:
     r.add("u_q", "layer_6/attn", "u of column i copied to Q(i)")
     r.add("N_q", "layer_6/attn", "N of the holder of column i, copied to Q(i)")
     r.add("c", "layer_7/attn", "the carry bit into column i")
-    r.add("answer", "layer_8", "the answer digit predicted at Q(i)")
+    r.add("answer", "layer_8/attn+layer_8/mlp", "the answer digit predicted at Q(i)")
     return r
 
 
