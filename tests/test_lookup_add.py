@@ -116,6 +116,14 @@ def test_large(base, n, k):
     assert result["failures"] == 0, result["first_failure_detail"]
 
 
+@pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
+                                    dict(task="iter_add", base=3, n=4, k=5, chunk=2)])
+def test_chunked_tokenizer_exact(kwargs):
+    spec = tasks.TaskSpec(**kwargs)
+    result = verify_lib.verify(spec, num_random=100, variant="lookup")
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
 def test_sequential_accumulation_exact_at_fp32():
     result = _verify(2, 4, 3, accumulation="sequential")
     assert result["failures"] == 0, result["first_failure_detail"]
