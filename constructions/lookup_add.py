@@ -21,7 +21,7 @@ integer X >= 0 and a divisor D (a table entry at the query) scores key t with
     lam0 (2 t (X - (D - 1) / 2) - D t^2) = lam0 D (c^2 - (t - c)^2),  c = (X - (D - 1) / 2) / D,
 
 bilinear in (X, D, 1) and (lk, lk2). With X = D t* + rho, 0 <= rho < D, |t* - c| <= (D - 1) / 2D,
-so t* = floor(X / D) wins by at least lam0 (D (1 - 2 |t* - c|) >= 1) over every other t, and the
+so t* = floor(X / D) wins by lam0 D (1 - 2 |t* - c|) >= lam0 over every other t, and the
 head returns t*. Off the queries D = 1 and X = 0, so t = 0 wins and the output is 0.
 Precision: the competing scores are about lam0 X^2 / D; rounding them must stay well below the
 margin lam0, so a lookup needs about log2(3 X^2 / D) + 2 mantissa bits.
@@ -53,7 +53,8 @@ Layers (residual coordinates named in `_residual`; `Construction.explain` prints
   8 attn  answer = floor(T / p^m) - p floor(T / p^(m+1)), T = u_q + c (two lookups; for m = 0
           the first is replaced by T itself, gated in the MLP:  mlp answer += [m = 0] T)
 Pointers between holders match angles of the column index (period ceil(n / L) + 3), not of the
-position, so no angle needs the bits of the sequence length.
+position, so no angle match needs the bits of the sequence length (the SUM heads that count
+N still see every position, as in `column_add`).
 
 Width (`widths`): d_model = 44 + p, d_ff = max(6, p - 1), 2 heads of dimension 4, 9 layers: the
 same for every n and k (tested: k = 2, 17, 1000 at n = 8, n = 8 against 128; every base 2..36).
