@@ -110,8 +110,7 @@ def test_adversarial_and_random(base, n, k):
 @pytest.mark.slow
 @pytest.mark.parametrize("base,n,k", [
     (2, 64, 3), (2, 32, 17), (2, 64, 17), (2, 16, 100), (10, 64, 5), (10, 16, 50),
-    (10, 32, 50),
-    (10, 2, 1000),
+    (10, 32, 50), (10, 2, 1000),
 ])
 def test_large(base, n, k):
     # k = 1000: 1017 adversarial + 100 random inputs of 3007 positions (2981 s, measured).
