@@ -10,6 +10,7 @@
 Modules: residual (named subspaces), builder (writes the parameter tree), blocks (attention and
 MLP building blocks with their math and precision needs), column_add (ADD and IterADD), mul (MUL),
 add_constant (ADD at constant precision, O(n^2) width),
+lookup_add (ADD and IterADD with width independent of k as well as n),
 inputs (exhaustive / adversarial / random inputs), run (simulated decoding, exact checking),
 verify and frontier (CLIs).
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 from arith_precision import tasks
 from constructions.construction import Construction
 
-VARIANTS = ("log", "constant")
+VARIANTS = ("log", "constant", "lookup")
 
 
 def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = None,
@@ -27,7 +28,9 @@ def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = N
     """The construction for a task (a TaskSpec, or task name with base, n, k, l).
 
     variant "log" (default): constant width, O(log n) bits (ADD, IterADD, MUL). "constant": ADD
-    only, O(n^2) width and a number of bits that does not grow with n (Theorem 4.1).
+    only, O(n^2) width and a number of bits that does not grow with n (Theorem 4.1). "lookup":
+    ADD and IterADD with d_model, d_ff, heads and layers independent of n and k (floors by
+    attention lookups, `lookup_add`; Theorem 5.2), O(log(n k)) bits.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -46,6 +49,13 @@ def build(task: str | tasks.TaskSpec, base: int | None = None, n: int | None = N
         from constructions.add_constant import build_add_constant
 
         return build_add_constant(spec)
+    if variant == "lookup":
+        if spec.task not in ("add", "iter_add"):
+            raise ValueError(f"variant='lookup' exists for tasks 'add' and 'iter_add' only, got "
+                             f"task={spec.task!r}")
+        from constructions.lookup_add import build_lookup_add
+
+        return build_lookup_add(spec)
     if spec.task in ("add", "iter_add"):
         from constructions.column_add import build_column_add
 

@@ -293,7 +293,9 @@ def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: in
         label += f" l={spec_kwargs['l']}"
     if spec_kwargs.get("chunk", 1) > 1:
         label += f" c={spec_kwargs['chunk']}"
-    if variant != "log":
+    if variant == "lookup":
+        label += " [lookup: width independent of k]"
+    elif variant != "log":
         label += f" [{variant} precision]"
     fits = {acc: fit_line(ns, [e["float_mantissa_bits"][acc] for e in entries])
             for acc in accumulations}
@@ -313,7 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--l", type=int, default=None)
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--variant", default="log", choices=VARIANTS,
-                    help="log (default; all tasks) or constant (ADD at constant precision)")
+                    help="log (default; all tasks), constant (ADD at constant precision) or "
+                         "lookup (ADD / IterADD, width independent of n and k)")
     ap.add_argument("--accumulation", default="once,sequential")
     ap.add_argument("--random", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)

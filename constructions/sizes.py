@@ -20,7 +20,7 @@ import math
 
 from arith_precision import tasks
 
-NUM_LAYERS = {"add": 5, "iter_add": 5, "mul": 4, "constant": 3}  # MUL: 4 + R (R >= 0)
+NUM_LAYERS = {"add": 5, "iter_add": 5, "mul": 4, "constant": 3, "lookup": 9}  # MUL: 4 + R (R >= 0)
 HEAD_DIM = 4
 
 
@@ -31,6 +31,9 @@ def lower_bound_widths(spec: tasks.TaskSpec, variant: str = "log") -> dict[str, 
     if variant == "constant":  # add_constant.py: exact
         return {"d_model": 8 * n + p + 2, "heads": 2 * n, "layers": NUM_LAYERS["constant"],
                 "d_ff": max(4 * n, n * (n + 1) // 2, 2 * (n + 1) * (p + 1))}
+    if variant == "lookup":  # lookup_add.py: exact, the same for every n and k
+        return {"d_model": 44 + p, "d_ff": max(6, p - 1), "heads": 2,
+                "layers": NUM_LAYERS["lookup"]}
     if spec.task == "mul":  # mul.py: d_model = 4 + 2N + 2N(P-1) + ..., d_ff >= 4N(P-1)
         return {"d_model": 2 * n + 2 * n * (p - 1), "heads": 2 * n, "layers": NUM_LAYERS["mul"],
                 "d_ff": 4 * n * (p - 1)}

@@ -1,7 +1,7 @@
 """Verify a construction exactly against Python integers, at any format and accumulation.
 
     python -m constructions.verify --task=add|iter_add|mul --base=P --n=N [--k=K] [--l=L]
-        [--chunk=C] [--variant=log|constant] [--format=F] [--random=1000]
+        [--chunk=C] [--variant=log|constant|lookup] [--format=F] [--random=1000]
         [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json] [--seed=0]
 
 The built-in input set is exhaustive when there are at most 10^5 inputs, else adversarial
@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     add_spec_arguments(ap)
     ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
     ap.add_argument("--variant", default="log", choices=VARIANTS,
-                    help="log (default; all tasks) or constant (ADD at constant precision)")
+                    help="log (default; all tasks), constant (ADD at constant precision) or lookup "
+                         "(ADD / IterADD, width independent of n and k)")
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
@@ -206,7 +207,9 @@ def _main(argv) -> int:
         print(json.dumps(result, default=str))
     else:
         print(f"{spec} format={result['format']} accumulation={args.accumulation}")
-        print(f"construction ({args.variant} precision): {result['num_layers']} layers, "
+        kind = ("lookup: width independent of n and k" if args.variant == "lookup"
+                else f"{args.variant} precision")
+        print(f"construction ({kind}): {result['num_layers']} layers, "
               f"d_model={result['d_model']}, d_ff={result['d_ff']}")
         print(f"checked {result['checked']} inputs ({result['families']}): exact match "
               f"{result['exact_match']:.6f} ({result['failures']} failures) in "

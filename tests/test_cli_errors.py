@@ -262,7 +262,8 @@ def test_memory_limit_env(monkeypatch):
     ("iter_add", 3, 4, 5, None, 2, "log"), ("mul", 2, 6, 2, None, 1, "log"),
     ("mul", 10, 4, 2, None, 1, "log"), ("mul", 10, 5, 2, 3, 1, "log"),
     ("mul", 2, 6, 2, None, 2, "log"), ("add", 10, 6, 2, None, 1, "constant"),
-    ("add", 2, 9, 2, None, 1, "constant"),
+    ("add", 2, 9, 2, None, 1, "constant"), ("iter_add", 2, 6, 5, None, 1, "lookup"),
+    ("iter_add", 3, 4, 5, None, 2, "lookup"), ("add", 10, 3, 2, None, 1, "lookup"),
 ])
 def test_size_lower_bounds_hold(task, base, n, k, l, chunk, variant):
     """The pre-build size check uses lower bounds: it never rejects what the real widths allow."""

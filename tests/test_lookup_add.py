@@ -1,0 +1,145 @@
+"""The lookup construction (constructions/lookup_add.py): ADD / IterADD with d_model, d_ff, heads
+and layers independent of n and k (Theorem 5.2), exact against Python integers."""
+
+from __future__ import annotations
+
+import pytest
+
+from arith_precision import tasks
+from constructions import blocks, build, lookup_add, sizes
+from constructions import verify as verify_lib
+
+BASES = range(2, 37)
+
+
+def _widths(c) -> dict[str, int]:
+    cfg = c.config
+    return {"d_model": cfg.d_model, "d_ff": cfg.d_ff, "heads": cfg.num_heads,
+            "layers": cfg.num_layers}
+
+
+def _build(p, n, k):
+    task = "add" if k == 2 else "iter_add"
+    return build(tasks.TaskSpec(task, base=p, n=n, k=k), variant="lookup")
+
+
+# ---- (a) the same widths for every k and n -------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [2, 10])
+def test_width_is_independent_of_k_and_n(p):
+    seen = {(n, k): _widths(_build(p, n, k)) for n in (8, 128) for k in (2, 17, 1000)
+            if n * k <= 17 * 128}  # k = 1000 at n = 128: 129k positions, see the next test
+    assert len({tuple(sorted(w.items())) for w in seen.values()}) == 1, seen
+    assert next(iter(seen.values())) == lookup_add.widths(p)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("p", [2, 10])
+def test_width_is_independent_of_k_and_n_at_k1000_n128(p):
+    assert _widths(_build(p, 128, 1000)) == _widths(_build(p, 8, 2)) == lookup_add.widths(p)
+
+
+# ---- (c) the stated widths and bounds, every base 2..36 ------------------------------------------
+
+
+def test_stated_widths_every_base():
+    for p in BASES:
+        w = lookup_add.widths(p)
+        assert w == {"d_model": 44 + p, "d_ff": max(6, p - 1), "heads": 2, "layers": 9}, p
+        low = sizes.lower_bound_widths(tasks.TaskSpec("add", base=p, n=1), "lookup")
+        assert low == w, p
+
+
+def _check_built_widths(ks):
+    # build_lookup_add asserts its residual size and that no MLP uses more than d_ff units.
+    for p in BASES:
+        for k in sorted(set(ks(p))):
+            c = _build(p, 1, k)
+            assert _widths(c) == lookup_add.widths(p), (p, k)
+            used = max(int(x) for x in c.notes.split("per layer ")[1].strip("[]").split(","))
+            assert used == max(6, p - 1), (p, k, c.notes)
+
+
+def test_built_widths_every_base():
+    _check_built_widths(lambda p: [p + 1])  # two or more digits a column: every block built
+
+
+@pytest.mark.slow
+def test_built_widths_every_base_more_k():
+    _check_built_widths(lambda p: [2, 3, p, p * p + 1])
+
+
+def test_lookup_ratio_bound_every_base():
+    # Module doc: R <= 4 p k^2 + L^2 p^3 k, so the lookups need O(log k) bits (for fixed p).
+    for p in BASES:
+        for k in [*range(2, 301), 1000]:
+            group = blocks.column_group(k, p)
+            ratio = lookup_add.lookup_ratio(p, k)
+            assert ratio <= 4 * p * k * k + group ** 2 * p ** 3 * k, (p, k, ratio)
+
+
+# ---- (b) exact against Python integers -----------------------------------------------------------
+
+
+def _verify(base, n, k, num_random=100, fmt="fp32", accumulation="once", batch_size=256):
+    spec = tasks.TaskSpec("add" if k == 2 else "iter_add", base=base, n=n, k=k)
+    return verify_lib.verify(spec, fmt, accumulation, num_random=num_random, variant="lookup",
+                             batch_size=batch_size)
+
+
+@pytest.mark.parametrize("base,n,k", [(2, 4, 2), (10, 2, 2), (2, 2, 3), (2, 2, 5), (3, 1, 5),
+                                      (10, 1, 3),
+                                      pytest.param(3, 2, 5, marks=pytest.mark.slow),
+                                      pytest.param(2, 3, 5, marks=pytest.mark.slow)])
+def test_exhaustive(base, n, k):
+    result = _verify(base, n, k)
+    assert result["families"] == {"exhaustive": (base ** n) ** k}
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
+@pytest.mark.parametrize("base,n,k", [
+    (2, 16, 3), (2, 4, 17), (10, 8, 5), (10, 3, 50), (7, 6, 8), (10, 16, 2),
+])
+def test_adversarial_and_random(base, n, k):
+    result = _verify(base, n, k)
+    assert result["families"]["adversarial"] > 0 and result["families"]["random"] > 0
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base,n,k", [
+    (2, 64, 3), (2, 32, 17), (2, 64, 17), (2, 16, 100), (10, 64, 5), (10, 16, 50),
+    (10, 32, 50), (10, 64, 50), (10, 2, 1000),
+])
+def test_large(base, n, k):
+    # Measured on the shared 2-core CPU: k = 50 at n = 64, 763 inputs of 3318 positions, 1915 s;
+    # k = 1000: 1017 adversarial + 100 random inputs of 3007 positions, 2981 s.
+    result = _verify(base, n, k, num_random=100 if k >= 1000 else 200,
+                     batch_size=16 if k >= 100 else 128)
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
+                                    dict(task="iter_add", base=3, n=4, k=5, chunk=2)])
+def test_chunked_tokenizer_exact(kwargs):
+    spec = tasks.TaskSpec(**kwargs)
+    result = verify_lib.verify(spec, num_random=100, variant="lookup")
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
+def test_sequential_accumulation_exact_at_fp32():
+    result = _verify(2, 3, 3, accumulation="sequential")
+    assert result["failures"] == 0, result["first_failure_detail"]
+
+
+def test_rejects_mul():
+    with pytest.raises(ValueError, match="lookup"):
+        build("mul", 10, 2, variant="lookup")
+
+
+def test_explain_names_the_lookups():
+    c = _build(2, 3, 5)
+    text = c.explain([7, 7, 7, 7, 7], names=("s", "fl", "F", "h", "answer"))
+    for name in ("s", "fl", "F", "h", "answer"):
+        assert f"\n{name} " in text
