@@ -26,7 +26,10 @@ order; a format is not re-checked at larger n once it has failed, and the fixed-
 starts from the previous n's answer). `--float-only` skips the fixed point and fp16 / e4m3 / e5m2.
 
 Outputs (with --out): frontier.json, frontier.md (tables) and frontier.png (bits against log2 n
-with a least-squares line per mode; `frontier_report.py`). Without --out it prints the markdown
+with a least-squares line per mode; `frontier_report.py`), and checks.json, every verdict as soon
+as it is known: the same command run again after a stop checks only what is missing
+(`check_log.py`; verdicts are keyed by digests of the weights and inputs, so a changed
+construction is checked afresh). Without --out it prints the markdown
 tables (or the JSON with --json). `python -m constructions.frontier --merge=DIR1,DIR2,... --out=DIR`
 combines several runs into one table file and one plot.
 
@@ -51,7 +54,7 @@ from arith_precision import atomic, cli_errors, tasks
 from arith_precision import model as model_lib
 from arith_precision.cli_errors import UsageError
 from arith_precision.simulate.policy import ACCUMULATIONS
-from constructions import VARIANTS
+from constructions import VARIANTS, check_log
 from constructions.frontier_report import (
     COMMON_FORMATS,
     MAX_FIXED_BITS,
@@ -73,21 +76,27 @@ MIN_MANTISSA = 0  # e8m0: powers of two only; the scan checks every width from h
 _CACHE: dict = {}
 
 
-def _passes(construction, operands, fmt, accumulation, batch_size) -> bool:
-    """Does the verifier pass on `operands`? Cached per (construction, format, accumulation)."""
-    from arith_precision import formats
+def _passes(construction, operands, fmt, accumulation, batch_size, digests,
+            log: check_log.CheckLog | None = None) -> bool:
+    """Does the verifier pass on `operands`? Cached per (construction, operands, format,
+    accumulation) in this process and, with a `log`, on disk (`check_log`: a stopped run
+    resumes). `digests`: (check_log.construction_digest, check_log.operands_digest)."""
     from constructions import run
 
-    # Keyed by the task spec and the model config (which tells the variants apart), never by
-    # id(): a later construction may reuse a freed id.
-    key = (construction.spec, construction.config, hash(tuple(map(tuple, operands))),
-           str(formats.as_format(fmt)), accumulation)
+    # Keyed by digests of the weights and inputs, never by id(): a later construction may reuse
+    # a freed id, and a changed construction must not reuse an old verdict.
+    key = check_log.key(*digests, fmt, accumulation)
     if key not in _CACHE:
-        run.enable_carrier(fmt)
-        result = run.check(construction, operands, fmt, accumulation, batch_size,
-                           stop_at_first_failure=True,
-                           runtime=run.runtime_mantissa(fmt) is not None)
-        _CACHE[key] = result["failures"] == 0
+        ok = log.get(key) if log is not None else None
+        if ok is None:
+            run.enable_carrier(fmt)
+            result = run.check(construction, operands, fmt, accumulation, batch_size,
+                               stop_at_first_failure=True,
+                               runtime=run.runtime_mantissa(fmt) is not None)
+            ok = result["failures"] == 0
+        _CACHE[key] = ok
+    if log is not None and log.get(key) is None:  # also a verdict this process already had
+        log.record(key, _CACHE[key])
     return _CACHE[key]
 
 
@@ -207,7 +216,8 @@ class _Ticker:
 def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
                  num_random: int = 200, seed: int = 0, batch_size: int = 512,
                  progress=print, previous: dict | None = None, variant: str = "log",
-                 ticker: _Ticker | None = None, float_only: bool = False) -> dict:
+                 ticker: _Ticker | None = None, float_only: bool = False,
+                 log: check_log.CheckLog | None = None) -> dict:
     """Frontier entries for one spec: float mantissa threshold and the narrower widths that pass
     (every width checked, `mantissa_scan`), fixed fraction bits, common formats.
 
@@ -215,6 +225,7 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
     common format that already failed there is not checked again (recorded as failing).
     `float_only`: the e8mM scan alone (bf16 read off it); no fixed point (None), no fp16 / e4m3 /
     e5m2, the formats that still compile one decoder each.
+    `log`: verdicts already on disk are reused and new ones recorded (`check_log`).
     """
     from arith_precision import formats
     from constructions import build, inputs
@@ -223,6 +234,7 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
     ticker = ticker or _Ticker(progress, len(accumulations))
     construction = build(spec, variant=variant)
     operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
+    digests = (check_log.construction_digest(construction), check_log.operands_digest(operands))
     entry = {"n": spec.n, "checked": len(operands), "families": families,
              "d_model": construction.d_model, "float_mantissa_bits": {},
              "float_narrower_passing": {}, "float_checked": {}, "fixed": {}, "common": {}}
@@ -233,7 +245,8 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
         seen = []
 
         def float_ok(b, acc=acc, what=what, seen=seen, total=MAX_MANTISSA - MIN_MANTISSA + 1):
-            ok = _passes(construction, operands, f"e{EXPONENT_BITS}m{b}", acc, batch_size)
+            ok = _passes(construction, operands, f"e{EXPONENT_BITS}m{b}", acc, batch_size,
+                         digests, log)
             seen.append(b)
             ticker.width(what, b, ok, len(seen), total)
             return ok
@@ -253,7 +266,8 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
             continue
         max_frac = MAX_FIXED_BITS - int_bits
         def fixed_ok(b, acc=acc):
-            return _passes(construction, operands, f"fixed{int_bits}.{b}", acc, batch_size)
+            return _passes(construction, operands, f"fixed{int_bits}.{b}", acc, batch_size,
+                           digests, log)
 
         prev_f = previous["fixed"][acc]["frac_bits"] if previous else None
         if max_frac < 1:
@@ -266,7 +280,7 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
         entry["common"][acc] = {
             fmt: (False if previous and not previous["common"][acc][fmt]
                   else scan["checked"][7] if fmt == "bf16"
-                  else _passes(construction, operands, fmt, acc, batch_size))
+                  else _passes(construction, operands, fmt, acc, batch_size, digests, log))
             for fmt in COMMON_FORMATS}
         ticker.unit_done()
         progress(f"  {what}: float threshold M={m}, narrower passing "
@@ -277,15 +291,21 @@ def frontier_for(spec: tasks.TaskSpec, accumulations=("once", "sequential"),
 
 def run_frontier(spec_kwargs: dict, ns: list[int], accumulations, num_random: int, seed: int,
                  batch_size: int = 512, progress=print, variant: str = "log",
-                 float_only: bool = False) -> dict:
+                 float_only: bool = False, checks_dir: str | None = None) -> dict:
+    """The frontier at every n of `ns`. `checks_dir`: keep every verdict in
+    checks_dir/checks.json and reuse those already there (a stopped run resumes)."""
     ns = sorted(ns)
+    log = check_log.CheckLog(checks_dir) if checks_dir else None
+    if log is not None and log.loaded:
+        progress(f"  resuming: {log.loaded} verdicts in {log.path}")
     entries = []
     ticker = _Ticker(progress, len(ns) * len(accumulations))
     for n in ns:
         spec = tasks.TaskSpec(n=n, **spec_kwargs)
         entries.append(frontier_for(spec, accumulations, num_random, seed, batch_size,
                                     progress, previous=entries[-1] if entries else None,
-                                    variant=variant, ticker=ticker, float_only=float_only))
+                                    variant=variant, ticker=ticker, float_only=float_only,
+                                    log=log))
     label = f"{spec_kwargs['task']} p={spec_kwargs['base']}"
     if spec_kwargs["task"] == "iter_add":
         label += f" k={spec_kwargs['k']}"
@@ -395,7 +415,8 @@ def _main(argv) -> int:
     kwargs, ns, accs = validate(args)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = run_frontier(kwargs, ns, accs, args.random, args.seed, args.batch_size, log,
-                          variant=args.variant, float_only=args.float_only)
+                          variant=args.variant, float_only=args.float_only,
+                          checks_dir=args.out)
     markdown = to_markdown(result)
     if args.out:
         atomic.write_json(os.path.join(args.out, "frontier.json"), result, indent=1)

@@ -2,8 +2,10 @@
 pass (exactness is not monotonic in M), the runtime-width decoder equal to the static formats,
 and the report layer (markdown, plot) telling the two apart."""
 
+import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -171,3 +173,33 @@ def test_float_only_frontier_of_add_base2_n2(add_b2_n2, tmp_path):
     assert result["float_only"] and result["mantissa_range"] == [0, 24]
     frontier.plot([result], str(tmp_path / "f.png"))
     json.dumps(result)  # serialisable as written by --out
+
+
+def test_a_stopped_frontier_run_resumes_from_its_check_log(add_b2_n2, tmp_path, monkeypatch):
+    """--out keeps every verdict in checks.json; a second run reuses them without a forward pass,
+    and a construction with changed weights gets no old verdict."""
+    from constructions import check_log
+
+    kwargs = dict(num_random=0, seed=0, progress=lambda *a: None, float_only=True)
+    spec_kwargs = {"task": "add", "base": 2, "k": 2, "l": None}
+    first = frontier.run_frontier(spec_kwargs, [2], ("once",), checks_dir=str(tmp_path), **kwargs)
+    log = check_log.CheckLog(str(tmp_path))
+    assert log.loaded == 25 and sum(log.verdicts.values()) == 21  # e8m2 and e8m5..e8m24
+
+    frontier._CACHE.clear()  # a fresh process: only the file remembers
+
+    def no_forward_pass(*a, **k):
+        raise AssertionError("a recorded verdict was checked again")
+
+    monkeypatch.setattr(run, "check", no_forward_pass)
+    again = frontier.run_frontier(spec_kwargs, [2], ("once",), checks_dir=str(tmp_path), **kwargs)
+    assert again["entries"] == first["entries"]
+
+    construction = build(tasks.TaskSpec(task="add", base=2, n=2, k=2))
+    changed = build(tasks.TaskSpec(task="add", base=2, n=2, k=2))
+    leaves, tree = jax.tree_util.tree_flatten(changed.params)
+    leaves[0] = np.asarray(leaves[0]) + 1
+    changed = dataclasses.replace(changed, params=jax.tree_util.tree_unflatten(tree, leaves))
+    assert check_log.construction_digest(construction) != check_log.construction_digest(changed)
+    assert check_log.construction_digest(construction) == check_log.construction_digest(
+        build(tasks.TaskSpec(task="add", base=2, n=2, k=2)))

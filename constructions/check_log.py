@@ -1,0 +1,69 @@
+"""A frontier run's finished checks on disk, so that a stopped run resumes where it stopped.
+
+A full-width scan of a large construction is hours of CPU (MUL base 2, n = 8: 65 536 exhaustive
+inputs x 25 widths, minutes per width). `constructions.frontier --out=DIR` records every verdict
+"does the verifier pass in format F under accumulation A" in DIR/checks.json as soon as it is
+known; the same command run again reads the file and checks only what is missing.
+
+A verdict is keyed by a SHA-256 over everything that decides it: the task spec, the model
+config, every parameter array (bytes, dtype, shape, path), the operand list, the format and the
+accumulation. A changed construction (new weights at the same shape, which is how the base-2 MUL
+frontier once went stale) or a different input set therefore never reuses an old verdict; such
+entries stay in the file, unused. The file is rewritten whole through `atomic.write_json` after
+each verdict (a few hundred entries at most), so a run killed mid-write leaves the previous file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jax
+import numpy as np
+
+from arith_precision import atomic, formats
+
+FILENAME = "checks.json"
+
+
+def construction_digest(construction) -> str:
+    """SHA-256 of the spec, the config and every parameter (path, dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    h.update(repr(construction.spec).encode())
+    h.update(repr(construction.config).encode())
+    for path, leaf in jax.tree_util.tree_leaves_with_path(construction.params):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{array.dtype}|{array.shape}".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def operands_digest(operands) -> str:
+    """SHA-256 of the operand list (exact Python integers, in order)."""
+    return hashlib.sha256(repr([[int(x) for x in row] for row in operands]).encode()).hexdigest()
+
+
+def key(construction_sha: str, operands_sha: str, fmt, accumulation: str) -> str:
+    return "|".join([construction_sha, operands_sha, str(formats.as_format(fmt)), accumulation])
+
+
+class CheckLog:
+    """Verdicts by `key`, loaded from and saved to DIR/checks.json (None: in memory only)."""
+
+    def __init__(self, directory: str | None):
+        self.path = os.path.join(directory, FILENAME) if directory else None
+        self.verdicts: dict[str, bool] = {}
+        if self.path and os.path.exists(self.path):
+            with open(self.path) as f:
+                self.verdicts = {k: bool(v) for k, v in json.load(f)["verdicts"].items()}
+        self.loaded = len(self.verdicts)
+
+    def get(self, k: str) -> bool | None:
+        return self.verdicts.get(k)
+
+    def record(self, k: str, ok: bool) -> None:
+        self.verdicts[k] = bool(ok)
+        if self.path:
+            atomic.write_json(self.path, {"about": __doc__.splitlines()[0],
+                                          "verdicts": self.verdicts}, indent=0)
