@@ -1,6 +1,7 @@
 """Certificates at every committed frontier point, against the measured widths.
 
-    python -m constructions.certify_points [--out=results/certify/certify.json]
+    python -m constructions.certify_points [--out=results/certify/certify.json] [--refresh]
+        [--frontier-root=results/frontier] [--markdown=FILE]
 
 For each results/frontier/*/frontier.json entry and accumulation mode: the certified mantissa
 bits (constructions.certify) next to the measured threshold, the measured widths that fail (old
@@ -20,7 +21,8 @@ import os
 import sys
 import time
 
-from arith_precision import tasks
+from arith_precision import atomic, cli_errors, markdown, tasks
+from arith_precision.cli_errors import UsageError
 from constructions import build
 from constructions.certify import certify
 
@@ -71,73 +73,94 @@ def _spec_key(row: dict) -> tuple:
 
 def to_markdown(rows: list[dict]) -> str:
     """One table: certified vs measured threshold and the gap, per committed frontier point."""
-    out = ["| frontier run | n | accumulation | measured threshold | measured failing widths | "
-           "certified | gap |", "|---|---|---|---|---|---|---|"]
+    lines = []
     for r in rows:
         fail = r["measured_failing"]
-        shown = ("none" if not fail else str(fail[0]) if len(fail) == 1 else
-                 f"{fail[0]}..{fail[-1]}" if fail == list(range(fail[0], fail[-1] + 1))
-                 else ", ".join(map(str, fail)))
+        shown = "none" if not fail else _widths(fail)
         if not r["full_scan"]:
             shown += " (binary search)"
         cert = "none up to 24" if r["certified"] is None else str(r["certified"])
-        narrower = r.get("certified_narrower") or []
-        if narrower:  # the bound is not monotone in M: narrower widths certified as well
-            cert += " (also " + (f"{narrower[0]}..{narrower[-1]}" if narrower == list(
-                range(narrower[0], narrower[-1] + 1)) else ", ".join(map(str, narrower))) + ")"
+        if r.get("certified_narrower"):  # the bound is not monotone in M: narrower ones too
+            cert += f" (also {_widths(r['certified_narrower'])})"
         gap = "" if r["gap"] is None else f"{r['gap']:+d}"
         measured = str(r["measured_threshold"])
         if r.get("stale"):
             measured += " (earlier construction)"
             gap = "n/a"
-        out.append(f"| {r['dir']} | {r['n']} | {r['accumulation']} | {measured} "
-                   f"| {shown} | {cert} | {gap} |")
-    return "\n".join(out)
+        lines.append([r["dir"], r["n"], r["accumulation"], measured, shown, cert, gap])
+    return "\n".join(markdown.table(
+        ["frontier run", "n", "accumulation", "measured threshold", "measured failing widths",
+         "certified", "gap"], lines))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+def _widths(ws: list[int]) -> str:
+    """"3" / "3..7" for a run of consecutive widths / "2, 5, 9" otherwise."""
+    if len(ws) == 1:
+        return str(ws[0])
+    if ws == list(range(ws[0], ws[-1] + 1)):
+        return f"{ws[0]}..{ws[-1]}"
+    return ", ".join(map(str, ws))
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = cli_errors.ArgumentParser(prog="python -m constructions.certify_points",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/certify/certify.json")
+    ap.add_argument("--frontier-root", default="results/frontier",
+                    help="the directory whose */frontier.json runs are certified")
     ap.add_argument("--markdown", default=None,
                     help="render an existing --out file as a markdown table and exit")
     ap.add_argument("--refresh", action="store_true",
                     help="re-read the frontier runs and rewrite --out with the certificates it "
                          "already holds (a certificate depends on the spec, variant and "
                          "accumulation only), leaving out points not yet certified")
-    args = ap.parse_args(argv)
-    if args.refresh:
-        with open(args.out) as fh:
-            known = {_spec_key(r): r for r in json.load(fh)}
-        rows = []
-        for row in measured_points():
-            old = known.get(_spec_key(row))
-            if old is None:
-                continue
-            rows.append(_finish(row, old))
-        _write(args.out, rows)
-        return 0
+    return ap
+
+
+def _load(flag: str, path: str) -> list[dict]:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as e:
+        raise UsageError(flag, path, f"cannot be read as a certify.json ({e})") from None
+
+
+def main(argv=None) -> int:
+    return cli_errors.run_cli(lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv) -> int:
+    args = _parser().parse_args(argv)
     if args.markdown:
-        with open(args.markdown) as fh:
-            print(to_markdown(json.load(fh)))
+        print(to_markdown(_load("--markdown", args.markdown)))
         return 0
+    if not os.path.isdir(args.frontier_root):
+        raise UsageError("--frontier-root", args.frontier_root, "is not a directory")
+    cli_errors.check_writable_dir("--out", os.path.dirname(os.path.abspath(args.out)))
     # cheapest first: the O(n^2)-width constructions (constant-precision ADD, MUL: hundreds to
     # thousands of MLP units) after the rest
-    rows = sorted(measured_points(),
+    rows = sorted(measured_points(args.frontier_root),
                   key=lambda r: (r["task"] == "mul", r["variant"] == "constant", r["n"],
                                  r["dir"], r["accumulation"]))
     known = {}
-    if os.path.exists(args.out):  # resume: a certificate depends on the spec only
-        with open(args.out) as fh:
-            known = {_spec_key(r): r for r in json.load(fh)}
-    start = time.time()
-    done = []
-    for i, row in enumerate(rows):
-        if _spec_key(row) in known:
-            old = known[_spec_key(row)]
+    if args.refresh or os.path.exists(args.out):  # a certificate depends on the spec only
+        old_rows = _load("--out", args.out)
+        # the same point's row first (its own timing), else any row of the same spec
+        known = {_spec_key(r): r for r in old_rows}
+        known.update({(r["dir"], *_spec_key(r)): r for r in old_rows})
+    # Every point already certified is finished first and written with every new one, so that
+    # a run stopped anywhere (or one with nothing left to compute) keeps all of them.
+    finished = {}
+    for row in rows:
+        old = known.get((row["dir"], *_spec_key(row)), known.get(_spec_key(row)))
+        if old is not None:
             if "seconds" in old:
                 row["seconds"] = old["seconds"]
-            done.append(_finish(row, old))
-            continue
+            finished[id(row)] = _finish(row, old)
+    todo = [] if args.refresh else [r for r in rows if id(r) not in finished]
+    start = time.time()
+    for i, row in enumerate(todo):
         t0 = time.time()
         result = certify(build(_spec(row), variant=row["variant"]), row["accumulation"],
                          exponent_search=False)
@@ -146,23 +169,21 @@ def main(argv=None) -> int:
                       "exponent_bits": result["exponent_bits"],
                       "failure_below": result["failure_below"]})
         row["seconds"] = round(time.time() - t0, 1)
-        m = row["measured_threshold"]
+        finished[id(row)] = row
         elapsed = time.time() - start
-        print(f"[{i + 1}/{len(rows)}] {row['dir']} n={row['n']} {row['accumulation']}: certified "
-              f"{row['certified']} measured {m}{' (earlier construction)' if row['stale'] else ''}"
-              f" in {row['seconds']}s (elapsed {elapsed:.0f}s, ETA "
-              f"{elapsed / (i + 1) * (len(rows) - i - 1):.0f}s)", flush=True)
-        done.append(row)
-        _write(args.out, done)  # after every point: a partial run keeps what it computed
+        print(f"[{i + 1}/{len(todo)}] {row['dir']} n={row['n']} {row['accumulation']}: "
+              f"certified {row['certified']} measured {row['measured_threshold']}"
+              f"{' (earlier construction)' if row['stale'] else ''} in {row['seconds']}s "
+              f"(elapsed {elapsed:.0f}s, ETA {elapsed / (i + 1) * (len(todo) - i - 1):.0f}s)",
+              flush=True)
+        _write(args.out, [finished[id(r)] for r in rows if id(r) in finished])
+    _write(args.out, [finished[id(r)] for r in rows if id(r) in finished])
     return 0
 
 
 def _write(path: str, rows: list[dict]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(rows, fh, indent=1)
-    with open(os.path.splitext(path)[0] + ".md", "w") as fh:
-        fh.write(to_markdown(rows) + "\n")
+    atomic.write_json(path, rows, indent=1)
+    atomic.write_text(os.path.splitext(path)[0] + ".md", to_markdown(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -137,3 +137,39 @@ def test_cli_bad_flags_one_line_exit_2(argv, flag):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), proc.stderr
+
+
+def _fake_frontier_run(root, name, task, n, d_model, threshold):
+    os.makedirs(os.path.join(root, name))
+    run = {"spec": {"task": task, "base": 2, "k": 2, "l": None}, "variant": "log",
+           "entries": [{"n": n, "d_model": d_model, "float_mantissa_bits": {"once": threshold},
+                        "float_checked": {"once": {str(m): m >= threshold for m in range(25)}}}]}
+    with open(os.path.join(root, name, "frontier.json"), "w") as fh:
+        json.dump(run, fh)
+
+
+def test_certify_points_resume_keeps_every_known_certificate(tmp_path):
+    """A resumed run writes the certificates it already had as well as the new ones, including
+    those that come after the last new one in its order (a resume once dropped 19 such rows)."""
+    from arith_precision import tasks
+    from constructions import build, certify_points
+
+    root = str(tmp_path / "frontier")
+    add_d = build(tasks.TaskSpec("add", base=2, n=2)).config.d_model
+    mul_d = build(tasks.TaskSpec("mul", base=2, n=2)).config.d_model
+    _fake_frontier_run(root, "add_b2", "add", 2, add_d, 5)
+    _fake_frontier_run(root, "mul_b2", "mul", 2, mul_d, 2)
+    out = str(tmp_path / "certify.json")
+    known_mul = {"dir": "mul_b2", "task": "mul", "base": 2, "k": 2, "l": None, "n": 2,
+                 "variant": "log", "accumulation": "once", "certified": 9,  # marker value
+                 "certified_narrower": [], "exponent_bits": 8, "failure_below": None}
+    with open(out, "w") as fh:
+        json.dump([known_mul], fh)
+    assert certify_points.main([f"--out={out}", f"--frontier-root={root}"]) == 0
+    with open(out) as fh:
+        rows = {r["dir"]: r for r in json.load(fh)}
+    assert set(rows) == {"add_b2", "mul_b2"}
+    assert rows["mul_b2"]["certified"] == 9 and rows["mul_b2"]["gap"] == 7  # kept, not redone
+    assert rows["add_b2"]["certified"] is not None and not rows["add_b2"]["stale"]
+    with open(os.path.splitext(out)[0] + ".md") as fh:
+        assert "| mul_b2 | 2 | once | 2 | 0..1 | 9 | +7 |" in fh.read()
