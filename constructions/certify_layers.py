@@ -222,14 +222,15 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
     an.claim(where, "positional attention", True,
              f"max |w^ - w| on intended keys {np.max(np.where(sig, dev, 0)):.3g}, max leaked "
              f"weight {leak_max:.3g} (score intervals computed exactly)")
-    out = []
-    for s in range(dh):
-        v = vals[s]
-        if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
-            out.append(None)
-            continue
-        out.append(_mix(an, v, wsnap, sig, dev, wlo, whi, visible))
-    return out
+    return head_outputs(an, pre, h, vals, dh,
+                        lambda v: _mix(an, v, wsnap, sig, dev, wlo, whi, visible))
+
+
+def head_outputs(an, pre, h, vals, dh, mix):
+    """Head h's output per value slot s < dh: `mix(vals[s])`, or None where the output
+    projection never reads slot s (its rows of `{pre}/out/kernel` are zero)."""
+    return [mix(vals[s]) if np.any(an.W[f"{pre}/out/kernel"][h, s]) else None
+            for s in range(dh)]
 
 
 def _sum_keys(an, elo, ehi, visible):

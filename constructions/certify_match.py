@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from constructions.certify_engine import Analysis
-from constructions.certify_layers import TINY
+from constructions.certify_layers import TINY, head_outputs
 from constructions.certify_rounding import round_err
 from constructions.certify_values import NONE, Vals, combine_steps, joined_with_zero
 
@@ -82,12 +82,8 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
                  f"leaked weight <= {leak[clean].max():.3g} per key"
                  + ("" if clean.all() else f"; {int((~clean).sum())} positions not clean "
                     "(their output is only bounded; the readout decides)"))
-    out = []
-    for s in range(dh):
-        v = vals[s]
-        if not np.any(an.W[f"{pre}/out/kernel"][h, s]):
-            out.append(None)
-            continue
+
+    def mix(v):
         # the intended key can be any earlier position: the hull of their ideal values
         lo, hi = np.minimum.accumulate(v.lo), np.maximum.accumulate(v.hi)
         vmag, verr = np.maximum.accumulate(v.mag), np.maximum.accumulate(v.err)
@@ -105,5 +101,6 @@ def quadratic_copy(an: Analysis, layer: int, h: int, x: Vals, vals, where: str):
         err = np.where(clean, err, (hi - lo) + verr + leaked)
         step = np.where(clean, step, NONE)
         an.note_mag(np.maximum(np.abs(lo), np.abs(hi)) + err)
-        out.append(Vals(lo, hi, step, np.zeros(t), err))
-    return out
+        return Vals(lo, hi, step, np.zeros(t), err)
+
+    return head_outputs(an, pre, h, vals, dh, mix)
