@@ -141,12 +141,13 @@ def plot(results: list[dict], path: str) -> None:
                  "pass", fontsize=10)
     fig.text(0.01, 0.01, "Dashed grey: formats with fewer exponent bits than e8mM; reaching their "
              "mantissa width is necessary, not sufficient (their narrower range fails earlier: "
-             "see the table's common formats).", fontsize=7, color="dimgray")
+             "see the table's common formats).", fontsize=7, color="dimgray",
+             wrap=True)  # two lines in the small figure, not clipped at its right edge
     if many:  # beside the axes, where it cannot hide a curve
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax.legend(fontsize=7)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.04 if many else 0.07, 1, 1))
     with atomic.replacing(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
