@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import quax
 
+from arith_precision import decode, tasks
 from arith_precision import model as model_lib
-from arith_precision import tasks
 from arith_precision.simulate import Policy, region_sets, runtime_format, simulate
 
 
@@ -43,7 +43,7 @@ def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy 
         raise ValueError("runtime_bits needs a policy with runtime-width formats")
 
     def run(params, prompt_BxT):
-        return model_lib.greedy_decode(params, config, prompt_BxT, num_steps)
+        return decode.greedy_decode(params, config, prompt_BxT, num_steps)
 
     if implicit:
         return jax.jit(quax.quaxify(run))

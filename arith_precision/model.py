@@ -1,4 +1,4 @@
-"""Decoder-only causal Transformer (flax.linen), with a KV cache and greedy decoding.
+"""Decoder-only causal Transformer (flax.linen), with a KV cache (greedy decoding: decode.py).
 
 One model serves both trained runs and hand-built constructions, so the parameter tree is plain,
 stable and documented here. Shape suffixes: B batch, L (query) length, M key length, T prompt
@@ -78,7 +78,7 @@ NORMS = ("pre_ln", "none")
 POSITIONS = ("learned", "sinusoidal", "none", "table")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -125,7 +125,7 @@ class TransformerConfig:
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "num_layers", "d_model", "num_heads", "d_ff"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
         if self.head_dim is None:
             if self.d_model % self.num_heads:
@@ -133,7 +133,7 @@ class TransformerConfig:
                     f"TransformerConfig.d_model={self.d_model} is not divisible by "
                     f"num_heads={self.num_heads}; pass head_dim explicitly or change them"
                 )
-        elif not _is_int(self.head_dim) or self.head_dim < 1:
+        elif not is_int(self.head_dim) or self.head_dim < 1:
             raise ValueError(
                 f"TransformerConfig.head_dim must be a positive int or None, got {self.head_dim!r}"
             )
@@ -340,7 +340,7 @@ def _check_span(start: Any, length: int, max_len: int) -> None:
     """Statically reject positions outside [0, max_len) (a traced `start` cannot be checked)."""
     if length > max_len:
         raise ValueError(f"sequence length {length} exceeds max_len={max_len}")
-    if _is_int(start) and not 0 <= start <= max_len - length:
+    if is_int(start) and not 0 <= start <= max_len - length:
         raise ValueError(
             f"start={start} with length {length} covers positions [{start}, {start + length}), "
             f"outside [0, max_len={max_len})"
@@ -500,12 +500,12 @@ def logits_from_residual(params: Params, config: TransformerConfig, x_BxLxD: Arr
 
 
 # ----------------------------------------------------------------------------------------------
-# KV cache and greedy decoding.
+# KV cache (greedy decoding with it: arith_precision/decode.py).
 
 
 def init_cache(config: TransformerConfig, batch_size: int, dtype: Any = None) -> Cache:
     """Zero KV cache {"layer_i": {"k": B x S x H x Dh, "v": B x S x H x Dh}} (dtype: config's)."""
-    if not _is_int(batch_size) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     dtype = config.dtype if dtype is None else dtype
     shape = (batch_size, config.max_len, config.num_heads, config.effective_head_dim)
@@ -526,92 +526,3 @@ def _check_cache(cache: Any, config: TransformerConfig, batch: int) -> None:
                 raise ValueError(
                     f"cache layer_{i}/{name} has shape {tuple(layer[name].shape)}, expected {shape}"
                 )
-
-
-def _check_decode(config: TransformerConfig, prompt_BxT: Array, num_steps: int) -> None:
-    if prompt_BxT.ndim != 2 or prompt_BxT.shape[1] < 1:
-        raise ValueError(f"prompt must be B x T with T >= 1, got shape {prompt_BxT.shape}")
-    if not _is_int(num_steps) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    needed = prompt_BxT.shape[1] + num_steps - 1  # the last generated token is never fed back
-    if needed > config.max_len:
-        raise ValueError(
-            f"prompt length {prompt_BxT.shape[1]} + num_steps {num_steps} - 1 = {needed} "
-            f"positions exceed max_len={config.max_len}"
-        )
-
-
-def greedy_decode(
-    params: Params,
-    config: TransformerConfig,
-    prompt_BxT: Array,
-    num_steps: int,
-    *,
-    return_logits: bool = False,
-):
-    """Greedy continuation with a KV cache: prefill the prompt, then `num_steps - 1` one-token
-    steps in a `lax.fori_loop`; token n = argmax of the logits at position T - 1 + n.
-
-    Returns tokens_BxN (int32), or (tokens_BxN, logits_BxNxV) with the float32 logits each token
-    was chosen from. Jit with ``jax.jit(greedy_decode, static_argnames=("config", "num_steps",
-    "return_logits"))``. Ties go to the lowest id (jnp.argmax).
-    """
-    prompt_BxT = jnp.asarray(prompt_BxT)
-    _check_decode(config, prompt_BxT, num_steps)
-    model = Transformer(config)
-    variables = {"params": params}
-    batch, prompt_len = prompt_BxT.shape
-
-    cache = init_cache(config, batch)
-    prefill_BxTxV, cache = model.apply(variables, prompt_BxT, cache=cache, start=0)
-    first_BxV = prefill_BxTxV[:, -1]
-    tokens_BxN = jnp.zeros((batch, num_steps), jnp.int32)
-    tokens_BxN = tokens_BxN.at[:, 0].set(jnp.argmax(first_BxV, axis=-1).astype(jnp.int32))
-    logits_BxNxV = None
-    if return_logits:
-        logits_BxNxV = jnp.zeros((batch, num_steps, config.vocab_size),
-                                 jnp.promote_types(config.dtype, jnp.float32))
-        logits_BxNxV = logits_BxNxV.at[:, 0].set(first_BxV)
-
-    def step(n, carry):
-        tokens_BxN, logits_BxNxV, cache = carry
-        prev_Bx1 = jax.lax.dynamic_slice_in_dim(tokens_BxN, n - 1, 1, axis=1)
-        step_Bx1xV, cache = model.apply(variables, prev_Bx1, cache=cache, start=prompt_len + n - 1)
-        next_Bx1 = jnp.argmax(step_Bx1xV, axis=-1).astype(jnp.int32)
-        tokens_BxN = jax.lax.dynamic_update_slice_in_dim(tokens_BxN, next_Bx1, n, axis=1)
-        if logits_BxNxV is not None:
-            logits_BxNxV = jax.lax.dynamic_update_slice_in_dim(logits_BxNxV, step_Bx1xV, n, axis=1)
-        return tokens_BxN, logits_BxNxV, cache
-
-    tokens_BxN, logits_BxNxV, _ = jax.lax.fori_loop(
-        1, num_steps, step, (tokens_BxN, logits_BxNxV, cache)
-    )
-    return (tokens_BxN, logits_BxNxV) if return_logits else tokens_BxN
-
-
-def greedy_decode_no_cache(
-    params: Params,
-    config: TransformerConfig,
-    prompt_BxT: Array,
-    num_steps: int,
-    *,
-    return_logits: bool = False,
-):
-    """Reference for `greedy_decode`: each step recomputes the full forward pass on the prefix.
-
-    Same outputs and conventions (a Python loop, so under jit it unrolls num_steps forwards).
-    """
-    prompt_BxT = jnp.asarray(prompt_BxT)
-    _check_decode(config, prompt_BxT, num_steps)
-    model = Transformer(config)
-    seq_BxL = prompt_BxT.astype(jnp.int32)
-    step_logits = []
-    for _ in range(num_steps):
-        last_BxV = model.apply({"params": params}, seq_BxL)[:, -1]
-        step_logits.append(last_BxV)
-        next_Bx1 = jnp.argmax(last_BxV, axis=-1).astype(jnp.int32)[:, None]
-        seq_BxL = jnp.concatenate([seq_BxL, next_Bx1], axis=1)
-    tokens_BxN = seq_BxL[:, prompt_BxT.shape[1] :]
-    if return_logits:
-        return tokens_BxN, jnp.stack(step_logits, axis=1)
-    return tokens_BxN

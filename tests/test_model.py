@@ -9,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from arith_precision.decode import greedy_decode, greedy_decode_no_cache
 from arith_precision.model import (
     Transformer,
     TransformerConfig,
     check_params,
-    greedy_decode,
-    greedy_decode_no_cache,
     init_cache,
     init_params,
     logits_from_residual,

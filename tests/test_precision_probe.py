@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arith_precision import formats
-from arith_precision import model as model_lib
+from arith_precision import decode, formats
 from arith_precision.evaluate import runtime_decoder
 from arith_precision.simulate import RegionPolicy, region_sets, runtime_format, simulate
 from arith_precision.simulate.runtime_format import (
@@ -87,7 +86,7 @@ def test_runtime_decoder_matches_static_decoder_inside_the_decode_loop():
         got = np.asarray(dec(params, prompt, np.asarray(region_sets.region_bits(region_set, m))))
         policy = region_sets.region_policy(region_set, f"e8m{m}", "once")
         want = np.asarray(jax.jit(simulate(
-            lambda p, pr: model_lib.greedy_decode(p, tiny_model.CFG, pr, spec.answer_tokens),
+            lambda p, pr: decode.greedy_decode(p, tiny_model.CFG, pr, spec.answer_tokens),
             policy))(params, prompt))
         np.testing.assert_array_equal(got, want)
     with mantissa_bits(jnp.array([5])):  # the widths hold inside the block only

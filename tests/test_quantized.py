@@ -12,9 +12,9 @@ from tiny_model import dense_apply as _dense_apply
 from tiny_model import params as _params
 from tiny_model import tokens as _tokens
 
+from arith_precision import decode, quantized, tasks
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
-from arith_precision import quantized, tasks
 from arith_precision.quantized import QuantizedArray
 
 VALID = ["int8", "int4", "int2", "int4_g16", "int8_g32", "int4_g64", "int8_tensor", "nf4",
@@ -177,7 +177,7 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     prompt = tasks.sample_batch(SPEC, data_seed=0, step=0, batch_size=8,
                                 split="eval").input_tokens
     got = evaluate_lib.decoder(CFG, SPEC.answer_tokens, implicit=True)(params_q, prompt)
-    want = jax.jit(lambda q, p: model_lib.greedy_decode(quantized.dequantize_params(q), CFG, p,
+    want = jax.jit(lambda q, p: decode.greedy_decode(quantized.dequantize_params(q), CFG, p,
                                                         SPEC.answer_tokens))(params_q, prompt)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     kw = dict(num_examples=12, batch_size=8, data_seed=0)

@@ -1,0 +1,103 @@
+"""Greedy decoding of `model.Transformer`: with the KV cache (`greedy_decode`, what every
+evaluation and construction check runs, jitted by `evaluate.decoder`) and without it
+(`greedy_decode_no_cache`, the reference it is tested against).
+
+Shape suffixes as in model.py: B batch, T prompt length, N generated tokens, V vocab_size.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from arith_precision import model as model_lib
+
+
+def _check_decode(config: model_lib.TransformerConfig, prompt_BxT: jax.Array,
+                  num_steps: int) -> None:
+    if prompt_BxT.ndim != 2 or prompt_BxT.shape[1] < 1:
+        raise ValueError(f"prompt must be B x T with T >= 1, got shape {prompt_BxT.shape}")
+    if not model_lib.is_int(num_steps) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    needed = prompt_BxT.shape[1] + num_steps - 1  # the last generated token is never fed back
+    if needed > config.max_len:
+        raise ValueError(
+            f"prompt length {prompt_BxT.shape[1]} + num_steps {num_steps} - 1 = {needed} "
+            f"positions exceed max_len={config.max_len}"
+        )
+
+
+def greedy_decode(
+    params: model_lib.Params,
+    config: model_lib.TransformerConfig,
+    prompt_BxT: jax.Array,
+    num_steps: int,
+    *,
+    return_logits: bool = False,
+):
+    """Greedy continuation with a KV cache: prefill the prompt, then `num_steps - 1` one-token
+    steps in a `lax.fori_loop`; token n = argmax of the logits at position T - 1 + n.
+
+    Returns tokens_BxN (int32), or (tokens_BxN, logits_BxNxV) with the float32 logits each token
+    was chosen from. Jit with ``jax.jit(greedy_decode, static_argnames=("config", "num_steps",
+    "return_logits"))``. Ties go to the lowest id (jnp.argmax).
+    """
+    prompt_BxT = jnp.asarray(prompt_BxT)
+    _check_decode(config, prompt_BxT, num_steps)
+    model = model_lib.Transformer(config)
+    variables = {"params": params}
+    batch, prompt_len = prompt_BxT.shape
+
+    cache = model_lib.init_cache(config, batch)
+    prefill_BxTxV, cache = model.apply(variables, prompt_BxT, cache=cache, start=0)
+    first_BxV = prefill_BxTxV[:, -1]
+    tokens_BxN = jnp.zeros((batch, num_steps), jnp.int32)
+    tokens_BxN = tokens_BxN.at[:, 0].set(jnp.argmax(first_BxV, axis=-1).astype(jnp.int32))
+    logits_BxNxV = None
+    if return_logits:
+        logits_BxNxV = jnp.zeros((batch, num_steps, config.vocab_size),
+                                 jnp.promote_types(config.dtype, jnp.float32))
+        logits_BxNxV = logits_BxNxV.at[:, 0].set(first_BxV)
+
+    def step(n, carry):
+        tokens_BxN, logits_BxNxV, cache = carry
+        prev_Bx1 = jax.lax.dynamic_slice_in_dim(tokens_BxN, n - 1, 1, axis=1)
+        step_Bx1xV, cache = model.apply(variables, prev_Bx1, cache=cache, start=prompt_len + n - 1)
+        next_Bx1 = jnp.argmax(step_Bx1xV, axis=-1).astype(jnp.int32)
+        tokens_BxN = jax.lax.dynamic_update_slice_in_dim(tokens_BxN, next_Bx1, n, axis=1)
+        if logits_BxNxV is not None:
+            logits_BxNxV = jax.lax.dynamic_update_slice_in_dim(logits_BxNxV, step_Bx1xV, n, axis=1)
+        return tokens_BxN, logits_BxNxV, cache
+
+    tokens_BxN, logits_BxNxV, _ = jax.lax.fori_loop(
+        1, num_steps, step, (tokens_BxN, logits_BxNxV, cache)
+    )
+    return (tokens_BxN, logits_BxNxV) if return_logits else tokens_BxN
+
+
+def greedy_decode_no_cache(
+    params: model_lib.Params,
+    config: model_lib.TransformerConfig,
+    prompt_BxT: jax.Array,
+    num_steps: int,
+    *,
+    return_logits: bool = False,
+):
+    """Reference for `greedy_decode`: each step recomputes the full forward pass on the prefix.
+
+    Same outputs and conventions (a Python loop, so under jit it unrolls num_steps forwards).
+    """
+    prompt_BxT = jnp.asarray(prompt_BxT)
+    _check_decode(config, prompt_BxT, num_steps)
+    model = model_lib.Transformer(config)
+    seq_BxL = prompt_BxT.astype(jnp.int32)
+    step_logits = []
+    for _ in range(num_steps):
+        last_BxV = model.apply({"params": params}, seq_BxL)[:, -1]
+        step_logits.append(last_BxV)
+        next_Bx1 = jnp.argmax(last_BxV, axis=-1).astype(jnp.int32)[:, None]
+        seq_BxL = jnp.concatenate([seq_BxL, next_Bx1], axis=1)
+    tokens_BxN = seq_BxL[:, prompt_BxT.shape[1] :]
+    if return_logits:
+        return tokens_BxN, jnp.stack(step_logits, axis=1)
+    return tokens_BxN
