@@ -66,10 +66,14 @@ def _exact_proj(an: Analysis, key: str, h: int, s: int) -> tuple[np.ndarray, np.
     br = float(an.Wr[f"{key}/bias"][h, s])
     rows = np.flatnonzero(an.W[f"{key}/kernel"][:, h, s])
     x = an.fixed
-    terms = [_prod(an, x[:, d], Wr[d]) for d in rows]
-    lo, hi = _sum_interval(an, [(tm, tm) for tm in terms], x.shape[0])
-    if br != 0.0:
-        lo, hi = fl(lo + br - TINY * np.abs(lo + br), f), fl(hi + br + TINY * np.abs(hi + br), f)
+    # Entries no position fixes are NaN (`fixed_values`) and stay NaN here: the attention checks
+    # its visible scores for NaN, so the invalid-value warnings of that arithmetic say nothing.
+    with np.errstate(invalid="ignore"):
+        terms = [_prod(an, x[:, d], Wr[d]) for d in rows]
+        lo, hi = _sum_interval(an, [(tm, tm) for tm in terms], x.shape[0])
+        if br != 0.0:
+            lo = fl(lo + br - TINY * np.abs(lo + br), f)
+            hi = fl(hi + br + TINY * np.abs(hi + br), f)
     return lo, hi
 
 
@@ -215,8 +219,9 @@ def _positional_head(an, layer, h, x, vals, scale, visible, where):
         elo = np.where(dlo == 0, 1.0, elo)  # exp(0) = 1 exactly
         ehi = np.where(dhi == 0, 1.0, ehi)
     zlo, zhi = _sum_keys(an, elo, ehi, visible)
-    wlo = fl(elo / zhi * (1 - TINY), f)
-    whi = np.where(visible, fl(ehi / zlo * (1 + TINY), f), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 only at keys not visible
+        wlo = np.where(visible, fl(elo / zhi * (1 - TINY), f), 0.0)
+        whi = np.where(visible, fl(ehi / zlo * (1 + TINY), f), 0.0)
     dev = np.maximum(np.abs(whi - wsnap), np.abs(wsnap - wlo)) * visible
     leak_max = float(np.max(np.where(sig, 0.0, whi)))
     an.claim(where, "positional attention", True,
