@@ -393,6 +393,11 @@ def validate(args) -> tuple[dict, list[int], list[str]]:
                     args.variant, ("--random", args.random))
     if args.out:
         cli_errors.check_writable_dir("--out", args.out)
+        try:  # the verdicts a resumed run reuses (check_log.py)
+            check_log.CheckLog(args.out)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError("--out", args.out, f"its {check_log.FILENAME} cannot be read "
+                             f"({type(e).__name__}: {e}); move it away to start afresh") from None
     return kwargs, ns, accs
 
 

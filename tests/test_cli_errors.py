@@ -101,6 +101,7 @@ CASES = {
         ("--task=add --base=2 --n=4 --accumulation=", "--accumulation: ''"),
         ("--task=add --base=2 --n=4 --out={tmp}/a_file", "--out: {tmp}/a_file"),
         ("--task=add --base=2 --n=4 --out=/proc/no/such", "--out: /proc/no/such"),
+        ("--task=add --base=2 --n=4 --out={tmp}/badjson", "--out: {tmp}/badjson: its checks.json"),
         ("--task=mul --base=2 --n=4 --variant=constant", "--variant: constant"),
         ("--task=add --base=10 --n=4,3 --chunk=2", "--chunk: 2"),
         ("--task=add --base=10 --n=64 --variant=constant", "--batch-size: 512"),
@@ -182,6 +183,7 @@ def tmp(tmp_path_factory):
     (d / "a_file").write_text("")
     (d / "badjson").mkdir()
     (d / "badjson" / "frontier.json").write_text("{not json")
+    (d / "badjson" / "checks.json").write_text('{"verdicts": [1')  # a torn frontier check log
     return str(d)
 
 
