@@ -117,8 +117,11 @@ def run_frontiers(workdir: str, s: Settings, log: Callable[[str], None],
         start = time.time()
         log(f"[frontier] {label(spec_kwargs)} n={list(ns)}")
         if s.frontier_full:
+            # every verdict kept in workdir/frontier/checks.json: a stopped phase resumes
+            # within a frontier, not only between them
             result = frontier.run_frontier(spec_kwargs, list(ns), s.frontier_accumulations,
-                                           s.frontier_random, 0, 512, log)
+                                           s.frontier_random, 0, 512, log,
+                                           checks_dir=os.path.join(workdir, "frontier"))
             for n in ns:
                 on_entry(n)
         else:
