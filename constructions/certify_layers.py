@@ -418,23 +418,45 @@ def readout(an: Analysis, x: Vals) -> None:
             want = int(order[-1])
             if ideal[order[-1]] - ideal[order[-2]] <= 0:
                 an.claim(f"readout position {t}", "ideal argmax", False, "tie in the ideal logits")
-            terms = []
-            for r, a in zip(rows, cfg, strict=True):
-                e = x.err[t, r]
-                terms.append(_mul_interval(np.array(a - e), np.array(a + e), Ur[r], Ur[r], f,
-                                           rounded=not an.products_exact))
-            lo, hi = _sum_interval(an, terms, U.shape[1])
-            lo, hi = fl(lo + cr - TINY * np.abs(lo + cr), f), fl(hi + cr + TINY * np.abs(hi + cr),
-                                                                  f)
-            an.note_mag(np.abs(lo), np.abs(hi))
-            others = np.delete(hi, want)
-            gap = float(lo[want] - others.max())
-            worst = min(worst, gap)
-            if not gap > 0:
-                an.claim(f"readout position {t}", "argmax", False,
-                         f"ideal answer value {cfg.tolist()}: computed logit of token {want} "
-                         f">= {lo[want]:.6g} but another reaches {others.max():.6g}")
+            err = x.err[t, rows]
+            for piece_lo, piece_hi in _readout_pieces(cfg - err, cfg + err):
+                terms = [_mul_interval(np.array(plo), np.array(phi), Ur[r], Ur[r], f,
+                                       rounded=not an.products_exact)
+                         for r, plo, phi in zip(rows, piece_lo, piece_hi, strict=True)]
+                lo, hi = _sum_interval(an, terms, U.shape[1])
+                lo = fl(lo + cr - TINY * np.abs(lo + cr), f)
+                hi = fl(hi + cr + TINY * np.abs(hi + cr), f)
+                an.note_mag(np.abs(lo), np.abs(hi))
+                others = np.delete(hi, want)
+                gap = float(lo[want] - others.max())
+                worst = min(worst, gap)
+                if not gap > 0:
+                    an.claim(f"readout position {t}", "argmax", False,
+                             f"ideal answer value {cfg.tolist()}: computed logit of token {want} "
+                             f">= {lo[want]:.6g} but another reaches {others.max():.6g} (readout "
+                             f"value in [{piece_lo[0]:.6g}, {piece_hi[0]:.6g}])")
     an.claim("readout", "argmax", True, f"smallest computed logit margin {worst:.3g}")
+
+
+READOUT_PIECES = 64  # sub-intervals of one readout coordinate's computed range
+
+
+def _readout_pieces(lo: np.ndarray, hi: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[lo, hi] cut into READOUT_PIECES sub-intervals when there is one readout coordinate.
+
+    Each logit is computed from the same readout value x. Bounding every logit over the whole
+    range of x separately charges the other token's logit at one end of the range and the
+    answer's at the other: a loss of err (|U_answer| + |U_other|), where the true margin
+    depends on err |U_answer - U_other| (both logits move with the same x). On a sub-interval
+    the loss shrinks with its width, and the pieces together still cover every value x can
+    take, so the claim holds for every x when it holds on every piece. Several coordinates
+    (the one-hot readout) and unbounded errors keep the one interval.
+    """
+    if len(lo) != 1 or not np.isfinite(hi[0] - lo[0]) or not hi[0] > lo[0]:
+        return [(lo, hi)]
+    edges = np.linspace(lo[0], hi[0], READOUT_PIECES + 1)
+    edges[0], edges[-1] = lo[0], hi[0]
+    return [(edges[i:i + 1], edges[i + 1:i + 2]) for i in range(READOUT_PIECES)]
 
 
 def _readout_configs(x: Vals, t: int, rows) -> list[np.ndarray]:

@@ -173,3 +173,22 @@ def test_certify_points_resume_keeps_every_known_certificate(tmp_path):
     assert rows["add_b2"]["certified"] is not None and not rows["add_b2"]["stale"]
     with open(os.path.splitext(out)[0] + ".md") as fh:
         assert "| mul_b2 | 2 | once | 2 | 0..1 | 9 | +7 |" in fh.read()
+
+
+def test_readout_pieces_cover_the_whole_range_once():
+    """The readout claim is checked piece by piece: the pieces must cover [lo, hi] exactly
+    (consecutive, first and last edges equal to lo and hi) for one coordinate; several
+    coordinates or an unbounded range keep the one interval."""
+    from constructions.certify_layers import READOUT_PIECES, _readout_pieces
+
+    lo, hi = np.array([6.61]), np.array([7.39])
+    pieces = _readout_pieces(lo, hi)
+    assert len(pieces) == READOUT_PIECES
+    assert pieces[0][0][0] == lo[0] and pieces[-1][1][0] == hi[0]
+    for (_, a_hi), (b_lo, _) in zip(pieces[:-1], pieces[1:], strict=True):
+        assert a_hi[0] == b_lo[0]  # no gap between pieces
+    assert all(p_lo[0] < p_hi[0] for p_lo, p_hi in pieces)
+    for lo2, hi2 in [(np.array([1.0, 2.0]), np.array([1.5, 2.5])),
+                     (np.array([3.0]), np.array([3.0])), (np.array([0.0]), np.array([np.inf]))]:
+        (only,) = _readout_pieces(lo2, hi2)
+        assert only[0] is lo2 and only[1] is hi2
