@@ -53,17 +53,24 @@ class CheckLog:
 
     def __init__(self, directory: str | None):
         self.path = os.path.join(directory, FILENAME) if directory else None
-        self.verdicts: dict[str, bool] = {}
-        if self.path and os.path.exists(self.path):
-            with open(self.path) as f:
-                self.verdicts = {k: bool(v) for k, v in json.load(f)["verdicts"].items()}
+        self.verdicts: dict[str, bool] = self._read()
         self.loaded = len(self.verdicts)
+
+    def _read(self) -> dict[str, bool]:
+        if not (self.path and os.path.exists(self.path)):
+            return {}
+        with open(self.path) as f:
+            return {k: bool(v) for k, v in json.load(f)["verdicts"].items()}
 
     def get(self, k: str) -> bool | None:
         return self.verdicts.get(k)
 
     def record(self, k: str, ok: bool) -> None:
+        """Add a verdict and rewrite the file with it, keeping what another run sharing the
+        directory wrote meanwhile (verdicts are deterministic: the union never conflicts; two
+        writers at the same instant can still lose one verdict, which is then checked again)."""
         self.verdicts[k] = bool(ok)
         if self.path:
+            self.verdicts = {**self._read(), **self.verdicts}
             atomic.write_json(self.path, {"about": __doc__.splitlines()[0],
                                           "verdicts": self.verdicts}, indent=0)

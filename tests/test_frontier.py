@@ -203,3 +203,12 @@ def test_a_stopped_frontier_run_resumes_from_its_check_log(add_b2_n2, tmp_path, 
     assert check_log.construction_digest(construction) != check_log.construction_digest(changed)
     assert check_log.construction_digest(construction) == check_log.construction_digest(
         build(tasks.TaskSpec(task="add", base=2, n=2, k=2)))
+
+
+def test_check_logs_sharing_a_directory_keep_each_others_verdicts(tmp_path):
+    from constructions import check_log
+
+    first, second = check_log.CheckLog(str(tmp_path)), check_log.CheckLog(str(tmp_path))
+    first.record("a", True)
+    second.record("b", False)  # second never read "a", yet must not drop it
+    assert check_log.CheckLog(str(tmp_path)).verdicts == {"a": True, "b": False}
