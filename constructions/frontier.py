@@ -60,14 +60,15 @@ from constructions.frontier_report import (
     MAX_FIXED_BITS,
     MAX_MANTISSA,
     fit_line,
+    fit_text,
     merge,
     plot,
     to_markdown,
 )
 
 __all__ = ["COMMON_FORMATS", "MAX_FIXED_BITS", "MAX_MANTISSA", "MIN_MANTISSA", "fit_line",
-           "frontier_for", "integer_bits", "mantissa_scan", "merge", "plot", "run_frontier",
-           "to_markdown"]
+           "fit_text", "frontier_for", "integer_bits", "mantissa_scan", "merge", "plot",
+           "run_frontier", "to_markdown"]
 
 EXPONENT_BITS = 8
 MIN_MANTISSA = 0  # e8m0: powers of two only; the scan checks every width from here up

@@ -34,6 +34,14 @@ def fit_line(ns, bits) -> tuple[float, float] | None:
     return float(a), float(b)
 
 
+def fit_text(fit: tuple[float, float], digits: int = 2, intercept_digits: int | None = None) -> str:
+    """"a log2 n + b" (or "- |b|") with a and b rounded; a rounded zero prints as 0, not -0."""
+    a, b = (round(v, d) + 0.0 for v, d in zip(fit, (digits, intercept_digits or digits),
+                                                strict=True))
+    return (f"{a:.{digits}f} log2 n {'-' if b < 0 else '+'} "
+            f"{abs(b):.{intercept_digits or digits}f}")
+
+
 def narrower_passing(entry: dict, acc: str) -> list[int] | None:
     """Widths below the threshold that pass, or None where they were not checked."""
     return entry.get("float_narrower_passing", {}).get(acc)
@@ -80,8 +88,7 @@ def to_markdown(result: dict) -> str:
                          f"up was checked, and the narrower ones that pass are listed.")
         fit = result["fits"].get(acc)
         if fit:
-            lines.append(f"\nFitted (threshold): mantissa bits ~ {fit[0]:.2f} log2 n + "
-                         f"{fit[1]:.2f}\n")
+            lines.append(f"\nFitted (threshold): mantissa bits ~ {fit_text(fit)}\n")
         rows = []
         for fmt in COMMON_FORMATS:
             if any(fmt not in e["common"][acc] for e in result["entries"]):
@@ -133,7 +140,7 @@ def plot(results: list[dict], path: str) -> None:
             if fit:
                 xs = np.linspace(min(x), max(x), 20)
                 ax.plot(xs, fit[0] * xs + fit[1], color=line.get_color(), alpha=0.35, lw=3,
-                        label=f"fit {round(fit[0], 2) + 0.0:.2f} log2 n + {fit[1]:.1f}")
+                        label=f"fit {fit_text(fit, 2, 1)}")
     _reference_lines(ax)
     ax.set_xlabel("log2 n")
     ax.set_ylabel("mantissa bits M of e8mM")

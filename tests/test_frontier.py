@@ -212,3 +212,12 @@ def test_check_logs_sharing_a_directory_keep_each_others_verdicts(tmp_path):
     first.record("a", True)
     second.record("b", False)  # second never read "a", yet must not drop it
     assert check_log.CheckLog(str(tmp_path)).verdicts == {"a": True, "b": False}
+
+
+@pytest.mark.parametrize("fit, args, text", [
+    ((2.0, -1e-4), (), "2.00 log2 n + 0.00"),  # a rounded zero has no sign
+    ((1.4, 3.6), (2, 1), "1.40 log2 n + 3.6"),
+    ((2.6, -0.94), (2, 1), "2.60 log2 n - 0.9"),
+])
+def test_fit_text(fit, args, text):
+    assert frontier_report.fit_text(fit, *args) == text

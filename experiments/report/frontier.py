@@ -34,7 +34,7 @@ def frontier_markdown(results: Sequence[dict]) -> str:
               e["d_model"]] for e in r["entries"]))
         fit = r["fits"].get(acc)
         if fit:
-            lines.append(f"\nFitted: mantissa bits ~ {fit[0]:.2f} log2 n + {fit[1]:.2f}")
+            lines.append(f"\nFitted: mantissa bits ~ {frontier.fit_text(fit)}")
         lines.append("")
     return "\n".join(lines)
 
