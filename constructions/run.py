@@ -108,7 +108,8 @@ def reference_answer_tokens(spec: tasks.TaskSpec, answers: list[int]) -> np.ndar
 
 def check(construction: Construction, operands: list[list[int]], fmt="fp32",
           accumulation: str = "once", batch_size: int = 256,
-          stop_at_first_failure: bool = False, runtime: bool = False) -> dict:
+          stop_at_first_failure: bool = False, runtime: bool = False,
+          progress=None) -> dict:
     """Exact-match of the construction against Python integers on `operands` (non-empty).
 
     The expected answer of each input is `spec.exact_answer(operands)` (Python int arithmetic),
@@ -119,7 +120,7 @@ def check(construction: Construction, operands: list[list[int]], fmt="fp32",
     "first_failure_got"}; `first_failure` is the first failing operand list (input order) or None.
     With `stop_at_first_failure`, checking stops after the first batch that contains a failure
     (then `checked` counts only what was checked). `runtime`: e8mM through the runtime-width
-    decoder (module doc).
+    decoder (module doc). `progress(checked, total, failures)` is called after each batch.
     """
     spec = construction.spec
     if len(operands) == 0:
@@ -135,6 +136,8 @@ def check(construction: Construction, operands: list[list[int]], fmt="fp32",
         ok = np.all(got == want, axis=1)
         checked += len(chunk)
         failures += int((~ok).sum())
+        if progress is not None:
+            progress(checked, len(operands), failures)
         if first is None and not ok.all():
             i = int(np.argmin(ok))
             first = {"operands": chunk[i],

@@ -8,9 +8,10 @@ The built-in input set is exhaustive when there are at most 10^5 inputs, else ad
 families (long carry chains, all digits p-1, chains that stop one column early, column sums one
 below a multiple of p, maximal products) plus seeded random inputs. `--inputs=FILE` checks the
 operand lists in FILE instead (one JSON list of integers per line). Prints exact match, the number
-checked and the first failing input; `--json` prints one JSON object. Exit status 0 when every
-input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad input: one
-line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
+checked and the first failing input; `--json` prints one JSON object. Progress (inputs checked,
+failures so far, elapsed, ETA) goes to stderr after a batch, at most every 20 s. Exit status 0
+when every input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad
+input: one line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
 (`constructions/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
 element, the inputs) must stay within 16 GiB (ARITH_PRECISION_MAX_MEMORY_GB); n is rejected when
 one example does not fit, --batch-size when the batch does not.
@@ -70,6 +71,25 @@ def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
     if not out:
         raise UsageError("--inputs", path, "holds no inputs")
     return out
+
+
+class Progress:
+    """`progress(checked, total, failures)` for `verify`: a line with the elapsed time and an ETA
+    (from the rate so far) on `stream`, after a batch, at most every `every` seconds."""
+
+    def __init__(self, every: float = 20.0, stream=None):
+        self.every, self.stream = every, stream
+        self.start = self.last = time.time()
+
+    def __call__(self, checked: int, total: int, failures: int) -> None:
+        now = time.time()
+        if now - self.last < self.every or checked >= total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        eta = elapsed / checked * (total - checked)
+        print(f"checked {checked}/{total} inputs, {failures} failures; elapsed {elapsed:.0f}s, "
+              f"ETA {eta:.0f}s", file=self.stream or sys.stderr, flush=True)
 
 
 def add_spec_arguments(ap: argparse.ArgumentParser, k_help: str = "operands (iter_add)") -> None:
@@ -140,11 +160,12 @@ def check_format(flag: str, text: str):
 
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
-           variant: str = "log", construction=None) -> dict:
+           variant: str = "log", construction=None, progress=None) -> dict:
     """Build the construction for `spec` (unless given) and check it; returns the verifier's
     JSON object. `operands`: operand lists to check instead of the built-in set (None); an empty
     list raises ValueError (zero failures over no inputs would claim nothing). The reference is
-    Python integer arithmetic (`run.check`)."""
+    Python integer arithmetic (`run.check`). `progress(checked, total, failures)`: called after
+    each batch."""
     from constructions import build, inputs, run
 
     if operands is not None and len(operands) == 0:
@@ -156,7 +177,7 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
         operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
     run.enable_carrier(fmt)
     start = time.time()
-    result = run.check(construction, operands, fmt, accumulation, batch_size)
+    result = run.check(construction, operands, fmt, accumulation, batch_size, progress=progress)
     result.update(task=spec.task, variant=variant, base=spec.base, n=spec.n, chunk=spec.chunk,
                   k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
@@ -202,7 +223,8 @@ def _main(argv) -> int:
                 len(operands) if operands is not None else num_inputs, args.variant,
                 ("--inputs", args.inputs) if operands is not None else ("--random", args.random))
     result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
-                    args.batch_size, args.variant, construction=construction)
+                    args.batch_size, args.variant, construction=construction,
+                    progress=Progress())
     if args.json:
         print(json.dumps(result, default=str))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -124,6 +125,25 @@ def test_verify_cli_json_and_inputs_file(tmp_path):
     assert proc.returncode == 1
     result = json.loads(proc.stdout)
     assert result["exact_match"] < 1.0 and result["first_failure"] is not None
+
+
+def test_verify_reports_progress_after_each_batch():
+    calls = []
+    spec = tasks.TaskSpec("add", base=10, n=3)
+    result = verify_lib.verify(spec, operands=[[1, 2], [999, 1], [5, 5], [7, 0], [0, 0]],
+                               batch_size=2, progress=lambda *a: calls.append(a))
+    assert result["checked"] == 5
+    assert calls == [(2, 5, 0), (4, 5, 0), (5, 5, 0)]
+
+
+def test_verify_progress_line_has_counts_and_eta():
+    stream = io.StringIO()
+    progress = verify_lib.Progress(every=0.0, stream=stream)
+    progress(2, 8, 1)
+    progress(8, 8, 1)  # the last batch: the result line follows, no progress line
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("checked 2/8 inputs, 1 failures; elapsed ")
+    assert "ETA " in lines[0]
 
 
 @pytest.mark.parametrize("args,needle", [
