@@ -22,7 +22,7 @@ import os
 import jax
 import numpy as np
 
-from arith_precision import atomic, formats
+from arith_precision import atomic, cli_errors, formats
 
 FILENAME = "checks.json"
 
@@ -74,3 +74,15 @@ class CheckLog:
             self.verdicts = {**self._read(), **self.verdicts}
             atomic.write_json(self.path, {"about": __doc__.splitlines()[0],
                                           "verdicts": self.verdicts}, indent=0)
+
+
+def check_cli_dir(flag: str, directory: str) -> None:
+    """For a CLI: `directory` must be writable and its checks.json (if any) readable, else a
+    UsageError naming `flag` (before any work)."""
+    cli_errors.check_writable_dir(flag, directory)
+    try:
+        CheckLog(directory)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise cli_errors.UsageError(flag, directory, f"its {FILENAME} cannot be read "
+                                    f"({type(e).__name__}: {e}); move it away to start afresh"
+                                    ) from None

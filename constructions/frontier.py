@@ -393,12 +393,7 @@ def validate(args) -> tuple[dict, list[int], list[str]]:
         sizes.check(spec, sizes.construction_widths(construction), args.batch_size, num_inputs,
                     args.variant, ("--random", args.random))
     if args.out:
-        cli_errors.check_writable_dir("--out", args.out)
-        try:  # the verdicts a resumed run reuses (check_log.py)
-            check_log.CheckLog(args.out)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UsageError("--out", args.out, f"its {check_log.FILENAME} cannot be read "
-                             f"({type(e).__name__}: {e}); move it away to start afresh") from None
+        check_log.check_cli_dir("--out", args.out)  # the verdicts a resumed run reuses
     return kwargs, ns, accs
 
 

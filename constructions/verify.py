@@ -3,13 +3,16 @@
     python -m constructions.verify --task=add|iter_add|mul --base=P --n=N [--k=K] [--l=L]
         [--chunk=C] [--variant=log|constant|lookup] [--format=F] [--random=1000]
         [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json] [--seed=0]
+        [--checks=DIR]
 
 The built-in input set is exhaustive when there are at most 10^5 inputs, else adversarial
 families (long carry chains, all digits p-1, chains that stop one column early, column sums one
 below a multiple of p, maximal products) plus seeded random inputs. `--inputs=FILE` checks the
 operand lists in FILE instead (one JSON list of integers per line). Prints exact match, the number
 checked and the first failing input; `--json` prints one JSON object. Progress (inputs checked,
-failures so far, elapsed, ETA) goes to stderr after a batch, at most every 20 s. Exit status 0
+failures so far, elapsed, ETA) goes to stderr after a batch, at most every 20 s. `--checks=DIR`
+keeps each batch's verdict in DIR/checks.json (keyed by digests of the weights and the batch's
+inputs, `check_log.py`): the same command run again skips the batches that passed. Exit status 0
 when every input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad
 input: one line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
 (`constructions/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
@@ -75,21 +78,26 @@ def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
 
 class Progress:
     """`progress(checked, total, failures)` for `verify`: a line with the elapsed time and an ETA
-    (from the rate so far) on `stream`, after a batch, at most every `every` seconds."""
+    on `stream`, after a batch, at most every `every` seconds. The rate is measured from the
+    first call on (so neither the first batch's compile nor batches reused from a checks log
+    count as checking speed)."""
 
     def __init__(self, every: float = 20.0, stream=None):
         self.every, self.stream = every, stream
         self.start = self.last = time.time()
+        self.base = None  # (time, checked) of the first call
 
     def __call__(self, checked: int, total: int, failures: int) -> None:
         now = time.time()
+        if self.base is None:
+            self.base = (now, checked)
         if now - self.last < self.every or checked >= total:
             return
         self.last = now
-        elapsed = now - self.start
-        eta = elapsed / checked * (total - checked)
-        print(f"checked {checked}/{total} inputs, {failures} failures; elapsed {elapsed:.0f}s, "
-              f"ETA {eta:.0f}s", file=self.stream or sys.stderr, flush=True)
+        since, done = now - self.base[0], checked - self.base[1]
+        eta = f"{since / done * (total - checked):.0f}s" if done > 0 else "pending"
+        print(f"checked {checked}/{total} inputs, {failures} failures; elapsed "
+              f"{now - self.start:.0f}s, ETA {eta}", file=self.stream or sys.stderr, flush=True)
 
 
 def add_spec_arguments(ap: argparse.ArgumentParser, k_help: str = "operands (iter_add)") -> None:
@@ -117,6 +125,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--checks", default=None,
+                    help="directory of checks.json: each batch's verdict, reused by a rerun")
     return ap
 
 
@@ -160,12 +170,16 @@ def check_format(flag: str, text: str):
 
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
-           variant: str = "log", construction=None, progress=None) -> dict:
+           variant: str = "log", construction=None, progress=None,
+           checks_dir: str | None = None) -> dict:
     """Build the construction for `spec` (unless given) and check it; returns the verifier's
     JSON object. `operands`: operand lists to check instead of the built-in set (None); an empty
     list raises ValueError (zero failures over no inputs would claim nothing). The reference is
     Python integer arithmetic (`run.check`). `progress(checked, total, failures)`: called after
-    each batch."""
+    each batch. `checks_dir`: record each batch's verdict in checks_dir/checks.json
+    (`check_log`) and count a batch that passed before without checking it again (a stopped run
+    resumes; "reused" in the result says how many inputs were). A batch that failed is checked
+    again, for its details."""
     from constructions import build, inputs, run
 
     if operands is not None and len(operands) == 0:
@@ -177,7 +191,13 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
         operands, families = inputs.verification_set(spec, num_random=num_random, seed=seed)
     run.enable_carrier(fmt)
     start = time.time()
-    result = run.check(construction, operands, fmt, accumulation, batch_size, progress=progress)
+    if checks_dir is None:
+        result = run.check(construction, operands, fmt, accumulation, batch_size,
+                           progress=progress)
+        result["reused"] = 0
+    else:
+        result = _check_resuming(construction, operands, fmt, accumulation, batch_size,
+                                 progress, checks_dir)
     result.update(task=spec.task, variant=variant, base=spec.base, n=spec.n, chunk=spec.chunk,
                   k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
@@ -186,6 +206,36 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
                   num_layers=construction.config.num_layers, d_ff=construction.config.d_ff,
                   seconds=time.time() - start)
     return result
+
+
+def _check_resuming(construction, operands, fmt, accumulation, batch_size, progress,
+                    checks_dir) -> dict:
+    """`run.check` batch by batch, each verdict kept in `checks_dir` (see `verify`)."""
+    from constructions import check_log, run
+
+    log = check_log.CheckLog(checks_dir)
+    digest = check_log.construction_digest(construction)
+    batches = [operands[i:i + batch_size] for i in range(0, len(operands), batch_size)]
+    keys = [check_log.key(digest, check_log.operands_digest(b), fmt, accumulation)
+            for b in batches]
+    known = [log.get(k) is True for k in keys]
+    checked = reused = sum(len(b) for b, ok in zip(batches, known, strict=True) if ok)
+    failures, first = 0, None
+    if progress is not None:
+        progress(checked, len(operands), 0)
+    for batch, key, ok in zip(batches, keys, known, strict=True):
+        if ok:
+            continue
+        result = run.check(construction, batch, fmt, accumulation, batch_size)
+        log.record(key, result["failures"] == 0)
+        checked += len(batch)
+        failures += result["failures"]
+        first = first or result["first_failure_detail"]
+        if progress is not None:
+            progress(checked, len(operands), failures)
+    return {"exact_match": (checked - failures) / checked, "checked": checked,
+            "failures": failures, "first_failure": first and first["operands"],
+            "first_failure_detail": first, "reused": reused}
 
 
 def main(argv=None) -> int:
@@ -207,6 +257,10 @@ def _main(argv) -> int:
         raise UsageError("--random", args.random, "must be >= 0")
     if args.seed < 0:
         raise UsageError("--seed", args.seed, "must be >= 0")
+    if args.checks is not None:
+        from constructions import check_log
+
+        check_log.check_cli_dir("--checks", args.checks)
     # (p^n)^k in log space first: the exact count of n = 10^9 would itself never finish.
     exhaustive = (spec.n * spec.num_operands * math.log10(spec.base) < 6
                   and inputs.exhaustive_count(spec) <= inputs.EXHAUSTIVE_LIMIT)
@@ -224,7 +278,7 @@ def _main(argv) -> int:
                 ("--inputs", args.inputs) if operands is not None else ("--random", args.random))
     result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
                     args.batch_size, args.variant, construction=construction,
-                    progress=Progress())
+                    progress=Progress(), checks_dir=args.checks)
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -233,7 +287,8 @@ def _main(argv) -> int:
                 else f"{args.variant} precision")
         print(f"construction ({kind}): {result['num_layers']} layers, "
               f"d_model={result['d_model']}, d_ff={result['d_ff']}")
-        print(f"checked {result['checked']} inputs ({result['families']}): exact match "
+        reused = f", {result['reused']} of them passed in {args.checks}" if result["reused"] else ""
+        print(f"checked {result['checked']} inputs ({result['families']}{reused}): exact match "
               f"{result['exact_match']:.6f} ({result['failures']} failures) in "
               f"{result['seconds']:.1f}s")
         if result["first_failure"] is not None:

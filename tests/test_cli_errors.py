@@ -82,6 +82,9 @@ CASES = {
         ("--task=add --base=10 --n=2000", "--batch-size: 256: "),
         ("--task=add --base=10 --n=4 --batch-size=1000000000", "--batch-size: 1000000000"),
         ("--task=add --base=10 --n=8 --random=1000000000", "--random: 1000000000: holding"),
+        ("--task=add --base=2 --n=4 --checks={tmp}/a_file", "--checks: {tmp}/a_file"),
+        ("--task=add --base=2 --n=4 --checks=/proc/no/such", "--checks: /proc/no/such"),
+        ("--task=add --base=2 --n=4 --checks={tmp}/badjson", "--checks: {tmp}/badjson: its "),
     ]),
     "constructions.frontier": (HEAVY + ",constructions,constructions.run,constructions.verify", [
         ("--task=add --base=10 --n=2,x", "--n: 2,x: item 'x'"),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from arith_precision import tasks
@@ -136,14 +138,59 @@ def test_verify_reports_progress_after_each_batch():
     assert calls == [(2, 5, 0), (4, 5, 0), (5, 5, 0)]
 
 
+def test_verify_checks_dir_resumes_passing_batches(tmp_path, monkeypatch):
+    spec = tasks.TaskSpec("add", base=10, n=3)
+    ops = [[1, 2], [999, 1], [5, 5], [7, 0], [0, 0]]
+    first = verify_lib.verify(spec, operands=ops, batch_size=2, checks_dir=str(tmp_path))
+    assert first["checked"] == 5 and first["failures"] == 0 and first["reused"] == 0
+    log = json.loads((tmp_path / "checks.json").read_text())["verdicts"]
+    assert len(log) == 3 and all(log.values())  # one verdict per batch
+
+    ran = []
+    real_check = run.check
+    monkeypatch.setattr(run, "check", lambda c, batch, *a, **k: ran.append(batch) or
+                        real_check(c, batch, *a, **k))
+    again = verify_lib.verify(spec, operands=ops + [[123, 877]], batch_size=2,
+                              checks_dir=str(tmp_path))
+    assert ran == [[[0, 0], [123, 877]]]  # only the batch that is new
+    assert again["checked"] == 6 and again["reused"] == 4 and again["failures"] == 0
+
+    # A failing batch is recorded as failing and checked again on a rerun (for its details).
+    wrong = build(spec)
+    wrong.params["unembed"]["bias"] = wrong.params["unembed"]["bias"] + 1e3 * (
+        np.arange(wrong.params["unembed"]["bias"].shape[0]) == 0)
+    ran.clear()
+    for _ in range(2):
+        bad = verify_lib.verify(spec, operands=ops[:2], batch_size=2, checks_dir=str(tmp_path),
+                                construction=wrong)
+        assert bad["failures"] == 2 and bad["reused"] == 0
+        assert bad["first_failure"] == [1, 2]
+    assert len(ran) == 2
+
+
+def test_verify_cli_checks_dir(tmp_path):
+    path = tmp_path / "ops.jsonl"
+    path.write_text("[99999, 1]\n[12345, 67890]\n[0, 0]\n")
+    args = ("--task=add", "--base=10", "--n=5", f"--inputs={path}", "--batch-size=2",
+            f"--checks={tmp_path / 'log'}")
+    first, again = _cli(*args), _cli(*args)
+    assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
+    assert "passed in" not in first.stdout
+    assert f"3 of them passed in {tmp_path / 'log'}" in again.stdout, again.stdout
+
+
 def test_verify_progress_line_has_counts_and_eta():
     stream = io.StringIO()
     progress = verify_lib.Progress(every=0.0, stream=stream)
-    progress(2, 8, 1)
+    progress(2, 8, 0)  # the first call: the rate's baseline
+    progress(4, 8, 1)
     progress(8, 8, 1)  # the last batch: the result line follows, no progress line
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("checked 2/8 inputs, 1 failures; elapsed ")
-    assert "ETA " in lines[0]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("checked 2/8 inputs, 0 failures; elapsed ")
+    assert lines[0].endswith("ETA pending")
+    assert lines[1].startswith("checked 4/8 inputs, 1 failures; elapsed ")
+    assert re.search(r"ETA \d+s$", lines[1]), lines[1]
 
 
 @pytest.mark.parametrize("args,needle", [
