@@ -2,9 +2,12 @@
 
 `predict` decodes the answer with the model's own greedy decoder (KV cache) under
 `arith_precision.simulate`, with every floating-point intermediate, and the parameters, rounded to
-the format. Formats that float32 cannot carry without double rounding (more than 10 mantissa bits
-other than fp32 itself, exponent wider than 8 bits, wide fixed point) run on a float64 carrier,
-which needs `jax_enable_x64` (`enable_carrier` switches it on).
+the format. Matmuls run at precision "highest" (float32 products and sums in float32, never
+TF32, also on a GPU).
+
+Formats that float32 cannot carry without double rounding (more than 10 mantissa bits other than
+fp32 itself, exponent wider than 8 bits, wide fixed point) run on a float64 carrier, which needs
+`jax_enable_x64` (`enable_carrier` switches it on).
 
 With `runtime=True` an e8mM format (M <= 24) runs through a decoder whose mantissa width is a
 runtime value (`simulate.runtime_format`): one compiled program per (model shape, accumulation,
@@ -92,7 +95,10 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
         chunk = operands[start:start + batch_size]
         pad = batch_size - len(chunk) if len(operands) > batch_size else 0
         batch = tasks.batch_from_operands(spec, chunk + [chunk[-1]] * pad)  # one compiled shape
-        outs.append(np.asarray(decode(params, batch.input_tokens))[: len(chunk)])
+        # float32 contractions in float32: XLA:GPU would otherwise run them as TF32 (10 mantissa
+        # bits) on recent GPUs, and "exact at fp32" would be a claim about another format.
+        with jax.default_matmul_precision("highest"):
+            outs.append(np.asarray(decode(params, batch.input_tokens))[: len(chunk)])
     return np.concatenate(outs) if outs else np.zeros((0, spec.answer_tokens), np.int32)
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -177,6 +178,25 @@ def test_verify_cli_checks_dir(tmp_path):
     assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
     assert "passed in" not in first.stdout
     assert f"3 of them passed in {tmp_path / 'log'}" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("fmt,runtime", [("fp32", False), ("e8m6", False), ("e8m6", True)])
+def test_predict_runs_matmuls_at_highest_precision(monkeypatch, fmt, runtime):
+    # XLA:GPU runs float32 matmuls as TF32 at the default precision: the verifier must not.
+    from arith_precision import evaluate
+
+    c = build(tasks.TaskSpec("add", base=10, n=2))
+    seen = []
+
+    def fake_decoder(config, steps, *args, **kwargs):
+        def decode(params, prompt_BxT, *rest):
+            seen.append(jax.config.jax_default_matmul_precision)
+            return np.zeros((prompt_BxT.shape[0], steps), np.int32)
+        return decode
+
+    monkeypatch.setattr(evaluate, "decoder", fake_decoder)
+    run.predict(c, [[1, 2], [3, 4]], fmt, runtime=runtime)
+    assert seen == ["highest"]
 
 
 def test_verify_progress_line_has_counts_and_eta():
