@@ -21,7 +21,7 @@ from arith_precision.simulate import Policy, region_sets, runtime_format, simula
 @functools.lru_cache(maxsize=64)
 def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy | None = None, *,
             implicit: bool = False, param_argnums: tuple[int, ...] = (),
-            runtime_bits: bool = False):
+            runtime_bits: bool = False, prefill_chunk: int | None = None):
     """The one jitted greedy decoder factory: `(params, prompt_BxT) -> tokens_BxN`.
 
     Args:
@@ -34,6 +34,8 @@ def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy 
             inputs like any other, as evaluation of trained models does).
         runtime_bits: the decoder takes a third argument `bits_S` (int32) read by the policy's
             runtime-width formats (`simulate.runtime_format`): one compile for every width.
+        prefill_chunk: feed long prompts through the KV cache this many tokens at a time
+            (`decode.greedy_decode`): attention memory C x S instead of T x S per head.
     Compiled decoders are cached per (config, num_steps, policy, options).
     """
     if implicit and policy is not None:
@@ -43,7 +45,8 @@ def decoder(config: model_lib.TransformerConfig, num_steps: int, policy: Policy 
         raise ValueError("runtime_bits needs a policy with runtime-width formats")
 
     def run(params, prompt_BxT):
-        return decode.greedy_decode(params, config, prompt_BxT, num_steps)
+        return decode.greedy_decode(params, config, prompt_BxT, num_steps,
+                                    prefill_chunk=prefill_chunk)
 
     if implicit:
         return jax.jit(quax.quaxify(run))

@@ -44,8 +44,12 @@ def operands_digest(operands) -> str:
     return hashlib.sha256(repr([[int(x) for x in row] for row in operands]).encode()).hexdigest()
 
 
-def key(construction_sha: str, operands_sha: str, fmt, accumulation: str) -> str:
-    return "|".join([construction_sha, operands_sha, str(formats.as_format(fmt)), accumulation])
+def key(construction_sha: str, operands_sha: str, fmt, accumulation: str,
+        prefill_chunk: int | None = None) -> str:
+    """The verdict's key; a chunked prefill (`decode.greedy_decode`) is part of it, since its
+    float32 sums may be ordered otherwise."""
+    parts = [construction_sha, operands_sha, str(formats.as_format(fmt)), accumulation]
+    return "|".join(parts + ([f"prefill_chunk={prefill_chunk}"] if prefill_chunk else []))
 
 
 class CheckLog:

@@ -53,18 +53,20 @@ def runtime_mantissa(fmt) -> int | None:
 
 
 def runtime_decoder(config: model_lib.TransformerConfig, steps: int, accumulation: str,
-                    wide: bool):
+                    wide: bool, prefill_chunk: int | None = None):
     """`(params, prompt_BxT, bits_S) -> tokens`: e8m{bits_S[0]} for every width, one compile
     (`wide`: the float64 carrier, up to e8m24)."""
     fmt = runtime_format.RuntimeMantissa64() if wide else runtime_format.RuntimeMantissa()
     return evaluate.decoder(config, steps, Policy(compute=fmt, accumulation=accumulation),
-                            param_argnums=(0,), runtime_bits=True)
+                            param_argnums=(0,), runtime_bits=True, prefill_chunk=prefill_chunk)
 
 
 def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
             accumulation: str = "once", batch_size: int = 256,
-            runtime: bool = False) -> np.ndarray:
-    """Greedy answer tokens (num x W) for each operand list (`runtime`: see the module doc)."""
+            runtime: bool = False, prefill_chunk: int | None = None) -> np.ndarray:
+    """Greedy answer tokens (num x W) for each operand list (`runtime`: see the module doc;
+    `prefill_chunk`: prompts go through the cache this many tokens at a time, for memory,
+    `decode.greedy_decode`)."""
     fmt = formats.as_format(fmt)
     carrier = formats.carrier_dtype(fmt)
     if carrier == np.float64 and not jax.config.jax_enable_x64:
@@ -79,7 +81,8 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
                          f"{MAX_RUNTIME_MANTISSA} only")
     if m is not None:
         wide = carrier == np.float64  # the static format's carrier (e8m23 is float32 itself)
-        jitted = runtime_decoder(config, construction.spec.answer_tokens, accumulation, wide)
+        jitted = runtime_decoder(config, construction.spec.answer_tokens, accumulation, wide,
+                                 prefill_chunk)
         bits_S = np.array([m], np.int32)
 
         def decode(p, prompt):
@@ -88,7 +91,7 @@ def predict(construction: Construction, operands: list[list[int]], fmt="fp32",
         policy = None if (fmt == formats.as_format("fp32") and accumulation == "once") else \
             Policy(compute=fmt, accumulation=accumulation)
         decode = evaluate.decoder(config, construction.spec.answer_tokens, policy,
-                                  param_argnums=(0,))
+                                  param_argnums=(0,), prefill_chunk=prefill_chunk)
     spec = construction.spec
     outs = []
     for start in range(0, len(operands), batch_size):
@@ -115,7 +118,7 @@ def reference_answer_tokens(spec: tasks.TaskSpec, answers: list[int]) -> np.ndar
 def check(construction: Construction, operands: list[list[int]], fmt="fp32",
           accumulation: str = "once", batch_size: int = 256,
           stop_at_first_failure: bool = False, runtime: bool = False,
-          progress=None) -> dict:
+          progress=None, prefill_chunk: int | None = None) -> dict:
     """Exact-match of the construction against Python integers on `operands` (non-empty).
 
     The expected answer of each input is `spec.exact_answer(operands)` (Python int arithmetic),
@@ -127,6 +130,7 @@ def check(construction: Construction, operands: list[list[int]], fmt="fp32",
     With `stop_at_first_failure`, checking stops after the first batch that contains a failure
     (then `checked` counts only what was checked). `runtime`: e8mM through the runtime-width
     decoder (module doc). `progress(checked, total, failures)` is called after each batch.
+    `prefill_chunk`: see `predict`.
     """
     spec = construction.spec
     if len(operands) == 0:
@@ -136,7 +140,8 @@ def check(construction: Construction, operands: list[list[int]], fmt="fp32",
     first = None
     for start in range(0, len(operands), batch_size):
         chunk = operands[start:start + batch_size]
-        got = predict(construction, chunk, fmt, accumulation, batch_size, runtime)
+        got = predict(construction, chunk, fmt, accumulation, batch_size, runtime,
+                      prefill_chunk)
         answers = [spec.exact_answer(ops) for ops in chunk]  # Python ints
         want = reference_answer_tokens(spec, answers)
         ok = np.all(got == want, axis=1)

@@ -49,20 +49,23 @@ def construction_widths(construction) -> dict[str, int]:
 
 
 def estimate_bytes(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int = 256,
-                   num_inputs: int = 0) -> float:
+                   num_inputs: int = 0, prefill_chunk: int | None = None) -> float:
     """Estimated peak bytes of verifying `num_inputs` inputs in batches of `batch_size`, for a
-    construction of widths `w` (`lower_bound_widths` or `construction_widths`)."""
+    construction of widths `w` (`lower_bound_widths` or `construction_widths`). A
+    `prefill_chunk` C holds C x T attention scores per head instead of T x T."""
     d, f, h, layers = w["d_model"], w["d_ff"], w["heads"], w["layers"]
     t = spec.sequence_length
+    rows = t if prefill_chunk is None else min(prefill_chunk, t)
     params = layers * (4.0 * d * h * HEAD_DIM + 2.0 * d * f) + (spec.vocab_size + t) * d
-    per_example = 1.5 * h * t * t + t * (3.0 * f + 4.0 * d * layers)
+    per_example = 1.5 * h * rows * t + t * (3.0 * f + 4.0 * d * layers)
     operand_bytes = 64 + spec.n * math.log2(spec.base) / 8
     inputs = num_inputs * spec.num_operands * operand_bytes
     return 8.0 * (3 * params + batch_size * per_example) + inputs
 
 
 def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: int,
-          variant: str = "log", inputs_flag: tuple[str, object] = ("--random", None)) -> None:
+          variant: str = "log", inputs_flag: tuple[str, object] = ("--random", None),
+          prefill_chunk: int | None = None) -> None:
     """UsageError when the input set alone does not fit (naming `inputs_flag`, e.g. --random),
     when one example does not (naming --n, or --k when IterADD with k = 3 would fit) or when
     the batch does not (naming --batch-size)."""
@@ -73,7 +76,8 @@ def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: 
     n_flag, n_value = "--n", spec.n
     if spec.task == "iter_add" and spec.k > 3:
         small = dataclasses.replace(spec, k=3)
-        if estimate_bytes(small, lower_bound_widths(small, variant)) <= memory_limit_bytes():
+        if estimate_bytes(small, lower_bound_widths(small, variant),
+                          prefill_chunk=prefill_chunk) <= memory_limit_bytes():
             n_flag, n_value = "--k", spec.k
     what = (f"verifying {spec.task} base {spec.base} n={spec.n} (sequence length "
             f"{spec.sequence_length}, {w['heads']} heads, d_ff {w['d_ff']})")
@@ -81,9 +85,11 @@ def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: 
     # flag's own inputs (--random's count; all of an --inputs file), then the whole batch.
     flag, value = inputs_flag
     own = min(value, num_inputs) if isinstance(value, int) else num_inputs
-    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs - own), what)
+    chunk = prefill_chunk
+    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs - own, chunk), what)
     inputs_only = estimate_bytes(spec, w, 0, own) - estimate_bytes(spec, w, 0, 0)
     check_memory(flag, num_inputs if value is None else value, inputs_only,
                  f"holding {own} inputs of {spec.num_operands} operands")
-    check_memory("--batch-size", batch_size, estimate_bytes(spec, w, batch_size, num_inputs),
+    check_memory("--batch-size", batch_size,
+                 estimate_bytes(spec, w, batch_size, num_inputs, chunk),
                  what + f" in batches of {batch_size} (lower --batch-size)")

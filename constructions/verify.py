@@ -3,7 +3,7 @@
     python -m constructions.verify --task=add|iter_add|mul --base=P --n=N [--k=K] [--l=L]
         [--chunk=C] [--variant=log|constant|lookup] [--format=F] [--random=1000]
         [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json] [--seed=0]
-        [--checks=DIR]
+        [--checks=DIR] [--prefill-chunk=C]
 
 The built-in input set is exhaustive when there are at most 10^5 inputs, else adversarial
 families (long carry chains, all digits p-1, chains that stop one column early, column sums one
@@ -125,6 +125,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--prefill-chunk", type=int, default=None,
+                    help="feed prompts through the KV cache this many tokens at a time "
+                         "(attention memory C x T instead of T x T; for very long prompts)")
     ap.add_argument("--checks", default=None,
                     help="directory of checks.json: each batch's verdict, reused by a rerun")
     return ap
@@ -171,7 +174,7 @@ def check_format(flag: str, text: str):
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
            variant: str = "log", construction=None, progress=None,
-           checks_dir: str | None = None) -> dict:
+           checks_dir: str | None = None, prefill_chunk: int | None = None) -> dict:
     """Build the construction for `spec` (unless given) and check it; returns the verifier's
     JSON object. `operands`: operand lists to check instead of the built-in set (None); an empty
     list raises ValueError (zero failures over no inputs would claim nothing). The reference is
@@ -179,7 +182,8 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
     each batch. `checks_dir`: record each batch's verdict in checks_dir/checks.json
     (`check_log`) and count a batch that passed before without checking it again (a stopped run
     resumes; "reused" in the result says how many inputs were). A batch that failed is checked
-    again, for its details."""
+    again, for its details. `prefill_chunk`: prompts go through the KV cache this many tokens
+    at a time (attention memory C x T instead of T x T per head; `decode.greedy_decode`)."""
     from constructions import build, inputs, run
 
     if operands is not None and len(operands) == 0:
@@ -193,31 +197,32 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
     start = time.time()
     if checks_dir is None:
         result = run.check(construction, operands, fmt, accumulation, batch_size,
-                           progress=progress)
+                           progress=progress, prefill_chunk=prefill_chunk)
         result["reused"] = 0
     else:
         result = _check_resuming(construction, operands, fmt, accumulation, batch_size,
-                                 progress, checks_dir)
+                                 progress, checks_dir, prefill_chunk)
     result.update(task=spec.task, variant=variant, base=spec.base, n=spec.n, chunk=spec.chunk,
                   k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
                   format=str(formats.as_format(fmt)), accumulation=accumulation,
                   families=families, d_model=construction.d_model,
                   num_layers=construction.config.num_layers, d_ff=construction.config.d_ff,
+                  prefill_chunk=prefill_chunk,
                   seconds=time.time() - start)
     return result
 
 
 def _check_resuming(construction, operands, fmt, accumulation, batch_size, progress,
-                    checks_dir) -> dict:
+                    checks_dir, prefill_chunk) -> dict:
     """`run.check` batch by batch, each verdict kept in `checks_dir` (see `verify`)."""
     from constructions import check_log, run
 
     log = check_log.CheckLog(checks_dir)
     digest = check_log.construction_digest(construction)
     batches = [operands[i:i + batch_size] for i in range(0, len(operands), batch_size)]
-    keys = [check_log.key(digest, check_log.operands_digest(b), fmt, accumulation)
-            for b in batches]
+    keys = [check_log.key(digest, check_log.operands_digest(b), fmt, accumulation,
+                          prefill_chunk) for b in batches]
     known = [log.get(k) is True for k in keys]
     checked = reused = sum(len(b) for b, ok in zip(batches, known, strict=True) if ok)
     failures, first = 0, None
@@ -226,7 +231,8 @@ def _check_resuming(construction, operands, fmt, accumulation, batch_size, progr
     for batch, key, ok in zip(batches, keys, known, strict=True):
         if ok:
             continue
-        result = run.check(construction, batch, fmt, accumulation, batch_size)
+        result = run.check(construction, batch, fmt, accumulation, batch_size,
+                           prefill_chunk=prefill_chunk)
         log.record(key, result["failures"] == 0)
         checked += len(batch)
         failures += result["failures"]
@@ -257,6 +263,8 @@ def _main(argv) -> int:
         raise UsageError("--random", args.random, "must be >= 0")
     if args.seed < 0:
         raise UsageError("--seed", args.seed, "must be >= 0")
+    if args.prefill_chunk is not None and args.prefill_chunk < 1:
+        raise UsageError("--prefill-chunk", args.prefill_chunk, "must be >= 1")
     if args.checks is not None:
         from constructions import check_log
 
@@ -267,7 +275,7 @@ def _main(argv) -> int:
     num_inputs = (inputs.exhaustive_count(spec) if exhaustive
                   else args.random + 12 * spec.n * spec.num_operands)
     sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size, num_inputs,
-                args.variant, ("--random", args.random))
+                args.variant, ("--random", args.random), args.prefill_chunk)
     try:
         construction = build(spec, variant=args.variant)  # also checks the T_c layout, variant
     except ValueError as e:
@@ -275,10 +283,12 @@ def _main(argv) -> int:
     operands = _read_inputs(args.inputs, spec) if args.inputs else None
     sizes.check(spec, sizes.construction_widths(construction), args.batch_size,
                 len(operands) if operands is not None else num_inputs, args.variant,
-                ("--inputs", args.inputs) if operands is not None else ("--random", args.random))
+                ("--inputs", args.inputs) if operands is not None else ("--random", args.random),
+                args.prefill_chunk)
     result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
                     args.batch_size, args.variant, construction=construction,
-                    progress=Progress(), checks_dir=args.checks)
+                    progress=Progress(), checks_dir=args.checks,
+                    prefill_chunk=args.prefill_chunk)
     if args.json:
         print(json.dumps(result, default=str))
     else:

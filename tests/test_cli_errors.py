@@ -83,6 +83,9 @@ CASES = {
         ("--task=add --base=10 --n=4 --batch-size=1000000000", "--batch-size: 1000000000"),
         ("--task=add --base=10 --n=8 --random=1000000000", "--random: 1000000000: holding"),
         ("--task=add --base=2 --n=4 --checks={tmp}/a_file", "--checks: {tmp}/a_file"),
+        ("--task=add --base=2 --n=4 --prefill-chunk=0", "--prefill-chunk: 0"),
+        ("--task=iter_add --base=10 --n=64 --k=1000 --variant=lookup --batch-size=1",
+         "--k: 1000: "),
         ("--task=add --base=2 --n=4 --checks=/proc/no/such", "--checks: /proc/no/such"),
         ("--task=add --base=2 --n=4 --checks={tmp}/badjson", "--checks: {tmp}/badjson: its "),
     ]),
@@ -279,6 +282,19 @@ def test_size_lower_bounds_hold(task, base, n, k, l, chunk, variant):
     assert low["layers"] == real["layers"] if task != "mul" else low["layers"] <= real["layers"]
     assert low["d_model"] <= real["d_model"] and low["d_ff"] <= real["d_ff"]
     assert sizes.estimate_bytes(spec, low) <= sizes.estimate_bytes(spec, real)
+
+
+def test_prefill_chunk_lowers_the_attention_estimate():
+    # IterADD k = 1000 at n = 64: 65 001 positions. One example's T x T scores do not fit in
+    # 16 GiB; fed 2048 tokens at a time they do (the README's GPU command relies on this).
+    spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
+    w = sizes.lower_bound_widths(spec, "lookup")
+    t = spec.sequence_length
+    whole, chunked = sizes.estimate_bytes(spec, w, 1), sizes.estimate_bytes(spec, w, 1, 0, 2048)
+    assert whole - chunked == 8 * 1.5 * w["heads"] * (t - 2048) * t
+    with pytest.raises(cli_errors.UsageError, match="--k: 1000: "):  # k = 3 would fit
+        sizes.check(spec, w, 1, 1613, "lookup")
+    sizes.check(spec, w, 1, 1613, "lookup", prefill_chunk=2048)
 
 
 def test_readme_example_constant_add_n64_batch_limit():

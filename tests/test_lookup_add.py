@@ -3,10 +3,11 @@ and layers independent of n and k (Theorem 5.2), exact against Python integers."
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from arith_precision import tasks
-from constructions import blocks, build, lookup_add, sizes
+from constructions import blocks, build, inputs, lookup_add, run, sizes
 from constructions import verify as verify_lib
 
 BASES = range(2, 37)
@@ -126,6 +127,19 @@ def test_chunked_tokenizer_exact(kwargs):
     spec = tasks.TaskSpec(**kwargs)
     result = verify_lib.verify(spec, num_random=100, variant="lookup")
     assert result["failures"] == 0, result["first_failure_detail"]
+
+
+def test_prefill_chunk_gives_the_same_answers():
+    # The prompt fed through the cache 16 tokens at a time (6 chunks), as the largest sizes
+    # need for memory: the same answer tokens as one prefill, and exact.
+    spec = tasks.TaskSpec("iter_add", base=2, n=4, k=17)
+    assert spec.sequence_length > 5 * 16
+    c = build(spec, variant="lookup")
+    ops, _ = inputs.verification_set(spec, num_random=20, seed=0)
+    np.testing.assert_array_equal(run.predict(c, ops, prefill_chunk=16), run.predict(c, ops))
+    result = verify_lib.verify(spec, operands=ops, variant="lookup", construction=c,
+                               prefill_chunk=16)
+    assert result["failures"] == 0 and result["prefill_chunk"] == 16
 
 
 def test_sequential_accumulation_exact_at_fp32():

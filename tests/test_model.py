@@ -50,7 +50,8 @@ def _eager_apply(params, cfg, tokens, **kw):
 
 # Jitted forward used by most tests (eager dispatch of many small ops is slow on CPU).
 _apply = jax.jit(_eager_apply, static_argnames=("cfg", "return_residuals"))
-_decode = jax.jit(greedy_decode, static_argnames=("config", "num_steps", "return_logits"))
+_decode = jax.jit(greedy_decode,
+                  static_argnames=("config", "num_steps", "return_logits", "prefill_chunk"))
 _decode_no_cache = jax.jit(
     greedy_decode_no_cache, static_argnames=("config", "num_steps", "return_logits")
 )
@@ -172,6 +173,26 @@ def test_kv_cache_decoding_matches_full_recompute(pos):
     # And against one teacher-forced forward over prompt + generated tokens.
     full = _apply(params, cfg, jnp.concatenate([prompt, tokens[:, :-1]], axis=1))
     np.testing.assert_allclose(logits, full[:, prompt_len - 1 :], atol=CACHE_ATOL, rtol=CACHE_RTOL)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 100])
+def test_greedy_decode_prefill_chunk_matches_one_prefill(chunk):
+    # prompt 7 tokens: chunks of 1 (token by token), 4 (4 + 3), 7 (one) and more than T.
+    cfg = _cfg()
+    params = _params(cfg)
+    prompt = _tokens(3, 7, seed=5)
+    want_tokens, want_logits = _decode(params, cfg, prompt, num_steps=5, return_logits=True)
+    tokens, logits = _decode(params, cfg, prompt, num_steps=5, return_logits=True,
+                             prefill_chunk=chunk)
+    np.testing.assert_array_equal(tokens, want_tokens)
+    np.testing.assert_allclose(logits, want_logits, atol=CACHE_ATOL, rtol=CACHE_RTOL)
+
+
+def test_greedy_decode_rejects_bad_prefill_chunk():
+    cfg = _cfg()
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="prefill_chunk"):
+            greedy_decode(_params(cfg), cfg, _tokens(1, 4), 2, prefill_chunk=bad)
 
 
 def test_chunked_prefill_with_cache():
