@@ -352,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
 def validate(args) -> tuple[dict, list[int], list[str]]:
     """(spec kwargs, sizes, accumulations) of the flags; a UsageError for the first bad one,
     including sizes that cannot fit and an --out that cannot be written."""
-    from constructions import build, sizes
+    from constructions import build, inputs, sizes
     from constructions.verify import spec_error
 
     ns = cli_errors.int_list("--n", args.n, lo=1)
@@ -383,7 +383,7 @@ def validate(args) -> tuple[dict, list[int], list[str]]:
             spec = tasks.TaskSpec(n=n, **kwargs)
         except ValueError as e:
             raise spec_error(e, args) from None
-        num_inputs = args.random + 12 * n * spec.num_operands
+        num_inputs = args.random + inputs.adversarial_bound(spec)
         sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size,
                     num_inputs, args.variant, ("--random", args.random))
         try:

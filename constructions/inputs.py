@@ -32,6 +32,18 @@ def _digits_value(digits_msb_first: list[int], p: int) -> int:
     return v
 
 
+def adversarial_bound(spec: tasks.TaskSpec) -> int:
+    """An upper bound on len(adversarial(spec)) from the spec alone, for memory checks before
+    anything is built: 8 N + k + 8 per digit system (N digits of base p, and under T_c also
+    N / c tokens of base p^c), against 8 N + 4, + k + 4 when k > 2 (ADD, IterADD) and
+    8 N + 2 (MUL) by the families below."""
+    k = spec.num_operands
+    total = 8 * spec.n + k + 8
+    if spec.chunk > 1:
+        total += 8 * spec.operand_tokens + k + 8
+    return total
+
+
 def adversarial(spec: tasks.TaskSpec) -> list[list[int]]:
     """Inputs that stress carries: long chains, chains that stop early, maximal column sums.
 

@@ -272,8 +272,8 @@ def _main(argv) -> int:
     # (p^n)^k in log space first: the exact count of n = 10^9 would itself never finish.
     exhaustive = (spec.n * spec.num_operands * math.log10(spec.base) < 6
                   and inputs.exhaustive_count(spec) <= inputs.EXHAUSTIVE_LIMIT)
-    num_inputs = (inputs.exhaustive_count(spec) if exhaustive
-                  else args.random + 12 * spec.n * spec.num_operands)
+    num_inputs = (0 if args.inputs else inputs.exhaustive_count(spec) if exhaustive
+                  else args.random + inputs.adversarial_bound(spec))  # --inputs: checked below
     sizes.check(spec, sizes.lower_bound_widths(spec, args.variant), args.batch_size, num_inputs,
                 args.variant, ("--random", args.random), args.prefill_chunk)
     try:

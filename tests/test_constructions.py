@@ -87,6 +87,20 @@ def test_low_precision_fails_and_reports_the_first_failure():
     assert list(got) != list(tasks.batch_from_operands(spec, [first]).answer_tokens[0])
 
 
+def test_adversarial_bound_holds_and_is_close():
+    # The memory check counts adversarial inputs by this bound before anything is built.
+    specs = [tasks.TaskSpec("add", base=p, n=n) for p in (2, 3, 10, 36) for n in (1, 2, 7, 64)]
+    specs += [tasks.TaskSpec("iter_add", base=p, n=n, k=k) for p in (2, 10) for n in (1, 5, 64)
+              for k in (3, 17, 1000)]
+    specs += [tasks.TaskSpec("mul", base=p, n=n) for p in (2, 10) for n in (1, 4, 16)]
+    specs += [tasks.TaskSpec("add", base=2, n=8, chunk=2),
+              tasks.TaskSpec("iter_add", base=3, n=4, k=5, chunk=2),
+              tasks.TaskSpec("mul", base=2, n=6, chunk=3)]
+    for spec in specs:
+        got, bound = len(inputs.adversarial(spec)), inputs.adversarial_bound(spec)
+        assert got <= bound <= got + 2 * (spec.num_operands + 8), (spec, got, bound)
+
+
 def test_adversarial_families_contain_the_longest_carry_chains():
     spec = tasks.TaskSpec("add", base=10, n=6)
     adv = inputs.adversarial(spec)
