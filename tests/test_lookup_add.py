@@ -122,6 +122,35 @@ def test_large(base, n, k):
     assert result["failures"] == 0, result["first_failure_detail"]
 
 
+def test_committed_partial_check_at_k1000_n64_is_current():
+    """results/lookup_large/b10_n64_k1000: 8 inputs (6 adversarial, 2 random) exact at 65 069
+    positions. Its verdicts must be keyed by the current weights: a changed construction fails
+    here until the check is re-run (the README's command)."""
+    import json
+    import os
+
+    from constructions import check_log
+
+    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large", "b10_n64_k1000")
+    spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
+    with open(os.path.join(d, "inputs.jsonl")) as f:
+        ops = [json.loads(line) for line in f if line.strip()]
+    with open(os.path.join(d, "names.json")) as f:
+        assert len(json.load(f)) == len(ops) == 8
+    adversarial = {tuple(o) for o in inputs.adversarial(spec)}
+    assert [tuple(o) in adversarial for o in ops] == [True] * 6 + [False] * 2
+    assert ops[6:] == inputs.random_inputs(spec, 2, seed=0)
+    with open(os.path.join(d, "result.json")) as f:
+        result = json.load(f)
+    assert (result["checked"], result["failures"], result["families"]) == (8, 0, {"user": 8})
+    with open(os.path.join(d, check_log.FILENAME)) as f:
+        verdicts = json.load(f)["verdicts"]
+    digest = check_log.construction_digest(build(spec, variant="lookup"))
+    for o in ops:
+        key = check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 4096)
+        assert verdicts.get(key) is True, o[:3]
+
+
 @pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
                                     dict(task="iter_add", base=3, n=4, k=5, chunk=2)])
 def test_chunked_tokenizer_exact(kwargs):
