@@ -111,13 +111,14 @@ def test_adversarial_and_random(base, n, k):
 @pytest.mark.slow
 @pytest.mark.parametrize("base,n,k", [
     (2, 64, 3), (2, 32, 17), (2, 64, 17), (2, 16, 100), (2, 32, 100), (2, 64, 100), (10, 64, 5),
-    (10, 16, 50), (10, 32, 50), (10, 64, 50), (10, 2, 1000), (10, 4, 1000),
+    (10, 16, 50), (10, 32, 50), (10, 64, 50), (10, 2, 1000), (10, 3, 1000),
+    (10, 4, 1000),
 ])
 def test_large(base, n, k):
     # Measured on the shared 2-core CPU: k = 50 at n = 64, 763 inputs of 3318 positions, 1915 s;
     # k = 100 at n = 64, 748 inputs of 6501 positions, 2684 s; k = 1000 at n = 2, 1017
-    # adversarial + 100 random inputs of 3007 positions, 2981 s; at n = 4, 1033 + 100 inputs of
-    # 5001 positions, 1958 s.
+    # adversarial + 100 random inputs of 3007 positions, 2981 s; n = 3, 1025 + 100 inputs of
+    # 4001 positions, 984 s; n = 4, 1033 + 100 inputs of 5001 positions, 1958 s.
     result = _verify(base, n, k, num_random=100 if k >= 1000 else 200,
                      batch_size=16 if k >= 100 else 128)
     assert result["failures"] == 0, result["first_failure_detail"]
