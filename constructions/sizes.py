@@ -85,11 +85,11 @@ def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: 
     # flag's own inputs (--random's count; all of an --inputs file), then the whole batch.
     flag, value = inputs_flag
     own = min(value, num_inputs) if isinstance(value, int) else num_inputs
-    chunk = prefill_chunk
-    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs - own, chunk), what)
+    check_memory(n_flag, n_value, estimate_bytes(spec, w, 1, num_inputs - own, prefill_chunk),
+                 what)
     inputs_only = estimate_bytes(spec, w, 0, own) - estimate_bytes(spec, w, 0, 0)
     check_memory(flag, num_inputs if value is None else value, inputs_only,
                  f"holding {own} inputs of {spec.num_operands} operands")
     check_memory("--batch-size", batch_size,
-                 estimate_bytes(spec, w, batch_size, num_inputs, chunk),
+                 estimate_bytes(spec, w, batch_size, num_inputs, prefill_chunk),
                  what + f" in batches of {batch_size} (lower --batch-size)")
