@@ -7,6 +7,8 @@ Shape suffixes as in model.py: B batch, T prompt length, N generated tokens, V v
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 
@@ -27,6 +29,51 @@ def _check_decode(config: model_lib.TransformerConfig, prompt_BxT: jax.Array,
         )
 
 
+PREFILL_SEGMENTS = 8  # compiled prefill bodies; the scores formed are (1 + 1/8) / 2 of T x T
+
+
+def _prefill(model, variables, prompt_BxT: jax.Array, cache, chunk: int):
+    """Feed the prompt through `cache` `chunk` tokens at a time; return (logits at T - 1, cache).
+
+    The T // C full chunks are split into up to PREFILL_SEGMENTS runs of consecutive chunks;
+    each run is a `lax.fori_loop` (one compiled body) over a prefix of the cache that ends where
+    the run ends, so a chunk's queries score only the slots at or before the run's end, not all
+    S. The remaining T mod C tokens are one more call. C >= T is one call over the whole cache.
+    """
+    prompt_len = prompt_BxT.shape[1]
+    if chunk >= prompt_len:
+        logits_BxTxV, cache = model.apply(variables, prompt_BxT, cache=cache, start=0)
+        return logits_BxTxV[:, -1], cache
+    full = prompt_len // chunk
+    runs = min(full, PREFILL_SEGMENTS)
+    bounds = [full * r // runs for r in range(runs + 1)]  # chunk indices where runs start
+    last_BxV = None
+    for first, stop in itertools.pairwise(bounds):
+        slots = stop * chunk
+        prefix = jax.tree.map(lambda a, s=slots: a[:, :s], cache)
+
+        def body(i, carry):
+            prefix, _ = carry
+            tokens_BxC = jax.lax.dynamic_slice_in_dim(prompt_BxT, i * chunk, chunk, axis=1)
+            logits_BxCxV, prefix = model.apply(variables, tokens_BxC, cache=prefix,
+                                               start=i * chunk)
+            return prefix, logits_BxCxV[:, -1]
+
+        if last_BxV is None:  # the carry's logits slot needs a shape and dtype
+            last_BxV = jax.eval_shape(body, first, (prefix, None))[1]
+            last_BxV = jnp.zeros(last_BxV.shape, last_BxV.dtype)
+        prefix, last_BxV = jax.lax.fori_loop(first, stop, body, (prefix, last_BxV))
+        cache = jax.tree.map(lambda a, p: a.at[:, :p.shape[1]].set(p), cache, prefix)
+    if full * chunk < prompt_len:
+        start = full * chunk
+        prefix = jax.tree.map(lambda a: a[:, :prompt_len], cache)
+        logits_BxLxV, prefix = model.apply(variables, prompt_BxT[:, start:], cache=prefix,
+                                           start=start)
+        cache = jax.tree.map(lambda a, p: a.at[:, :prompt_len].set(p), cache, prefix)
+        last_BxV = logits_BxLxV[:, -1]
+    return last_BxV, cache
+
+
 def greedy_decode(
     params: model_lib.Params,
     config: model_lib.TransformerConfig,
@@ -43,12 +90,16 @@ def greedy_decode(
     was chosen from. Jit with ``jax.jit(greedy_decode, static_argnames=("config", "num_steps",
     "return_logits", "prefill_chunk"))``. Ties go to the lowest id (jnp.argmax).
 
-    `prefill_chunk` = C: the prompt goes through the cache C tokens at a time (start 0, C, 2C,
-    ...), so the attention scores held at once are B x H x C x S instead of B x H x T x S (a
-    prompt of 65k tokens: 0.5 GB per head at C = 2048 instead of 17 GB). Every query row sees
-    the same keys under the same mask, so the arithmetic is the same row by row; one difference:
-    a later position's key and value are not written yet (zeros, masked), so a NaN or inf value
-    there no longer reaches earlier rows through the dense 0 x v product (`CausalAttention`).
+    `prefill_chunk` = C: the prompt goes through the cache C tokens at a time (`_prefill`), so
+    the attention scores held at once are B x H x C x S' instead of B x H x T x S, with S' <= T
+    the cache slots a chunk can see (a prompt of 65k tokens: 0.5 GB per head at C = 2048
+    instead of 17 GB). It is also faster on a CPU: about half the scores of one prefill (the
+    chunks before the diagonal are never formed) and a score block that stays in cache. Every
+    query row sees the same unmasked keys, so the arithmetic is that of one prefill except the
+    order of the float32 sums over a row (masked slots add exact zeros; XLA may block a shorter
+    row differently). One difference: a later position's key and value are not written yet, so
+    a NaN or inf value there no longer reaches earlier rows through the dense 0 x v product
+    (`CausalAttention`).
     """
     prompt_BxT = jnp.asarray(prompt_BxT)
     _check_decode(config, prompt_BxT, num_steps)
@@ -60,10 +111,7 @@ def greedy_decode(
 
     cache = model_lib.init_cache(config, batch)
     chunk = prompt_len if prefill_chunk is None else min(prefill_chunk, prompt_len)
-    for start in range(0, prompt_len, chunk):  # unrolled: ceil(T / C) prefill calls
-        prefill_BxCxV, cache = model.apply(variables, prompt_BxT[:, start:start + chunk],
-                                           cache=cache, start=start)
-    first_BxV = prefill_BxCxV[:, -1]
+    first_BxV, cache = _prefill(model, variables, prompt_BxT, cache, chunk)
     tokens_BxN = jnp.zeros((batch, num_steps), jnp.int32)
     tokens_BxN = tokens_BxN.at[:, 0].set(jnp.argmax(first_BxV, axis=-1).astype(jnp.int32))
     logits_BxNxV = None

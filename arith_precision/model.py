@@ -336,14 +336,15 @@ class Block(nn.Module):
         return x_BxLxD + update_BxLxD
 
 
-def _check_span(start: Any, length: int, max_len: int) -> None:
-    """Statically reject positions outside [0, max_len) (a traced `start` cannot be checked)."""
+def _check_span(start: Any, length: int, max_len: int, what: str = "max_len") -> None:
+    """Statically reject positions outside [0, max_len) (a traced `start` cannot be checked);
+    `what` names the limit (max_len, or the slots of a shorter cache)."""
     if length > max_len:
-        raise ValueError(f"sequence length {length} exceeds max_len={max_len}")
+        raise ValueError(f"sequence length {length} exceeds {what}={max_len}")
     if is_int(start) and not 0 <= start <= max_len - length:
         raise ValueError(
             f"start={start} with length {length} covers positions [{start}, {start + length}), "
-            f"outside [0, max_len={max_len})"
+            f"outside [0, {what}={max_len})"
         )
 
 
@@ -424,7 +425,7 @@ class Transformer(nn.Module):
         batch, length = tokens_BxL.shape
         _check_span(start, length, cfg.max_len)
         if cache is not None:
-            _check_cache(cache, cfg, batch)
+            _check_span(start, length, _check_cache(cache, cfg, batch), "cache slots")
 
         x_BxLxD = self.embed_tokens(tokens_BxL, start)
         residuals = {"embed": x_BxLxD}
@@ -515,14 +516,22 @@ def init_cache(config: TransformerConfig, batch_size: int, dtype: Any = None) ->
     }
 
 
-def _check_cache(cache: Any, config: TransformerConfig, batch: int) -> None:
-    shape = (batch, config.max_len, config.num_heads, config.effective_head_dim)
+def _check_cache(cache: Any, config: TransformerConfig, batch: int) -> int:
+    """Check a cache's layout; return its number of slots S (1 <= S <= max_len, the same in every
+    layer: init_cache gives S = max_len; a prefix cache[..., :S, :, :] covers positions [0, S))."""
+    slots = None
     for i in range(config.num_layers):
         layer = cache.get(f"layer_{i}") if isinstance(cache, Mapping) else None
         if not isinstance(layer, Mapping) or "k" not in layer or "v" not in layer:
             raise ValueError(f"cache has no layer_{i} {{'k', 'v'}} entry (use init_cache)")
         for name in ("k", "v"):
-            if tuple(layer[name].shape) != shape:
+            got = tuple(layer[name].shape)
+            slots = got[1] if slots is None and len(got) == 4 else slots
+            want = (batch, slots, config.num_heads, config.effective_head_dim)
+            if got != want or not 1 <= slots <= config.max_len:
                 raise ValueError(
-                    f"cache layer_{i}/{name} has shape {tuple(layer[name].shape)}, expected {shape}"
+                    f"cache layer_{i}/{name} has shape {got}, expected {want[:1]} + (S,) + "
+                    f"{want[2:]} with S the same in every layer and 1 <= S <= "
+                    f"max_len={config.max_len}"
                 )
+    return slots

@@ -175,14 +175,18 @@ def test_kv_cache_decoding_matches_full_recompute(pos):
     np.testing.assert_allclose(logits, full[:, prompt_len - 1 :], atol=CACHE_ATOL, rtol=CACHE_RTOL)
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 7, 100])
-def test_greedy_decode_prefill_chunk_matches_one_prefill(chunk):
+@pytest.mark.parametrize("length, chunk", [(7, 1), (7, 4), (7, 7), (7, 100), (13, 1), (13, 2),
+                                           (13, 3), (13, 6)])
+def test_greedy_decode_prefill_chunk_matches_one_prefill(length, chunk):
     # prompt 7 tokens: chunks of 1 (token by token), 4 (4 + 3), 7 (one) and more than T.
+    # prompt 13: 13 chunks of 1 in PREFILL_SEGMENTS = 8 runs of 1 or 2 chunks; 6 x 2 + 1 (six
+    # runs of one chunk, then the rest); 4 x 3 + 1; 2 x 6 + 1.
     cfg = _cfg()
     params = _params(cfg)
-    prompt = _tokens(3, 7, seed=5)
-    want_tokens, want_logits = _decode(params, cfg, prompt, num_steps=5, return_logits=True)
-    tokens, logits = _decode(params, cfg, prompt, num_steps=5, return_logits=True,
+    prompt = _tokens(3, length, seed=5)
+    steps = min(5, S - length + 1)
+    want_tokens, want_logits = _decode(params, cfg, prompt, num_steps=steps, return_logits=True)
+    tokens, logits = _decode(params, cfg, prompt, num_steps=steps, return_logits=True,
                              prefill_chunk=chunk)
     np.testing.assert_array_equal(tokens, want_tokens)
     np.testing.assert_allclose(logits, want_logits, atol=CACHE_ATOL, rtol=CACHE_RTOL)
@@ -207,6 +211,28 @@ def test_chunked_prefill_with_cache():
     chunked = jnp.concatenate([out1, out2, out3], axis=1)
     np.testing.assert_allclose(chunked, full, atol=CACHE_ATOL, rtol=CACHE_RTOL)
     assert cache["layer_1"]["k"].shape == (2, S, H, D // H)
+
+
+def test_prefix_cache_covers_its_slots_only():
+    # A cache of S' < max_len slots (a prefix of init_cache's, what the chunked prefill uses)
+    # gives the full forward's logits over positions [0, S'), and nothing beyond.
+    cfg = _cfg(num_layers=2)
+    params = _params(cfg)
+    tokens = _tokens(2, 9, seed=7)
+    prefix = jax.tree.map(lambda a: a[:, :9], init_cache(cfg, 2))
+    out1, prefix = _apply(params, cfg, tokens[:, :5], cache=prefix, start=0)
+    out2, prefix = _apply(params, cfg, tokens[:, 5:], cache=prefix, start=5)
+    np.testing.assert_allclose(jnp.concatenate([out1, out2], axis=1), _apply(params, cfg, tokens),
+                               atol=CACHE_ATOL, rtol=CACHE_RTOL)
+    assert prefix["layer_0"]["k"].shape == (2, 9, H, D // H)
+    with pytest.raises(ValueError, match=r"outside \[0, cache slots=9\)"):
+        _eager_apply(params, cfg, tokens[:, :2], cache=prefix, start=8)
+    longer = jax.tree.map(lambda a: jnp.zeros((2, S + 1) + a.shape[2:], a.dtype), prefix)
+    with pytest.raises(ValueError, match=r"1 <= S <= max_len=16"):
+        _eager_apply(params, cfg, tokens[:, :2], cache=longer)
+    mixed = dict(prefix, layer_1=jax.tree.map(lambda a: a[:, :8], prefix["layer_1"]))
+    with pytest.raises(ValueError, match=r"layer_1/k has shape \(2, 8, 2, 8\)"):
+        _eager_apply(params, cfg, tokens[:, :2], cache=mixed)
 
 
 def test_hand_built_numpy_params_run():
