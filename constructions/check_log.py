@@ -1,9 +1,11 @@
-"""A frontier run's finished checks on disk, so that a stopped run resumes where it stopped.
+"""Finished checks on disk (frontier --out, verify --checks): a stopped run resumes there.
 
 A full-width scan of a large construction is hours of CPU (MUL base 2, n = 8: 65 536 exhaustive
 inputs x 25 widths, minutes per width). `constructions.frontier --out=DIR` records every verdict
 "does the verifier pass in format F under accumulation A" in DIR/checks.json as soon as it is
 known; the same command run again reads the file and checks only what is missing.
+`constructions.verify --checks=DIR` records one verdict per batch of inputs the same way (a
+full-set check of a long construction is hours to days).
 
 A verdict is keyed by a SHA-256 over everything that decides it: the task spec, the model
 config, every parameter array (bytes, dtype, shape, path), the operand list, the format and the

@@ -83,10 +83,11 @@ def test_lookup_ratio_bound_every_base():
 # ---- (b) exact against Python integers -----------------------------------------------------------
 
 
-def _verify(base, n, k, num_random=100, fmt="fp32", accumulation="once", batch_size=256):
+def _verify(base, n, k, num_random=100, fmt="fp32", accumulation="once", batch_size=256,
+            prefill_chunk=None):
     spec = tasks.TaskSpec("add" if k == 2 else "iter_add", base=base, n=n, k=k)
     return verify_lib.verify(spec, fmt, accumulation, num_random=num_random, variant="lookup",
-                             batch_size=batch_size)
+                             batch_size=batch_size, prefill_chunk=prefill_chunk)
 
 
 @pytest.mark.parametrize("base,n,k", [(2, 4, 2), (10, 2, 2), (2, 2, 3), (2, 2, 5), (3, 1, 5),
@@ -112,15 +113,20 @@ def test_adversarial_and_random(base, n, k):
 @pytest.mark.parametrize("base,n,k", [
     (2, 64, 3), (2, 32, 17), (2, 64, 17), (2, 16, 100), (2, 32, 100), (2, 64, 100), (10, 64, 5),
     (10, 16, 50), (10, 32, 50), (10, 64, 50), (10, 2, 1000), (10, 3, 1000),
-    (10, 4, 1000),
+    (10, 4, 1000), (10, 8, 1000),
 ])
 def test_large(base, n, k):
     # Measured on the shared 2-core CPU: k = 50 at n = 64, 763 inputs of 3318 positions, 1915 s;
     # k = 100 at n = 64, 748 inputs of 6501 positions, 2684 s; k = 1000 at n = 2, 1017
     # adversarial + 100 random inputs of 3007 positions, 2981 s; n = 3, 1025 + 100 inputs of
-    # 4001 positions, 984 s; n = 4, 1033 + 100 inputs of 5001 positions, 1958 s.
+    # 4001 positions, 984 s; n = 4, 1033 + 100 inputs of 5001 positions, 1958 s (these in
+    # batches of 16, one prefill). Sequences over 8192 positions go one input at a time through
+    # a chunked prefill (64 tokens, `decode._prefill`, 5x faster there): n = 8, 1065 + 100
+    # inputs of 9013 positions, 1102 s (results/lookup_large/ has the logs).
+    long = tasks.TaskSpec("iter_add", base=base, n=n, k=k).sequence_length > 8192
     result = _verify(base, n, k, num_random=100 if k >= 1000 else 200,
-                     batch_size=16 if k >= 100 else 128)
+                     batch_size=1 if long else 16 if k >= 100 else 128,
+                     prefill_chunk=64 if long else None)
     assert result["failures"] == 0, result["first_failure_detail"]
 
 
