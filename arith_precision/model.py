@@ -226,7 +226,9 @@ class CausalAttention(nn.Module):
 
     With a cache {"k", "v"} of shape B x S x H x Dh, the new keys/values are written at positions
     [start, start + L) and the queries attend over all S slots under the same mask (slots not yet
-    written sit at positions > start + L - 1, hence are masked).
+    written sit at positions > start + L - 1, hence are masked). S is max_len for init_cache's
+    cache; a prefix of it (S < max_len slots, positions [0, S)) skips the scores of later slots
+    (`decode._prefill`).
     """
 
     config: TransformerConfig
