@@ -17,6 +17,7 @@ each verdict (a few hundred entries at most), so a run killed mid-write leaves t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -73,13 +74,16 @@ class CheckLog:
 
     def record(self, k: str, ok: bool) -> None:
         """Add a verdict and rewrite the file with it, keeping what another run sharing the
-        directory wrote meanwhile (verdicts are deterministic: the union never conflicts; two
-        writers at the same instant can still lose one verdict, which is then checked again)."""
+        directory wrote meanwhile (verdicts are deterministic: the union never conflicts). The
+        read-merge-write holds an exclusive lock on DIR/checks.json.lock, so processes sharing
+        the directory (`verify --shard`) never drop each other's verdicts."""
         self.verdicts[k] = bool(ok)
         if self.path:
-            self.verdicts = {**self._read(), **self.verdicts}
-            atomic.write_json(self.path, {"about": __doc__.splitlines()[0],
-                                          "verdicts": self.verdicts}, indent=0)
+            with open(self.path + ".lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                self.verdicts = {**self._read(), **self.verdicts}
+                atomic.write_json(self.path, {"about": __doc__.splitlines()[0],
+                                              "verdicts": self.verdicts}, indent=0)
 
 
 def check_cli_dir(flag: str, directory: str) -> None:

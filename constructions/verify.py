@@ -3,7 +3,7 @@
     python -m constructions.verify --task=add|iter_add|mul --base=P --n=N [--k=K] [--l=L]
         [--chunk=C] [--variant=log|constant|lookup] [--format=F] [--random=1000]
         [--accumulation=once|sequential|pairwise] [--inputs=FILE] [--json] [--seed=0]
-        [--checks=DIR] [--prefill-chunk=C]
+        [--checks=DIR [--shard=I/M]] [--prefill-chunk=C]
 
 The built-in input set is exhaustive when there are at most 10^5 inputs, else adversarial
 families (long carry chains, all digits p-1, chains that stop one column early, column sums one
@@ -12,7 +12,10 @@ operand lists in FILE instead (one JSON list of integers per line). Prints exact
 checked and the first failing input; `--json` prints one JSON object. Progress (inputs checked,
 failures so far, elapsed, ETA) goes to stderr after a batch, at most every 20 s. `--checks=DIR`
 keeps each batch's verdict in DIR/checks.json (keyed by digests of the weights and the batch's
-inputs, `check_log.py`): the same command run again skips the batches that passed. Exit status 0
+inputs, `check_log.py`): the same command run again skips the batches that passed. With
+`--shard=I/M` only batches I, I + M, ... are checked, so M processes sharing DIR split one check
+(on a CPU, single-threaded shards can beat one multi-threaded process); the command without
+--shard then reuses their verdicts and reports the whole set. Exit status 0
 when every input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad
 input: one line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
 (`constructions/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
@@ -130,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
                          "(attention memory C x T instead of T x T; for very long prompts)")
     ap.add_argument("--checks", default=None,
                     help="directory of checks.json: each batch's verdict, reused by a rerun")
+    ap.add_argument("--shard", default=None,
+                    help="I/M: check only batches I, I + M, I + 2M, ... (M processes sharing "
+                         "--checks split one check; rerun without --shard for the whole result)")
     return ap
 
 
@@ -174,7 +180,8 @@ def check_format(flag: str, text: str):
 def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
            num_random: int = 1000, seed: int = 0, batch_size: int = 256,
            variant: str = "log", construction=None, progress=None,
-           checks_dir: str | None = None, prefill_chunk: int | None = None) -> dict:
+           checks_dir: str | None = None, prefill_chunk: int | None = None,
+           shard: tuple[int, int] | None = None) -> dict:
     """Build the construction for `spec` (unless given) and check it; returns the verifier's
     JSON object. `operands`: operand lists to check instead of the built-in set (None); an empty
     list raises ValueError (zero failures over no inputs would claim nothing). The reference is
@@ -183,12 +190,19 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
     (`check_log`) and count a batch that passed before without checking it again (a stopped run
     resumes; "reused" in the result says how many inputs were). A batch that failed is checked
     again, for its details. `prefill_chunk`: prompts go through the KV cache this many tokens
-    at a time (attention memory C x T instead of T x T per head; `decode.greedy_decode`)."""
+    at a time (attention memory C x T instead of T x T per head; `decode.greedy_decode`).
+    `shard` = (I, M) (needs `checks_dir`): only the batches whose index is I mod M, so that M
+    processes sharing `checks_dir` split one check; the result ("shard": "I/M") counts those
+    batches only, and the same call without `shard` then reuses every verdict."""
     from constructions import build, inputs, run
 
     if operands is not None and len(operands) == 0:
         raise ValueError("operands: empty list; give at least one operand list, or None for "
                          "the built-in input set")
+    if shard is not None and (checks_dir is None or len(shard) != 2
+                              or not 0 <= shard[0] < shard[1]):
+        raise ValueError(f"shard={shard!r}: expected (I, M) with 0 <= I < M, and a checks_dir "
+                         f"that the shards share")
     construction = construction or build(spec, variant=variant)
     families = {"user": len(operands)} if operands is not None else None
     if operands is None:
@@ -201,33 +215,40 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
         result["reused"] = 0
     else:
         result = _check_resuming(construction, operands, fmt, accumulation, batch_size,
-                                 progress, checks_dir, prefill_chunk)
+                                 progress, checks_dir, prefill_chunk, shard or (0, 1))
     result.update(task=spec.task, variant=variant, base=spec.base, n=spec.n, chunk=spec.chunk,
                   k=spec.num_operands,
                   l=spec.answer_digits if spec.task == "mul" else None,
                   format=str(formats.as_format(fmt)), accumulation=accumulation,
                   families=families, d_model=construction.d_model,
                   num_layers=construction.config.num_layers, d_ff=construction.config.d_ff,
-                  prefill_chunk=prefill_chunk,
+                  prefill_chunk=prefill_chunk, shard=shard and f"{shard[0]}/{shard[1]}",
                   seconds=time.time() - start)
     return result
 
 
 def _check_resuming(construction, operands, fmt, accumulation, batch_size, progress,
-                    checks_dir, prefill_chunk) -> dict:
-    """`run.check` batch by batch, each verdict kept in `checks_dir` (see `verify`)."""
+                    checks_dir, prefill_chunk, shard) -> dict:
+    """`run.check` batch by batch, each verdict kept in `checks_dir`; the batches of `shard`
+    (I, M) only (see `verify`)."""
     from constructions import check_log, run
 
     log = check_log.CheckLog(checks_dir)
     digest = check_log.construction_digest(construction)
+    index, count = shard
     batches = [operands[i:i + batch_size] for i in range(0, len(operands), batch_size)]
+    if index >= len(batches):
+        raise ValueError(f"shard={index}/{count}: the {len(operands)} inputs make "
+                         f"{len(batches)} batches, so this shard would check none")
+    batches = batches[index::count]
+    total = sum(len(b) for b in batches)
     keys = [check_log.key(digest, check_log.operands_digest(b), fmt, accumulation,
                           prefill_chunk) for b in batches]
     known = [log.get(k) is True for k in keys]
     checked = reused = sum(len(b) for b, ok in zip(batches, known, strict=True) if ok)
     failures, first = 0, None
     if progress is not None:
-        progress(checked, len(operands), 0)
+        progress(checked, total, 0)
     for batch, key, ok in zip(batches, keys, known, strict=True):
         if ok:
             continue
@@ -238,10 +259,25 @@ def _check_resuming(construction, operands, fmt, accumulation, batch_size, progr
         failures += result["failures"]
         first = first or result["first_failure_detail"]
         if progress is not None:
-            progress(checked, len(operands), failures)
-    return {"exact_match": (checked - failures) / checked, "checked": checked,
+            progress(checked, total, failures)
+    return {"exact_match": (checked - failures) / max(checked, 1), "checked": checked,
             "failures": failures, "first_failure": first and first["operands"],
             "first_failure_detail": first, "reused": reused}
+
+
+def _parse_shard(text: str | None, checks: str | None) -> tuple[int, int] | None:
+    """--shard=I/M as (I, M), 0 <= I < M; it needs --checks (where the shards meet)."""
+    if text is None:
+        return None
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise UsageError("--shard", text, "expected I/M with integers 0 <= I < M, e.g. 0/2")
+    index, count = int(parts[0]), int(parts[1])
+    if not 0 <= index < count:
+        raise UsageError("--shard", text, f"expected 0 <= I < M, got I={index}, M={count}")
+    if checks is None:
+        raise UsageError("--shard", text, "needs --checks=DIR, where the shards' verdicts meet")
+    return index, count
 
 
 def main(argv=None) -> int:
@@ -269,6 +305,7 @@ def _main(argv) -> int:
         from constructions import check_log
 
         check_log.check_cli_dir("--checks", args.checks)
+    shard = _parse_shard(args.shard, args.checks)
     # (p^n)^k in log space first: the exact count of n = 10^9 would itself never finish.
     exhaustive = (spec.n * spec.num_operands * math.log10(spec.base) < 6
                   and inputs.exhaustive_count(spec) <= inputs.EXHAUSTIVE_LIMIT)
@@ -285,10 +322,15 @@ def _main(argv) -> int:
                 len(operands) if operands is not None else num_inputs, args.variant,
                 ("--inputs", args.inputs) if operands is not None else ("--random", args.random),
                 args.prefill_chunk)
-    result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
-                    args.batch_size, args.variant, construction=construction,
-                    progress=Progress(), checks_dir=args.checks,
-                    prefill_chunk=args.prefill_chunk)
+    try:
+        result = verify(spec, fmt, args.accumulation, operands, args.random, args.seed,
+                        args.batch_size, args.variant, construction=construction,
+                        progress=Progress(), checks_dir=args.checks,
+                        prefill_chunk=args.prefill_chunk, shard=shard)
+    except ValueError as e:
+        if not str(e).startswith("shard="):
+            raise
+        raise UsageError("--shard", args.shard, str(e).split(": ", 1)[1]) from None
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -298,8 +340,9 @@ def _main(argv) -> int:
         print(f"construction ({kind}): {result['num_layers']} layers, "
               f"d_model={result['d_model']}, d_ff={result['d_ff']}")
         reused = f", {result['reused']} of them passed in {args.checks}" if result["reused"] else ""
-        print(f"checked {result['checked']} inputs ({result['families']}{reused}): exact match "
-              f"{result['exact_match']:.6f} ({result['failures']} failures) in "
+        part = f"shard {args.shard} of " if shard else ""
+        print(f"checked {result['checked']} inputs ({part}{result['families']}{reused}): "
+              f"exact match {result['exact_match']:.6f} ({result['failures']} failures) in "
               f"{result['seconds']:.1f}s")
         if result["first_failure"] is not None:
             d = result["first_failure_detail"]

@@ -88,6 +88,12 @@ CASES = {
          "--k: 1000: "),
         ("--task=add --base=2 --n=4 --checks=/proc/no/such", "--checks: /proc/no/such"),
         ("--task=add --base=2 --n=4 --checks={tmp}/badjson", "--checks: {tmp}/badjson: its "),
+        ("--task=add --base=2 --n=4 --shard=0/2", "--shard: 0/2: needs --checks"),
+        ("--task=add --base=2 --n=4 --shard=2/2 --checks={tmp}", "--shard: 2/2: expected 0 <="),
+        ("--task=add --base=2 --n=4 --shard=1 --checks={tmp}", "--shard: 1: expected I/M"),
+        ("--task=add --base=2 --n=4 --shard=-1/2 --checks={tmp}", "--shard: -1/2: expected I/M"),
+        ("--task=add --base=2 --n=2 --shard=1/2 --checks={tmp}",
+         "--shard: 1/2: the 16 inputs make 1 batches"),
     ]),
     "constructions.frontier": (HEAVY + ",constructions,constructions.run,constructions.verify", [
         ("--task=add --base=10 --n=2,x", "--n: 2,x: item 'x'"),

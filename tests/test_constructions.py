@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -181,6 +182,59 @@ def test_verify_checks_dir_resumes_passing_batches(tmp_path, monkeypatch):
         assert bad["failures"] == 2 and bad["reused"] == 0
         assert bad["first_failure"] == [1, 2]
     assert len(ran) == 2
+
+
+def test_verify_shards_split_one_check(tmp_path, monkeypatch):
+    # Two shards sharing the directory check disjoint batches (0, 2, 4 and 1, 3); the call
+    # without a shard then checks nothing and reports every input.
+    spec = tasks.TaskSpec("add", base=10, n=3)
+    ops = [[1, 2], [999, 1], [5, 5], [7, 0], [0, 0], [500, 500], [1, 999], [9, 9], [3, 4]]
+    ran = []
+    real_check = run.check
+    monkeypatch.setattr(run, "check", lambda c, batch, *a, **k: ran.append(batch) or
+                        real_check(c, batch, *a, **k))
+    shards = [verify_lib.verify(spec, operands=ops, batch_size=2, checks_dir=str(tmp_path),
+                                shard=(i, 2)) for i in range(2)]
+    assert [(s["checked"], s["failures"], s["shard"]) for s in shards] == [(5, 0, "0/2"),
+                                                                         (4, 0, "1/2")]
+    assert ran == [ops[0:2], ops[4:6], ops[8:], ops[2:4], ops[6:8]]
+    ran.clear()
+    whole = verify_lib.verify(spec, operands=ops, batch_size=2, checks_dir=str(tmp_path))
+    assert ran == [] and whole["checked"] == whole["reused"] == 9 and whole["shard"] is None
+    with pytest.raises(ValueError, match="shard"):
+        verify_lib.verify(spec, operands=ops, batch_size=2, shard=(0, 2))  # no checks_dir
+    with pytest.raises(ValueError, match="5 batches, so this shard would check none"):
+        verify_lib.verify(spec, operands=ops, batch_size=2, checks_dir=str(tmp_path),
+                          shard=(5, 6))
+
+
+def test_check_log_writers_sharing_a_directory_keep_every_verdict(tmp_path):
+    # Two logs opened on the same directory before either writes (two shard processes): each
+    # write merges what the other wrote, so no verdict is lost.
+    from constructions import check_log
+
+    a, b = check_log.CheckLog(str(tmp_path)), check_log.CheckLog(str(tmp_path))
+    for i in range(3):
+        a.record(f"a{i}", True)
+        b.record(f"b{i}", i != 1)
+    on_disk = check_log.CheckLog(str(tmp_path)).verdicts
+    assert on_disk == {"a0": True, "a1": True, "a2": True, "b0": True, "b1": False, "b2": True}
+    # The read-merge-write waits for the lock: while this test holds it, another process's
+    # record() writes nothing (without the lock the last two writers could race).
+    import fcntl
+
+    code = ("import sys; from constructions import check_log; "
+            "log = check_log.CheckLog(sys.argv[1]); print('ready', flush=True); "
+            "log.record('z', True)")
+    with open(tmp_path / "checks.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "ready\n"  # imported: record() is next
+        time.sleep(1)
+        assert proc.poll() is None and "z" not in check_log.CheckLog(str(tmp_path)).verdicts
+    assert proc.wait(timeout=120) == 0
+    assert check_log.CheckLog(str(tmp_path)).verdicts["z"] is True
 
 
 def test_verify_cli_checks_dir(tmp_path):
