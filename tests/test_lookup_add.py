@@ -180,6 +180,24 @@ def test_prefill_chunk_gives_the_same_answers():
     assert result["failures"] == 0 and result["prefill_chunk"] == 16
 
 
+@pytest.mark.parametrize("accumulation,runtime", [
+    ("sequential", False),
+    pytest.param("once", True, marks=pytest.mark.slow),  # two runtime-width compiles: ~1 min
+])
+def test_prefill_chunk_under_the_simulation_layer(accumulation, runtime):
+    # The chunked prefill's fori_loop runs under `simulate` (a Policy: sequential accumulation)
+    # and in the runtime-width decoder (fp32 as e8m23): the answers of one prefill, exact.
+    spec = tasks.TaskSpec("iter_add", base=2, n=3, k=5)
+    c = build(spec, variant="lookup")
+    ops, _ = inputs.verification_set(spec, num_random=8, seed=0)
+    ops = ops[:24]
+    chunked = run.predict(c, ops, accumulation=accumulation, runtime=runtime, prefill_chunk=8)
+    np.testing.assert_array_equal(chunked, run.predict(c, ops, accumulation=accumulation,
+                                                       runtime=runtime))
+    want = run.reference_answer_tokens(spec, [spec.exact_answer(o) for o in ops])
+    np.testing.assert_array_equal(chunked, want)
+
+
 def test_sequential_accumulation_exact_at_fp32():
     result = _verify(2, 3, 3, accumulation="sequential")
     assert result["failures"] == 0, result["first_failure_detail"]
