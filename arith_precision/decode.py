@@ -47,7 +47,9 @@ def _prefill(model, variables, prompt_BxT: jax.Array, cache, chunk: int):
     full = prompt_len // chunk
     runs = min(full, PREFILL_SEGMENTS)
     bounds = [full * r // runs for r in range(runs + 1)]  # chunk indices where runs start
-    last_BxV = None
+    # The loops carry the last chunk's final logits (float32 or wider, as Transformer returns).
+    last_BxV = jnp.zeros((prompt_BxT.shape[0], model.config.vocab_size),
+                         jnp.promote_types(model.config.dtype, jnp.float32))
     for first, stop in itertools.pairwise(bounds):
         slots = stop * chunk
         prefix = jax.tree.map(lambda a, s=slots: a[:, :s], cache)
@@ -59,9 +61,6 @@ def _prefill(model, variables, prompt_BxT: jax.Array, cache, chunk: int):
                                                start=i * chunk)
             return prefix, logits_BxCxV[:, -1]
 
-        if last_BxV is None:  # the carry's logits slot needs a shape and dtype
-            last_BxV = jax.eval_shape(body, first, (prefix, None))[1]
-            last_BxV = jnp.zeros(last_BxV.shape, last_BxV.dtype)
         prefix, last_BxV = jax.lax.fori_loop(first, stop, body, (prefix, last_BxV))
         cache = jax.tree.map(lambda a, p: a.at[:, :p.shape[1]].set(p), cache, prefix)
     if full * chunk < prompt_len:
