@@ -160,6 +160,28 @@ def test_committed_partial_check_at_k1000_n64_is_current():
         assert verdicts.get(key) is True, o[:3]
 
 
+def test_committed_full_set_progress_at_k1000_n64_is_current():
+    """results/lookup_large/b10_n64_k1000_full: the verdicts so far of the full-set check (one
+    input a batch, `--prefill-chunk=64`). Every one must be a pass keyed by the current weights
+    and by an input of the verifier's set, so the README's count of checked inputs is true."""
+    import json
+    import os
+
+    from constructions import check_log
+
+    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
+                     "b10_n64_k1000_full")
+    with open(os.path.join(d, check_log.FILENAME)) as f:
+        verdicts = json.load(f)["verdicts"]
+    spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
+    ops, families = inputs.verification_set(spec, num_random=100, seed=0)
+    assert len(ops) == 1613 and families == {"adversarial": 1513, "random": 100}
+    digest = check_log.construction_digest(build(spec, variant="lookup"))
+    keys = {check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 64)
+            for o in ops}
+    assert verdicts and set(verdicts) <= keys and all(verdicts.values())
+
+
 @pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
                                     dict(task="iter_add", base=3, n=4, k=5, chunk=2)])
 def test_chunked_tokenizer_exact(kwargs):
