@@ -3,6 +3,9 @@ and layers independent of n and k (Theorem 5.2), exact against Python integers."
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -160,31 +163,46 @@ def test_committed_partial_check_at_k1000_n64_is_current():
         assert verdicts.get(key) is True, o[:3]
 
 
+def _committed_full_set(n):
+    """The directory and verdicts of results/lookup_large/b10_n{n}_k1000_full, the keys of the
+    verifier's set there (one input a batch, `--prefill-chunk=64`) under the current weights,
+    and the set's families."""
+    from constructions import check_log
+
+    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
+                     f"b10_n{n}_k1000_full")
+    with open(os.path.join(d, check_log.FILENAME)) as f:
+        verdicts = json.load(f)["verdicts"]
+    spec = tasks.TaskSpec("iter_add", base=10, n=n, k=1000)
+    ops, families = inputs.verification_set(spec, num_random=100, seed=0)
+    digest = check_log.construction_digest(build(spec, variant="lookup"))
+    keys = {check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 64)
+            for o in ops}
+    return d, verdicts, keys, families
+
+
 def test_committed_full_set_at_k1000_n64_is_complete_and_current():
     """results/lookup_large/b10_n64_k1000_full: the full-set check at 65 069 positions (one input
     a batch, `--prefill-chunk=64`; about 19 hours on this CPU, run in resumed pieces). Its
     verdicts must be exactly the verifier's 1613 inputs, each a pass keyed by the current
     weights: a changed construction or input set fails here until the check is re-run."""
-    import json
-    import os
-
-    from constructions import check_log
-
-    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
-                     "b10_n64_k1000_full")
-    with open(os.path.join(d, check_log.FILENAME)) as f:
-        verdicts = json.load(f)["verdicts"]
-    spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
-    ops, families = inputs.verification_set(spec, num_random=100, seed=0)
-    assert len(ops) == 1613 and families == {"adversarial": 1513, "random": 100}
-    digest = check_log.construction_digest(build(spec, variant="lookup"))
-    keys = {check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 64)
-            for o in ops}
+    d, verdicts, keys, families = _committed_full_set(64)
+    assert families == {"adversarial": 1513, "random": 100}
     assert len(keys) == 1613 and set(verdicts) == keys and all(verdicts.values())
     with open(os.path.join(d, "result.json")) as f:
         result = json.load(f)
     assert (result["checked"], result["failures"], result["reused"]) == (1613, 0, 1613)
     assert result["families"] == families and result["prefill_chunk"] == 64
+
+
+def test_committed_full_set_progress_at_k1000_n32_is_current():
+    """results/lookup_large/b10_n32_k1000_full: the verdicts so far of the full-set check at
+    33 037 positions (in progress, resumable). Every one must be a pass keyed by the current
+    weights and by an input of the verifier's set, so the README's count of checked inputs is
+    true."""
+    _, verdicts, keys, families = _committed_full_set(32)
+    assert families == {"adversarial": 1257, "random": 100} and len(keys) == 1357
+    assert verdicts and set(verdicts) <= keys and all(verdicts.values())
 
 
 @pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
