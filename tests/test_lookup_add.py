@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from arith_precision import tasks
-from constructions import blocks, build, inputs, lookup_add, run, sizes
+from constructions import blocks, build, check_log, inputs, lookup_add, run, sizes
 from constructions import verify as verify_lib
 
 BASES = range(2, 37)
@@ -138,11 +138,6 @@ def test_committed_partial_check_at_k1000_n64_is_current():
     """results/lookup_large/b10_n64_k1000: 8 inputs (6 adversarial, 2 random) exact at 65 069
     positions. Its verdicts must be keyed by the current weights: a changed construction fails
     here until the check is re-run (the README's command)."""
-    import json
-    import os
-
-    from constructions import check_log
-
     d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large", "b10_n64_k1000")
     spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
     with open(os.path.join(d, "inputs.jsonl")) as f:
@@ -167,8 +162,6 @@ def _committed_full_set(n):
     """The directory and verdicts of results/lookup_large/b10_n{n}_k1000_full, the keys of the
     verifier's set there (one input a batch, `--prefill-chunk=64`) under the current weights,
     and the set's families."""
-    from constructions import check_log
-
     d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
                      f"b10_n{n}_k1000_full")
     with open(os.path.join(d, check_log.FILENAME)) as f:
