@@ -174,28 +174,24 @@ def _committed_full_set(n):
     return d, verdicts, keys, families
 
 
-def test_committed_full_set_at_k1000_n64_is_complete_and_current():
-    """results/lookup_large/b10_n64_k1000_full: the full-set check at 65 069 positions (one input
-    a batch, `--prefill-chunk=64`; about 19 hours on this CPU, run in resumed pieces). Its
-    verdicts must be exactly the verifier's 1613 inputs, each a pass keyed by the current
-    weights: a changed construction or input set fails here until the check is re-run."""
-    d, verdicts, keys, families = _committed_full_set(64)
-    assert families == {"adversarial": 1513, "random": 100}
-    assert len(keys) == 1613 and set(verdicts) == keys and all(verdicts.values())
+@pytest.mark.parametrize("n, families", [
+    (32, {"adversarial": 1257, "random": 100}),
+    (64, {"adversarial": 1513, "random": 100}),
+])
+def test_committed_full_set_at_k1000_is_complete_and_current(n, families):
+    """results/lookup_large/b10_n{32,64}_k1000_full: the full-set checks at 33 037 and 65 069
+    positions (one input a batch, `--prefill-chunk=64`; about 2 and 19 hours on this CPU, run in
+    resumed pieces). Their verdicts must be exactly the verifier's inputs, each a pass keyed by
+    the current weights: a changed construction or input set fails here until the check is
+    re-run."""
+    d, verdicts, keys, got_families = _committed_full_set(n)
+    total = sum(families.values())
+    assert got_families == families
+    assert len(keys) == total and set(verdicts) == keys and all(verdicts.values())
     with open(os.path.join(d, "result.json")) as f:
         result = json.load(f)
-    assert (result["checked"], result["failures"], result["reused"]) == (1613, 0, 1613)
+    assert (result["checked"], result["failures"], result["reused"]) == (total, 0, total)
     assert result["families"] == families and result["prefill_chunk"] == 64
-
-
-def test_committed_full_set_progress_at_k1000_n32_is_current():
-    """results/lookup_large/b10_n32_k1000_full: the verdicts so far of the full-set check at
-    33 037 positions (in progress, resumable). Every one must be a pass keyed by the current
-    weights and by an input of the verifier's set, so the README's count of checked inputs is
-    true."""
-    _, verdicts, keys, families = _committed_full_set(32)
-    assert families == {"adversarial": 1257, "random": 100} and len(keys) == 1357
-    assert verdicts and set(verdicts) <= keys and all(verdicts.values())
 
 
 @pytest.mark.parametrize("kwargs", [dict(task="add", base=2, n=4, chunk=2),
