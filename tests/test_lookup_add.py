@@ -158,22 +158,6 @@ def test_committed_partial_check_at_k1000_n64_is_current():
         assert verdicts.get(key) is True, o[:3]
 
 
-def _committed_full_set(n):
-    """The directory and verdicts of results/lookup_large/b10_n{n}_k1000_full, the keys of the
-    verifier's set there (one input a batch, `--prefill-chunk=64`) under the current weights,
-    and the set's families."""
-    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
-                     f"b10_n{n}_k1000_full")
-    with open(os.path.join(d, check_log.FILENAME)) as f:
-        verdicts = json.load(f)["verdicts"]
-    spec = tasks.TaskSpec("iter_add", base=10, n=n, k=1000)
-    ops, families = inputs.verification_set(spec, num_random=100, seed=0)
-    digest = check_log.construction_digest(build(spec, variant="lookup"))
-    keys = {check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 64)
-            for o in ops}
-    return d, verdicts, keys, families
-
-
 @pytest.mark.parametrize("n, families", [
     (32, {"adversarial": 1257, "random": 100}),
     (64, {"adversarial": 1513, "random": 100}),
@@ -184,9 +168,17 @@ def test_committed_full_set_at_k1000_is_complete_and_current(n, families):
     resumed pieces). Their verdicts must be exactly the verifier's inputs, each a pass keyed by
     the current weights: a changed construction or input set fails here until the check is
     re-run."""
-    d, verdicts, keys, got_families = _committed_full_set(n)
-    total = sum(families.values())
+    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
+                     f"b10_n{n}_k1000_full")
+    with open(os.path.join(d, check_log.FILENAME)) as f:
+        verdicts = json.load(f)["verdicts"]
+    spec = tasks.TaskSpec("iter_add", base=10, n=n, k=1000)
+    ops, got_families = inputs.verification_set(spec, num_random=100, seed=0)
     assert got_families == families
+    digest = check_log.construction_digest(build(spec, variant="lookup"))
+    keys = {check_log.key(digest, check_log.operands_digest([o]), "fp32", "once", 64)
+            for o in ops}
+    total = sum(families.values())
     assert len(keys) == total and set(verdicts) == keys and all(verdicts.values())
     with open(os.path.join(d, "result.json")) as f:
         result = json.load(f)
