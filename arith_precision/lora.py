@@ -32,7 +32,7 @@ then multiplies by W_eff (not x @ W + s (x @ A) @ B: equal in exact arithmetic, 
 form is what a deployment that folds the adapter computes).
 
 Training (`finetune`): AdamW (optax) on the adapter tree only, next-token cross-entropy on the
-answer tokens (`train.loss_fn` with `tasks.target_mask(spec)`), batches
+answer tokens (`training.step.loss_fn` with `tasks.target_mask(spec)`), batches
 `tasks.sample_batch(spec, data_seed=data_seed, step=i, split="train")`, one jitted step. The
 base tree is a jit argument; its leaves are never updated.
 """
@@ -52,7 +52,8 @@ import optax
 import quax
 
 from arith_precision import model as model_lib
-from arith_precision import quantized, tasks, train
+from arith_precision import quantized, tasks
+from arith_precision.training.step import loss_fn
 
 DEFAULT_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")
 
@@ -188,11 +189,11 @@ def num_trainable(adapters: Adapters) -> int:
 
 def lora_loss(adapters: Adapters, base_params, tokens_BxT, *, alpha: float,
               config: model_lib.TransformerConfig, mask_T: np.ndarray):
-    """`train.loss_fn` of the LoRA model: (mean answer-token cross-entropy, {"token_accuracy"})."""
+    """`training.step.loss_fn` of the LoRA model: (mean answer-token cross-entropy, {"token_accuracy"})."""
     params = lora_params(base_params, adapters, alpha)
 
     def loss(p, tokens):
-        return train.loss_fn(p, tokens, config=config, mask_T=mask_T)
+        return loss_fn(p, tokens, config=config, mask_T=mask_T)
 
     return quax.quaxify(loss)(params, tokens_BxT)
 

@@ -11,8 +11,8 @@ a 47-token sequence; 3 and 5 layers), the steps/s of a jitted train step (one pr
     bf16_tc       simulated bf16, bf16 x bf16 -> fp32 contractions (tensor_core_dot=on)
     native_bf16   real bf16 arrays
     pure_bf16     simulated, everything bf16 (tensor_core_dot=on)
-with R = 1 and R = 8 replicas in one program (`arith_precision/replicas.py`, vmap: batched, the
-fast mode), 3 layers only for R = 8; then the fraction of bf16-rounded outputs of one
+with R = 1 and R = 8 replicas in one program (`arith_precision/training/replicas.py`, vmap:
+batched, the fast mode), 3 layers only for R = 8; then the fraction of bf16-rounded outputs of one
 512x256 @ 256x1024 contraction on which the tensor-core and carrier paths differ (0 on XLA:CPU
 without YNNPACK fusions; on tensor cores the float32 sums are formed in another order); then a
 4-cell mini-grid end to end (`paper_fig2:smoke` with tasks add and iter_add: fp32 and bf16) in a
@@ -40,9 +40,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import best_time  # noqa: E402
 
-from arith_precision import replicas, tasks, train  # noqa: E402
+from arith_precision import model as model_lib  # noqa: E402
+from arith_precision import tasks  # noqa: E402
+from arith_precision import training as train  # noqa: E402
+from arith_precision.training import config as train_config  # noqa: E402
+from arith_precision.training import replicas  # noqa: E402
 from experiments import cost_estimate  # noqa: E402
-from experiments.configs import train as train_config  # noqa: E402
 
 ARMS = {  # arm -> (precision name, native, tensor_core_dot)
     "fp32": ("fp32", False, "auto"),
@@ -77,10 +80,10 @@ def measure(sizes, arm: str, layers: int, num: int) -> dict:
     tx, _ = train.optimizer(cfg)
     step = train.make_train_step(mcfg, spec, tx, train.precision_of(cfg))
     tokens = tasks.sample_batch(spec, data_seed=0, step=0, batch_size=cfg.train.batch_size).tokens
-    params = train.model_lib.init_params(mcfg, jax.random.key(0))
+    params = model_lib.init_params(mcfg, jax.random.key(0))
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
     if num > 1:
-        step = replicas.replica_step(step, "vmap")
+        step = replicas.vmapped(step)
         state = replicas.stack([state] * num)
         tokens = np.stack([tokens] * num)
     fn = jax.jit(step)

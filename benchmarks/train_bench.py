@@ -12,7 +12,7 @@ answer+prompt tokens per second.
 
     python benchmarks/train_bench.py --replicas=1,4,8 [--config=...] [--reps=2]
 
-instead times R runs in one program (`arith_precision/replicas.py`) against R separate runs
+instead times R runs in one program (`arith_precision/training/replicas.py`) against R separate runs
 (one jitted step each, run one after another: examples/s of one run) for each R, in both
 replica modes (unrolled: bit-identical to separate runs; vmap: batched, not bit-identical), and
 prints examples/s and the speed-up over separate runs. The default config is
@@ -32,8 +32,11 @@ import time
 import jax
 import numpy as np
 
-from arith_precision import replicas, tasks, train
-from experiments.configs import train as train_config
+from arith_precision import model as model_lib
+from arith_precision import tasks
+from arith_precision import training as train
+from arith_precision.training import config as train_config
+from arith_precision.training import replicas
 
 
 def _pipeline_steps_per_sec(config, workdir: str) -> float:
@@ -52,7 +55,7 @@ def _bare_steps_per_sec(config, steps: int) -> float:
     mcfg = train.model_config(config)
     tx, _ = train.optimizer(config)
     step_fn = jax.jit(train.make_train_step(mcfg, spec, tx, train.precision_of(config)))
-    params = train.model_lib.init_params(mcfg, jax.random.key(config.seed))
+    params = model_lib.init_params(mcfg, jax.random.key(config.seed))
     state = {"params": params, "opt_state": tx.init(params), "step": np.int32(0)}
     tokens = jax.device_put(tasks.sample_batch(spec, data_seed=0, step=0,
                                                batch_size=config.train.batch_size).tokens)
@@ -78,14 +81,18 @@ def _replica_examples_per_sec(config, num: int, mode: str | None, reps: int) -> 
     batch = config.train.batch_size
     states = []
     for r in range(num):
-        params = train.model_lib.init_params(mcfg, jax.random.key(r))
+        params = model_lib.init_params(mcfg, jax.random.key(r))
         states.append({"params": params, "opt_state": tx.init(params), "step": np.int32(0)})
     tokens = [tasks.sample_batch(spec, data_seed=r, step=0, batch_size=batch).tokens
               for r in range(num)]
     if mode is None:
         return batch / best_time(jax.jit(step), states[0], jax.device_put(tokens[0]), reps=reps)
-    fn = jax.jit(replicas.replica_step(step, mode))
-    seconds = best_time(fn, replicas.stack(states), jax.device_put(np.stack(tokens)), reps=reps)
+    if mode == "vmap":
+        fn = jax.jit(replicas.vmapped(step))
+        seconds = best_time(fn, replicas.stack(states), jax.device_put(np.stack(tokens)), reps=reps)
+    else:  # unrolled: R copies of the step over tuples, as training runs them
+        fn = jax.jit(replicas.unrolled([step] * num))
+        seconds = best_time(fn, tuple(states), tuple(jax.device_put(t) for t in tokens), reps=reps)
     return num * batch / seconds
 
 

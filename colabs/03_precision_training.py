@@ -17,7 +17,7 @@
 #
 # The paper trains small Transformers from scratch in float32 and bfloat16: ADD works in both,
 # while iterated addition and multiplication collapse in bf16 as n grows. This notebook trains
-# small models with `arith_precision.train.train_and_evaluate` at both precisions (bf16 is
+# small models with `arith_precision.training.train_and_evaluate` at both precisions (bf16 is
 # *simulated*: every intermediate rounded to e8m7, fp32 master weights), then runs a tiny
 # sweep with `experiments.sweep_lib` and draws the paper-style figure.
 #
@@ -41,10 +41,10 @@ import tempfile
 import matplotlib.pyplot as plt
 from IPython.display import Image, display
 
-from arith_precision import train
+from arith_precision import training as train
+from arith_precision.training.config import get_config
 from experiments import sweep_lib
 from experiments.configs import paper_fig2
-from experiments.configs.train import get_config
 
 WORKDIR = tempfile.mkdtemp(prefix="arith_nb03_")  # fresh: runs resume from a workdir
 print(WORKDIR)

@@ -34,8 +34,9 @@ import tempfile
 
 import matplotlib.pyplot as plt
 
-from arith_precision import lora, quantized, train
-from experiments.configs.train import get_config
+from arith_precision import lora, quantized
+from arith_precision import training as train
+from arith_precision.training.config import get_config
 
 # %% [markdown]
 # ## Train (or reuse) a small model

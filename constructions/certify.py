@@ -29,8 +29,9 @@ import argparse
 import json
 import sys
 
-from arith_precision import cli_errors, tasks
-from arith_precision.cli_errors import UsageError
+from arith_precision import tasks
+from arith_precision.common import cli_errors
+from arith_precision.common.cli_errors import UsageError
 from constructions import VARIANTS, build, certify_match, certify_mlp
 from constructions import certify_layers as layers
 from constructions.certify_engine import Analysis, Failed

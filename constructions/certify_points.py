@@ -21,8 +21,9 @@ import os
 import sys
 import time
 
-from arith_precision import atomic, cli_errors, markdown, tasks
-from arith_precision.cli_errors import UsageError
+from arith_precision import tasks
+from arith_precision.common import atomic, cli_errors, markdown
+from arith_precision.common.cli_errors import UsageError
 from constructions import build
 from constructions.certify import certify
 

@@ -25,7 +25,8 @@ import os
 import jax
 import numpy as np
 
-from arith_precision import atomic, cli_errors, formats
+from arith_precision import formats
+from arith_precision.common import atomic, cli_errors
 
 FILENAME = "checks.json"
 

@@ -50,9 +50,10 @@ import time
 
 import numpy as np
 
-from arith_precision import atomic, cli_errors, tasks
 from arith_precision import model as model_lib
-from arith_precision.cli_errors import UsageError
+from arith_precision import tasks
+from arith_precision.common import atomic, cli_errors
+from arith_precision.common.cli_errors import UsageError
 from arith_precision.simulate.policy import ACCUMULATIONS
 from constructions import VARIANTS, check_log
 from constructions.frontier_report import (

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from arith_precision import atomic, cli_errors, markdown
-from arith_precision.cli_errors import UsageError
+from arith_precision.common import atomic, cli_errors, markdown
+from arith_precision.common.cli_errors import UsageError
 
 MAX_MANTISSA = 24  # e8m24 is the widest a float64 carrier simulates exactly
 MAX_FIXED_BITS = 25  # I + F on a float64 carrier

@@ -71,7 +71,7 @@ def check(spec: tasks.TaskSpec, w: dict[str, int], batch_size: int, num_inputs: 
     the batch does not (naming --batch-size)."""
     import dataclasses
 
-    from arith_precision.cli_errors import check_memory, memory_limit_bytes
+    from arith_precision.common.cli_errors import check_memory, memory_limit_bytes
 
     n_flag, n_value = "--n", spec.n
     if spec.task == "iter_add" and spec.k > 3:

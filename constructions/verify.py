@@ -33,7 +33,12 @@ import sys
 import time
 
 from arith_precision import formats, tasks
-from arith_precision.cli_errors import ArgumentParser, UsageError, memory_limit_bytes, run_cli
+from arith_precision.common.cli_errors import (
+    ArgumentParser,
+    UsageError,
+    memory_limit_bytes,
+    run_cli,
+)
 from arith_precision.simulate.policy import ACCUMULATIONS
 from constructions import VARIANTS
 

@@ -49,7 +49,7 @@ def step_flops(d_model: int, d_ff: int, num_layers: int, vocab_size: int, input_
 
 def cell_step_flops(config) -> float:
     """`step_flops` of a training config (a sweep cell's)."""
-    from arith_precision import train
+    from arith_precision import training as train
 
     spec = train.task_spec(config.task)
     m = config.model
@@ -226,7 +226,7 @@ def run(sweep_config, measurement_path: str | None = None,
         converged_from: str | None = None) -> str:
     """The text `--estimate` prints (a UsageError naming --from / --converged_from for a bad
     measurement file or workdir)."""
-    from arith_precision.cli_errors import UsageError
+    from arith_precision.common.cli_errors import UsageError
     from experiments import sweep_lib
 
     cells = sweep_lib.expand(sweep_config)

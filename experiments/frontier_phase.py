@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
-from arith_precision import atomic
+from arith_precision.common import atomic
 from experiments.configs.modes import Settings
 
 BF16_MANTISSA = 7  # bf16 is e8m7 (IEEE-like, 8 exponent bits)

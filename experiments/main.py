@@ -19,7 +19,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from arith_precision import cli_errors
+from arith_precision.common import cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with :ARGS.", lock_config=True)
@@ -33,11 +33,11 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
     config = _CONFIG.value
     try:
-        from experiments.configs.train import validate
+        from arith_precision.training.config import validate
 
         validate(config)  # also catches bad --config.x.y overrides, before jax starts working
         cli_errors.check_writable_dir("--workdir", _WORKDIR.value)
-        from arith_precision import train
+        from arith_precision import training as train
 
         summary = train.train_and_evaluate(config, _WORKDIR.value)
     except cli_errors.UsageError as e:

@@ -252,7 +252,7 @@ def _split(text: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
     any evaluation), 1 an internal error (with its traceback)."""
-    from arith_precision import cli_errors
+    from arith_precision.common import cli_errors
     from experiments.quant_study import load_run, sweep_runs
 
     ap = cli_errors.ArgumentParser(prog="python -m experiments.precision_probe",

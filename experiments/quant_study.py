@@ -92,7 +92,7 @@ def load_run(run_dir: str, *, name: str | None = None) -> BaseRun:
         ValueError: no summary.json / checkpoints, a run that did not complete, a run not trained
             in fp32, or restored parameters whose SHA-256 differs from the summary's.
     """
-    from arith_precision import train
+    from arith_precision import training as train
 
     params, config, summary, _ = train.restore_params(run_dir)
     if config.precision.name != "fp32" or config.precision.get("native", False):
@@ -126,7 +126,7 @@ def sweep_runs(sweep_dir: str, *, tasks: Iterable[str] | None = None) -> dict[st
 
 def train_bases(workdir: str, configs: Mapping[str, Any], progress=print) -> dict[str, str]:
     """Train (or resume, or skip when finished) one fp32 run per config into workdir/bases/NAME."""
-    from arith_precision import train
+    from arith_precision import training as train
 
     out = {}
     for name, config in configs.items():
@@ -324,8 +324,8 @@ def base_configs(mode: str) -> dict[str, Any]:
     smoke / quick: the fp32 cells of `experiments.reproduce`'s sweep of that mode (the same
     models the main job quantizes); full: paper-sized fp32 models (see the module docstring).
     """
+    from arith_precision.training import config as train_config
     from experiments import sweep_lib
-    from experiments.configs import train as train_config
 
     if mode in ("smoke", "quick"):
         from experiments.configs import modes

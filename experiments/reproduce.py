@@ -84,7 +84,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from arith_precision import atomic
+from arith_precision.common import atomic
 from experiments import frontier_phase, job_progress
 from experiments.configs.modes import MODES, SETTINGS, Settings
 from experiments.report import document
@@ -225,7 +225,7 @@ def reproduce(workdir: str, mode: str = "quick", *, workers: int | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
     any phase runs), 1 an internal error (with its traceback)."""
-    from arith_precision import cli_errors
+    from arith_precision.common import cli_errors
 
     ap = cli_errors.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,7 +26,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from arith_precision import cli_errors
+from arith_precision.common import cli_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a sweep config file, optionally with :ARGS.", lock_config=True)
@@ -36,7 +36,7 @@ _WORKERS = flags.DEFINE_integer(
     lower_bound=1)
 _REPLICAS = flags.DEFINE_string(
     "replicas", "auto", "Train up to R cells that differ only in seed and precision arm in one "
-    "program (arith_precision/train_group.py; every cell's files and numbers unchanged): an "
+    "program (arith_precision/training/loop.py; every cell's files and numbers unchanged): an "
     "integer R >= 1, off (= 1), or auto (8 on a GPU / TPU backend, off on CPU, where one program "
     "of R copies measured no faster than R runs).")
 _SHARD = flags.DEFINE_string("shard", None, "i/N: run only the cells with index % N == i.")

@@ -32,7 +32,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from arith_precision import atomic
+from arith_precision.common import atomic
 from experiments.sweep_grid import Cell
 
 # JAX is imported lazily (inside functions): spawned workers must set XLA_FLAGS before it loads.
@@ -148,7 +148,7 @@ def run_cells(job: Mapping[str, Any]) -> list[dict[str, Any]]:
                for c in cells]
     try:
         with output_to(first_log):
-            from arith_precision import train_group
+            from arith_precision.training import loop as train_group
 
             summaries = train_group.train_group([c["config"] for c in cells],
                                                 [c["dir"] for c in cells])

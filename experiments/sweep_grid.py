@@ -137,8 +137,9 @@ GRID_ARGS = {
 
 
 def parse_args(arg: str | None, *, switches: Sequence[str], keys: Iterable[str]) -> dict:
-    """A sweep config's ARGS (`experiments.configs.args.parse`, errors name "sweep config")."""
-    from experiments.configs import args as args_lib
+    """A sweep config's ARGS (`arith_precision.common.config_args.parse`; errors name "sweep
+    config")."""
+    from arith_precision.common import config_args as args_lib
 
     return args_lib.parse(arg, keys=keys, switches=switches, what="sweep config")
 
@@ -265,7 +266,7 @@ def _matches(when: Mapping[str, Any], coords: Mapping[str, Any]) -> bool:
 
 def expand(c) -> list[Cell]:
     """Every cell of the grid, in order, each with its validated training config."""
-    from experiments.configs import train as train_config
+    from arith_precision.training import config as train_config
 
     check_sweep_config(c)
     g = c.grid
@@ -308,7 +309,7 @@ def _cell_config(base, coords, c, name: str):
     for i, rule in enumerate(c.rules):
         if _matches(rule["when"], coords):
             _set_nested(cfg, rule["set"], f"cell {name}: rules[{i}]")
-    from experiments.configs import train as train_config
+    from arith_precision.training import config as train_config
 
     try:
         train_config.validate(cfg)

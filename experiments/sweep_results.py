@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arith_precision import early_stop
 from arith_precision.tasks.spec import TASKS
+from arith_precision.training import early_stop
 from experiments.sweep_cells import DONE, cell_status, read_json
 from experiments.sweep_grid import COORDS
 

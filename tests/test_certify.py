@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from constructions.certify_rounding import Fmt, fl
+from tests import repo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo.ROOT)
 CERTIFY_JSON = os.path.join(ROOT, "results", "certify", "certify.json")
 
 

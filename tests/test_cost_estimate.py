@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from arith_precision.cli_errors import UsageError
+from arith_precision.common.cli_errors import UsageError
 from experiments import cost_estimate, sweep_lib
 from experiments.configs import paper_fig2
 

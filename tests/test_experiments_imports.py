@@ -4,7 +4,9 @@ function-level imports still couples the modules)."""
 import ast
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import repo
+
+ROOT = repo.ROOT
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -8,8 +8,9 @@ import pytest
 
 from experiments import cost_estimate, sweep_lib
 from experiments.configs import paper_fig2
+from tests import repo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(repo.ROOT)
 
 
 @pytest.mark.slow

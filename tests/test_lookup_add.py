@@ -12,6 +12,7 @@ import pytest
 from arith_precision import tasks
 from constructions import blocks, build, check_log, inputs, lookup_add, run, sizes
 from constructions import verify as verify_lib
+from tests import repo
 
 BASES = range(2, 37)
 
@@ -138,7 +139,7 @@ def test_committed_partial_check_at_k1000_n64_is_current():
     """results/lookup_large/b10_n64_k1000: 8 inputs (6 adversarial, 2 random) exact at 65 069
     positions. Its verdicts must be keyed by the current weights: a changed construction fails
     here until the check is re-run (the README's command)."""
-    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large", "b10_n64_k1000")
+    d = os.path.join(repo.ROOT, "results", "lookup_large", "b10_n64_k1000")
     spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
     with open(os.path.join(d, "inputs.jsonl")) as f:
         ops = [json.loads(line) for line in f if line.strip()]
@@ -168,7 +169,7 @@ def test_committed_full_set_at_k1000_is_complete_and_current(n, families):
     resumed pieces). Their verdicts must be exactly the verifier's inputs, each a pass keyed by
     the current weights: a changed construction or input set fails here until the check is
     re-run."""
-    d = os.path.join(os.path.dirname(__file__), "..", "results", "lookup_large",
+    d = os.path.join(repo.ROOT, "results", "lookup_large",
                      f"b10_n{n}_k1000_full")
     with open(os.path.join(d, check_log.FILENAME)) as f:
         verdicts = json.load(f)["verdicts"]

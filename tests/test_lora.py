@@ -4,16 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_model import CFG, SPEC
-from tiny_model import dense_apply as _dense_apply
-from tiny_model import params as _params
-from tiny_model import tokens as _tokens
 
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import lora, quantized, tasks
 from arith_precision import model as model_lib
 from arith_precision.lora import LoraArray
 from arith_precision.quantized import QuantizedArray
+from tests.tiny_model import CFG, SPEC
+from tests.tiny_model import dense_apply as _dense_apply
+from tests.tiny_model import params as _params
+from tests.tiny_model import tokens as _tokens
 
 H, DH, D, F = 2, 8, 32, 64
 

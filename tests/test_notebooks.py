@@ -19,7 +19,9 @@ import nbclient
 import nbformat
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import repo
+
+ROOT = repo.ROOT
 COLABS = ROOT / "colabs"
 NOTEBOOKS = sorted(COLABS.glob("*.ipynb"))
 KERNEL = "python3"

@@ -19,7 +19,7 @@ from arith_precision.simulate.runtime_format import (
     with_mantissa_bits,
 )
 from experiments import precision_probe as probe
-from tests import tiny_model
+from tests import repo, tiny_model
 
 
 def _values():
@@ -139,7 +139,7 @@ def test_construction_probe_all_regions_is_the_committed_frontier(tmp_path):
     import json
     import os
 
-    with open(os.path.join(os.path.dirname(__file__), "..", "results", "frontier",
+    with open(os.path.join(repo.ROOT, "results", "frontier",
                            "frontier.json")) as f:
         committed = next(r for r in json.load(f) if r["label"] == "add p=10")
     want = next(e for e in committed["entries"] if e["n"] == 8)["float_mantissa_bits"]["once"]

@@ -7,15 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_model import CFG, SPEC
-from tiny_model import dense_apply as _dense_apply
-from tiny_model import params as _params
-from tiny_model import tokens as _tokens
 
 from arith_precision import decode, quantized, tasks
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
 from arith_precision.quantized import QuantizedArray
+from tests.tiny_model import CFG, SPEC
+from tests.tiny_model import dense_apply as _dense_apply
+from tests.tiny_model import params as _params
+from tests.tiny_model import tokens as _tokens
 
 VALID = ["int8", "int4", "int2", "int4_g16", "int8_g32", "int4_g64", "int8_tensor", "nf4",
          "nf4_g64", "nf4_g16", "bf16", "fp16", "e4m3", "e4m3fn", "e5m2", "e2m1fn", "fixed4.8",

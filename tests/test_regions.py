@@ -7,8 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from arith_precision import formats, tasks, train
+from arith_precision import formats, tasks
 from arith_precision import model as model_lib
+from arith_precision import training as train
 from arith_precision.simulate import REGIONS, RegionPolicy, simulate
 from tests import tiny_model
 

@@ -16,8 +16,9 @@ import pytest
 
 from experiments import quant_study, reproduce, training_verdict
 from experiments.report import claims, document
+from tests import repo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(repo.ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ import pytest
 
 from experiments import sweep_cells, sweep_lib
 from experiments.configs import formats, paper_fig2
+from tests import repo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(repo.ROOT)
 
 
 def _cli(workdir, config_arg, *extra, wait=True, stdout=None):

@@ -14,10 +14,10 @@ import pytest
 from arith_precision import formats
 from arith_precision.simulate import Policy, simulate, tensor_core
 from arith_precision.simulate.runtime_format import RuntimeMantissa
+from tests import repo
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tensor_core_cases  # noqa: E402
+ROOT = str(repo.ROOT)
+from tests import tensor_core_cases  # noqa: E402
 
 # (format, embeds in bf16): M <= 7 and the range inside bf16's, else the carrier path.
 EMBEDDING = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 
-from arith_precision.cli_errors import ArgumentParser, UsageError, check_memory, run_cli
+from arith_precision.common.cli_errors import ArgumentParser, UsageError, check_memory, run_cli
 from arith_precision.tasks.batches import digits_to_ints, sample_batch
 from arith_precision.tasks.reference import make_example
 from arith_precision.tasks.spec import OPERAND_DISTRIBUTIONS, TASKS, TaskSpec

@@ -18,7 +18,8 @@ paper, 3 layers, seeds 0 and 1, batch 512, 30k steps, and the precisions
     bf16@sequential     bf16 with every sum rounded after each addition, left to right (the
     fp16@sequential     theory's model), against the hardware-like `once` (one rounding after a
                         wide accumulation) of the plain entries
-(names as in arith_precision/precision.py `step_precision`; formats in arith_precision.formats).
+(names as in arith_precision/training/precision.py `step_precision`; formats in
+arith_precision.formats).
 What to expect, a hypothesis rather than a measured result: fp32 near-perfect; the 8-bit formats
 and fixed6.5 failing already at small n (or not training at all); fp16 between bf16 and fp32;
 pure_bf16 worse than bf16; sequential accumulation worse than once, increasingly with n.

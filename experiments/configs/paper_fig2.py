@@ -10,8 +10,8 @@ bases 2 and 10; 3 and 5 layers; three arms: `fp32`; `pure_bf16` (weights, activa
 gradients and optimizer state in bf16: the paper varies the *weight* precision, "float32 vs
 bfloat16", so this is its most likely arm); `bf16` (mixed precision: bf16 compute for loss and
 gradient with fp32 master weights and optimizer, the forgiving reading) -- see
-arith_precision/precision.py; batch 512, at most 100k steps (the paper's) with early stopping
-(validation every 1000 steps, stop at exact match >= 0.99 twice in a row on 1000 held-out
+arith_precision/training/precision.py; batch 512, at most 100k steps (the paper's) with early
+stopping (validation every 1000 steps, stop at exact match >= 0.99 twice in a row on 1000 held-out
 examples), seeds 0,1,2. The n grids bracket where the paper sees the collapse:
     ADD      4, 8, 16, 24, 32 (both bases; the paper: above ~94% to 32 digits in both precisions)
     IterADD  base 2: 4..14 step 2 (bf16 collapses around 7-10 digits); base 10: 2..6, 8

@@ -14,8 +14,8 @@ does:
               its verdict by a template
     document  REPORT.md, the main job's document
 
-Atomic writes (`arith_precision.atomic`) and the one markdown-table helper
-(`arith_precision.markdown`) are the library's: the training loop and the constructions need
+Atomic writes (`arith_precision.common.atomic`) and the one markdown-table helper
+(`arith_precision.common.markdown`) are the library's: the training loop and the constructions need
 them too, and neither may import `experiments`.
 
 This file imports nothing so that the modules of the package can import each other without a

@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arith_precision import markdown
+from arith_precision.common import markdown
 from experiments import training_verdict as tv
 from experiments.frontier_phase import BF16_MANTISSA
 from experiments.report import training

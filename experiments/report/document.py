@@ -14,7 +14,7 @@ import os
 import platform
 from collections.abc import Mapping, Sequence
 
-from arith_precision import atomic, markdown
+from arith_precision.common import atomic, markdown
 from experiments import training_verdict as tv
 from experiments.configs.modes import Settings
 from experiments.report import claims as claims_lib

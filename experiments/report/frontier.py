@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from arith_precision import atomic, markdown
+from arith_precision.common import atomic, markdown
 from experiments.frontier_phase import BF16_MANTISSA
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from arith_precision import atomic, markdown
+from arith_precision.common import atomic, markdown
 from experiments.report import plots
 
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from arith_precision import atomic, markdown
+from arith_precision.common import atomic, markdown
 from arith_precision.tasks.spec import TASKS
 from experiments.report import plots
 

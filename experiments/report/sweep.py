@@ -8,7 +8,7 @@ import collections
 import os
 from collections.abc import Mapping, Sequence
 
-from arith_precision import atomic, markdown
+from arith_precision.common import atomic, markdown
 from arith_precision.tasks.spec import TASKS
 from experiments.report import plots
 from experiments.sweep_cells import DONE, read_json

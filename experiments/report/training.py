@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from arith_precision import markdown
+from arith_precision.common import markdown
 from experiments import training_verdict as tv
 
 # One sentence per failed condition (`training_verdict.FAILED_CONDITIONS`); {items} lists the

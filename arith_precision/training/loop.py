@@ -2,9 +2,9 @@
 
 Each run ("replica") keeps its own parameters, optimizer state, data stream, precision,
 checkpoints, metrics, early stopping and summary, and writes exactly what a run of its own would
-(`train.train_and_evaluate` is `train_group` with R = 1). What they share is the program: every
+(`train_and_evaluate` is `train_group` with R = 1). What they share is the program: every
 step, the replicas that stand at the same step are advanced by one jitted call holding R
-independent copies of the step (`replicas.replica_step`'s `unrolled` mode: each copy's
+independent copies of the step (`replicas.unrolled`: each copy's
 operations are those of a separate run, so its parameters are bit-identical to a separate run's
 on a deterministic backend; tested on XLA:CPU). The replicas need not share shapes or precision:
 the program is compiled once per set of replicas advanced together (one set while all run;
@@ -29,15 +29,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from arith_precision import atomic, tasks, train_checks
-from arith_precision import checkpoints as checkpoints_lib
-from arith_precision import early_stop as early_stop_lib
 from arith_precision import evaluate as evaluate_lib
-from arith_precision import train_step as ts
-from arith_precision.cli_errors import UsageError
+from arith_precision import tasks
+from arith_precision.common import atomic
+from arith_precision.common.cli_errors import UsageError
+from arith_precision.training import checkpoints as checkpoints_lib
+from arith_precision.training import checks as train_checks
+from arith_precision.training import early_stop as early_stop_lib
+from arith_precision.training import replicas
+from arith_precision.training import step as ts
+from arith_precision.training.mesh import DataMesh
 
 
 def _format_seconds(seconds: float) -> str:
@@ -56,26 +58,10 @@ def _rewrite_metrics(path: str, keep_up_to: int) -> None:
         f.writelines(lines)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Mesh:
-    """The 1-D "data" mesh every replica uses: batch split over devices, state replicated."""
-
-    devices: int
-    replicated: NamedSharding
-    data: NamedSharding
-
-    @classmethod
-    def make(cls) -> _Mesh:
-        num = jax.device_count()
-        # Auto axes: XLA's partitioner places the collectives (no sharding-in-types annotations)
-        mesh = jax.make_mesh((num,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-        return cls(num, NamedSharding(mesh, P()), NamedSharding(mesh, P("data")))
-
-
 class _Replica:
     """One run's host side: its objects, state, checkpoints, metrics file and bookkeeping."""
 
-    def __init__(self, config, workdir: str, mesh: _Mesh, prefix: str):
+    def __init__(self, config, workdir: str, mesh: DataMesh, prefix: str):
         self.config, self.workdir, self.mesh, self.prefix = config, workdir, mesh, prefix
         self.start_time = time.time()
         os.makedirs(workdir, exist_ok=True)
@@ -275,14 +261,9 @@ class _Replica:
         return self.summary
 
 
-def _program(runs: Sequence[_Replica], group: tuple[int, ...], mesh: _Mesh):
+def _program(runs: Sequence[_Replica], group: tuple[int, ...], mesh: DataMesh):
     """One jitted call advancing the replicas `group` by one step each (unrolled copies)."""
-    steps = [runs[i].step_fn for i in group]
-
-    def multi_step(states, batches):
-        outs = [step(s, b) for step, s, b in zip(steps, states, batches, strict=True)]
-        return tuple(o[0] for o in outs), tuple(o[1] for o in outs)
-
+    multi_step = replicas.unrolled([runs[i].step_fn for i in group])
     state_shardings = tuple(runs[i].state_sharding for i in group)
     return jax.jit(multi_step, in_shardings=(state_shardings, (mesh.data,) * len(group)),
                    out_shardings=(state_shardings, (mesh.replicated,) * len(group)))
@@ -311,7 +292,7 @@ def train_group(configs: Sequence[Any], workdirs: Sequence[str], *,
     if prefixes is None:
         prefixes = [""] if len(configs) == 1 else \
             [f"[{os.path.basename(d)}] " for d in dirs]
-    mesh = _Mesh.make()
+    mesh = DataMesh.make()
     runs = [_Replica(c, w, mesh, p) for c, w, p in zip(configs, workdirs, prefixes, strict=True)]
     programs = {}
     summaries: list[dict[str, Any] | None] = [None] * len(runs)
@@ -331,3 +312,13 @@ def train_group(configs: Sequence[Any], workdirs: Sequence[str], *,
         for i, state, m in zip(group, states, metrics, strict=True):
             runs[i].stepped(state, m)
     return summaries
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+    """Train, checkpoint, evaluate; resume from `workdir` if it holds a checkpoint.
+
+    Returns the summary dict (also written to `workdir/summary.json`). Bad config values raise
+    `cli_errors.UsageError` (a ValueError naming the key) before any work. It is `train_group`
+    with one run.
+    """
+    return train_group([config], [workdir])[0]

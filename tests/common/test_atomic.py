@@ -1,10 +1,10 @@
-"""arith_precision.atomic: a reader sees the old file or the whole new one, never a part."""
+"""arith_precision.common.atomic: a reader sees the old file or the whole new one, never a part."""
 
 import os
 
 import pytest
 
-from arith_precision import atomic
+from arith_precision.common import atomic
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

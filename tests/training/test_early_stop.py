@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from arith_precision import early_stop, train
-from experiments.configs import train as train_config
+from arith_precision import training as train
+from arith_precision.training import config as train_config
+from arith_precision.training import early_stop
 
 
 def _rows(*values, every=10):

@@ -10,11 +10,13 @@ import sys
 import orbax.checkpoint as ocp
 import pytest
 
-from arith_precision import checkpoints, train
-from arith_precision.cli_errors import UsageError
-from experiments.configs import train as train_config
+from arith_precision import training as train
+from arith_precision.common.cli_errors import UsageError
+from arith_precision.training import checkpoints
+from arith_precision.training import config as train_config
+from tests import repo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(repo.ROOT)
 ARGS = "smoke,task=add,base=3,n=3,steps=30,batch=16"  # checkpoints at steps 10, 20, 30 (keep 2)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from arith_precision.cli_errors import UsageError
+from arith_precision.common.cli_errors import UsageError
 
 
 def parse(arg: str | None, *, keys: Iterable[str], switches: Iterable[str] = (),

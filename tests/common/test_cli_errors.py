@@ -14,10 +14,12 @@ import sys
 
 import pytest
 
-from arith_precision import cli_errors, tasks
+from arith_precision import tasks
+from arith_precision.common import cli_errors
 from constructions import build, sizes
+from tests import repo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(repo.ROOT)
 TRAIN = "--config=experiments/configs/train.py"
 FIG2 = "--config=experiments/configs/paper_fig2.py"
 HEAVY = "jax,flax,optax,orbax.checkpoint,numpy"
@@ -122,7 +124,7 @@ CASES = {
         ("--merge= --out={tmp}/merged", "--merge: ''"),
         ("--merge={tmp}/missing", "--out: (missing)"),
     ]),
-    "experiments.main": (HEAVY + ",arith_precision.train,experiments.configs.train", [
+    "experiments.main": (HEAVY + ",arith_precision.training,arith_precision.training.config", [
         (f"{TRAIN}:base=1 --workdir={{tmp}}/w", "error: task.base: 1: "),
         (f"{TRAIN}:n=0 --workdir={{tmp}}/w", "task.n: 0"),
         (f"{TRAIN}:k=1 --workdir={{tmp}}/w", "task.k: 1: only applies to iter_add"),
@@ -161,7 +163,7 @@ CASES = {
         (f"{TRAIN}:smoke --workdir={{tmp}}/w --bogus=1", "--bogus: 1: unknown flag"),
         (f"{TRAIN}:smoke --workdir={{tmp}}/w stray", "stray"),
     ]),
-    "experiments.sweep": (HEAVY + ",arith_precision.train,experiments.sweep_lib", [
+    "experiments.sweep": (HEAVY + ",arith_precision.training,experiments.sweep_lib", [
         (f"{FIG2}:smoke,bogus=1 --workdir={{tmp}}/s", "bogus"),
         (f"{FIG2}:smoke --workdir={{tmp}}/a_file", "--workdir: {tmp}/a_file"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --shard=2/2", "--shard: 2/2"),
@@ -315,7 +317,7 @@ def test_readme_example_constant_add_n64_batch_limit():
 def test_importing_the_library_starts_no_jax_backend():
     """No JAX computation at import time: it would start XLA's thread pools, making the forks of
     tests/cli_harness.py deadlock-prone and every CLI's bad-input path slower."""
-    code = ("import arith_precision.formats, arith_precision.simulate, arith_precision.train, "
+    code = ("import arith_precision.formats, arith_precision.simulate, arith_precision.training, "
             "constructions, experiments.precision_probe, experiments.reproduce\n"
             "from jax._src import xla_bridge\n"
             "assert not xla_bridge._backends, sorted(xla_bridge._backends)\n")

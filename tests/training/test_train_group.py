@@ -1,4 +1,4 @@
-"""R runs in one program (`arith_precision/train_group.py`): every replica writes exactly what a
+"""R runs in one program (`arith_precision/training/loop.py`): every replica writes exactly what a
 run of its own writes (parameters bit-identical, same summary and metrics apart from timing),
 also when the replicas differ in seed, precision and length, and when they resume at different
 steps."""
@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
-from arith_precision import train, train_group
-from experiments.configs import train as train_config
+from arith_precision import training as train
+from arith_precision.training import config as train_config
+from arith_precision.training import loop as train_group
 
 # Two replicas that share nothing but the program: seed, data seed, precision and length differ
 # (the group shrinks to B alone after step 12).

@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arith_precision import atomic
+from arith_precision.common import atomic
 
 FILENAME = "validation.jsonl"
 RISING_BY = 0.05  # `trend`: "still rising" when the last half of training gained this much

@@ -20,8 +20,8 @@ import optax
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from arith_precision.precision import StepPrecision, step_precision
 from arith_precision.simulate import native_dtype, regions, simulate
+from arith_precision.training.precision import StepPrecision, step_precision
 
 # ---- config -> objects -------------------------------------------------------------------------
 

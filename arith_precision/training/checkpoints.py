@@ -32,7 +32,7 @@ import shutil
 import sys
 from collections.abc import Callable
 
-from arith_precision.cli_errors import UsageError
+from arith_precision.common.cli_errors import UsageError
 
 ITEM = "default"  # orbax's item directory for a single-item CheckpointManager
 _METADATA_FILES = ("_CHECKPOINT_METADATA", os.path.join(ITEM, "_METADATA"))

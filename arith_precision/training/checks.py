@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import re
 
-from arith_precision.cli_errors import UsageError, check_memory
+from arith_precision.common.cli_errors import UsageError, check_memory
+from arith_precision.training import step as step_lib
 
 _OPTIM_RULES = (  # key, test, why
     ("learning_rate", lambda v: math.isfinite(v) and v > 0, "must be > 0 and finite"),
@@ -59,12 +60,10 @@ def _keyed(block: str, fields, err: ValueError) -> UsageError:
 
 def validate(config) -> None:
     """Raise UsageError for the first bad value of a training config (see the module doc)."""
-    from arith_precision import train
-
     for key in ("seed", "data_seed"):
         _at_least(key, config[key], 0)
     try:
-        spec = train.task_spec(config.task)
+        spec = step_lib.task_spec(config.task)
     except UsageError:
         raise
     except ValueError as e:
@@ -78,11 +77,11 @@ def validate(config) -> None:
     for n in config.eval.get("ns") or ():
         _at_least("eval.ns", n, 1)
     try:
-        especs = train.eval_specs(config)
+        especs = step_lib.eval_specs(config)
     except ValueError as e:
         raise UsageError("eval.ns", tuple(config.eval.ns), str(e)) from None
     try:
-        train.precision_of(config)
+        step_lib.precision_of(config)
     except ValueError as e:
         raise UsageError("precision", config.precision.name, str(e)) from None
     for key in ("num_layers", "d_model", "num_heads", "d_ff"):
@@ -114,7 +113,7 @@ def validate(config) -> None:
     check_memory("eval.batch_size", config.eval.batch_size,
                  estimate_bytes(config, longest, spec.vocab_size), what)
     try:
-        train.model_config(config)
+        step_lib.model_config(config)
     except ValueError as e:
         raise _keyed("model", dict(config.model), e) from None
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from arith_precision import model as model_lib
-from arith_precision import train
+from arith_precision import training as train
 from arith_precision.simulate import simulate
-from experiments.configs import train as train_config
+from arith_precision.training import config as train_config
+from tests import repo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(repo.ROOT)
 
 
 def _run_main(workdir, args, extra=(), env=None, wait=True):
