@@ -17,9 +17,9 @@
 #
 # The paper's LLaMA study: int4 (and QLoRA) lose to bf16 (and LoRA) on arithmetic. Here, on a
 # small model trained from scratch: quantize the weights to int8 / int4 / NF4 with
-# `arith_precision.quantized` (weight-only, the unchanged model runs on implicit arrays),
+# `arith_precision.quant.quantized` (weight-only, the unchanged model runs on implicit arrays),
 # compare exact match and memory, then fine-tune LoRA adapters on the int4 base (QLoRA) with
-# `arith_precision.lora.finetune`.
+# `arith_precision.quant.lora.finetune`.
 
 # %%
 # Setup: run from a checkout after `pip install -c requirements-lock.txt -e '.[dev]'`.
@@ -34,8 +34,8 @@ import tempfile
 
 import matplotlib.pyplot as plt
 
-from arith_precision import lora, quantized
 from arith_precision import training as train
+from arith_precision.quant import lora, quantized
 from arith_precision.training.config import get_config
 
 # %% [markdown]

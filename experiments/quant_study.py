@@ -12,7 +12,7 @@ the "LLM" is one of our own fp32-trained Transformers (one per task and n):
    state {"params", "opt_state", "step"}; the restored parameters are checked against the run's
    `params_sha256`). They come from a sweep directory (`--sweep`: its completed fp32 cells), from
    run directories (`--runs`), or, with neither, are trained here into `DIR/bases/`.
-2. Post-training weight quantization (`arith_precision.quantized`: quax implicit arrays, the
+2. Post-training weight quantization (`arith_precision.quant.quantized`: quax implicit arrays, the
    model code unchanged; embeddings and unembedding stay fp32, as in bitsandbytes/QLoRA) with
    each scheme: int8 and int4 per output channel, int4 in groups, NF4 in blocks, and plain number
    formats (e4m3, e5m2, bf16); exact match and digit accuracy on held-out examples of the run's
@@ -208,7 +208,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
     import jax
 
     from arith_precision import evaluate as evaluate_lib
-    from arith_precision import lora, quantized
+    from arith_precision.quant import lora, quantized
 
     start = time.time()
     runs = _as_runs(base_runs)
@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.examples is not None:
             settings["num_examples"] = args.examples
             settings["eval_batch"] = min(settings["eval_batch"], max(args.examples, 1))
-        from arith_precision import quantized
+        from arith_precision.quant import quantized
 
         if args.qlora_schemes is not None:
             settings["qlora_schemes"] = tuple(_split(args.qlora_schemes))

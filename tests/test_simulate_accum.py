@@ -113,7 +113,8 @@ def test_matmul_block_quantizes_operands_along_the_contraction_axis():
 
 
 def test_p3109_formats_work_as_policy_and_scheme_strings():
-    from arith_precision import quantized
+    from arith_precision.quant import quantized
+    from arith_precision.quant import scheme as quant_scheme
 
     a = jax.random.normal(jax.random.key(7), (64,), jnp.float32)
     got = simulate(lambda x: x * x, Policy("p3109_k8p4"))(a)
@@ -124,7 +125,7 @@ def test_p3109_formats_work_as_policy_and_scheme_strings():
     q = quantized.quantize_array(w, "p3109_k8p3")
     np.testing.assert_array_equal(np.asarray(quantized.dequantize_array(q)),
                                   np.asarray(formats.quantize(w, "p3109_k8p3")))
-    assert quantized.bits_per_weight("p3109_k8p3", (32, 16)) == 8
+    assert quant_scheme.bits_per_weight("p3109_k8p3", (32, 16)) == 8
 
 
 def test_weight_block_equals_block_quantized_kernels():
@@ -133,7 +134,7 @@ def test_weight_block_equals_block_quantized_kernels():
     each kernel along its input axis); the embedding table, only gathered, stays fp32."""
     from tiny_model import dense_apply, params, tokens
 
-    from arith_precision import quantized
+    from arith_precision.quant import quantized
 
     p, t = params(), tokens()
     policy = Policy("fp32", weight_block="nvfp4")

@@ -111,7 +111,7 @@ def plot(rows: Sequence[Mapping], path: str, schemes: Sequence[str]) -> None:
     Schemes that change nothing give equal curves: each scheme has its own colour, marker and
     a small sideways shift, block formats are dashed, and fp32 is the thick reference line.
     """
-    from arith_precision import quant_scheme
+    from arith_precision.quant import scheme as quant_scheme
 
     plt = plots.pyplot()
     ptq = [r for r in rows if r["stage"] == "ptq"]

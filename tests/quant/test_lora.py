@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from arith_precision import evaluate as evaluate_lib
-from arith_precision import lora, quantized, tasks
 from arith_precision import model as model_lib
-from arith_precision.lora import LoraArray
-from arith_precision.quantized import QuantizedArray
+from arith_precision import tasks
+from arith_precision.quant import lora, quantized
+from arith_precision.quant.lora import LoraArray
+from arith_precision.quant.quantized import QuantizedArray
 from tests.tiny_model import CFG, SPEC
 from tests.tiny_model import dense_apply as _dense_apply
 from tests.tiny_model import params as _params

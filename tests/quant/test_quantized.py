@@ -8,10 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from arith_precision import decode, quantized, tasks
+from arith_precision import decode, tasks
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import model as model_lib
-from arith_precision.quantized import QuantizedArray
+from arith_precision.quant import quantized
+from arith_precision.quant import scheme as quant_scheme
+from arith_precision.quant.quantized import QuantizedArray
 from tests.tiny_model import CFG, SPEC
 from tests.tiny_model import dense_apply as _dense_apply
 from tests.tiny_model import params as _params
@@ -28,7 +30,7 @@ EXACT_SCHEMES = ["int8", "int4", "int4_g16", "int8_tensor", "nf4_g16", "bf16", "
 
 @pytest.mark.parametrize("scheme", VALID)
 def test_every_scheme_string_parses(scheme):
-    sch = quantized.parse_scheme(scheme)
+    sch = quant_scheme.parse_scheme(scheme)
     assert sch.kind in ("int", "nf4", "format", "block")
     assert 1 <= sch.bits <= 16
 
@@ -37,24 +39,24 @@ def test_every_scheme_string_parses(scheme):
                                  "int8_channel", "e0m3", ""])
 def test_bad_scheme_names_the_value(bad):
     with pytest.raises(ValueError, match=re.escape(repr(bad))):
-        quantized.parse_scheme(bad)
+        quant_scheme.parse_scheme(bad)
     with pytest.raises(ValueError, match=re.escape(repr(bad))):
         quantized.quantize_params(_params(), bad)
 
 
 def test_bits_per_weight():
     shape = (64, 48)  # (in, out)
-    assert quantized.bits_per_weight("int8", shape) == 8 + 32 / 64
-    assert quantized.bits_per_weight("int4", shape) == 4 + 32 / 64
-    assert quantized.bits_per_weight("int4_g16", shape) == 4 + 32 / 16
-    assert quantized.bits_per_weight("int8_tensor", shape) == 8 + 32 / (64 * 48)
-    assert quantized.bits_per_weight("nf4", shape) == 4.5
-    assert quantized.bits_per_weight("bf16", shape) == 16
-    assert quantized.bits_per_weight("e4m3", shape) == 8
+    assert quant_scheme.bits_per_weight("int8", shape) == 8 + 32 / 64
+    assert quant_scheme.bits_per_weight("int4", shape) == 4 + 32 / 64
+    assert quant_scheme.bits_per_weight("int4_g16", shape) == 4 + 32 / 16
+    assert quant_scheme.bits_per_weight("int8_tensor", shape) == 8 + 32 / (64 * 48)
+    assert quant_scheme.bits_per_weight("nf4", shape) == 4.5
+    assert quant_scheme.bits_per_weight("bf16", shape) == 16
+    assert quant_scheme.bits_per_weight("e4m3", shape) == 8
     w = jax.random.normal(jax.random.key(0), shape)
     for scheme in ("int8", "int4_g16", "int8_tensor", "nf4", "e4m3"):
         q = quantized.quantize_array(w, scheme)
-        assert q.nominal_bits == quantized.bits_per_weight(scheme, shape) * w.size
+        assert q.nominal_bits == quant_scheme.bits_per_weight(scheme, shape) * w.size
 
 
 # ---- exactness and error ------------------------------------------------------------------------
@@ -203,9 +205,9 @@ def test_the_decoder_factory_refuses_options_that_do_not_combine():
 def test_block_scheme_is_quantize_mx_along_the_input_axis(scheme, bits):
     from arith_precision import formats
 
-    sch = quantized.parse_scheme(scheme)
+    sch = quant_scheme.parse_scheme(scheme)
     assert sch.kind == "block"
-    assert quantized.bits_per_weight(scheme, (64, 48)) == bits
+    assert quant_scheme.bits_per_weight(scheme, (64, 48)) == bits
     w = jax.random.normal(jax.random.key(0), (64, 48))
     q = quantized.quantize_array(w, scheme)
     assert q.nominal_bits == bits * w.size

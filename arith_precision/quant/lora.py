@@ -52,7 +52,8 @@ import optax
 import quax
 
 from arith_precision import model as model_lib
-from arith_precision import quantized, tasks
+from arith_precision import tasks
+from arith_precision.quant import quantized
 from arith_precision.training.step import loss_fn
 
 DEFAULT_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")
@@ -189,7 +190,8 @@ def num_trainable(adapters: Adapters) -> int:
 
 def lora_loss(adapters: Adapters, base_params, tokens_BxT, *, alpha: float,
               config: model_lib.TransformerConfig, mask_T: np.ndarray):
-    """`training.step.loss_fn` of the LoRA model: (mean answer-token cross-entropy, {"token_accuracy"})."""
+    """`training.step.loss_fn` of the LoRA model: (mean answer-token cross-entropy,
+    {"token_accuracy"})."""
     params = lora_params(base_params, adapters, alpha)
 
     def loss(p, tokens):

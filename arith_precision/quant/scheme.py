@@ -1,4 +1,4 @@
-"""Quantization scheme strings of `arith_precision.quantized`: parsing and nominal bits.
+"""Quantization scheme strings of `arith_precision.quant.quantized`: parsing and nominal bits.
 
 See `quantized.py` for what each scheme does. Block formats (OCP MX and NVFP4, `formats.mx`)
 are schemes too: `mxfp8_e4m3`, `mxfp8_e5m2`, `mxfp6_e3m2`, `mxfp6_e2m3`, `mxfp4_e2m1`, `mxint8`,

@@ -65,15 +65,7 @@ import quax
 from arith_precision import evaluate as evaluate_lib
 from arith_precision import formats, tasks
 from arith_precision import model as model_lib
-from arith_precision.quant_scheme import (  # noqa: F401  (re-exported: the public names)
-    DEFAULT_NF4_BLOCK,
-    DEFAULT_SKIP,
-    SCALE_BITS,
-    SCHEME_FORMS,
-    Scheme,
-    bits_per_weight,
-    parse_scheme,
-)
+from arith_precision.quant.scheme import DEFAULT_SKIP, SCALE_BITS, parse_scheme
 
 # ---- the implicit array -------------------------------------------------------------------------
 
