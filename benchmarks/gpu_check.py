@@ -45,7 +45,7 @@ from arith_precision import tasks  # noqa: E402
 from arith_precision import training as train  # noqa: E402
 from arith_precision.training import config as train_config  # noqa: E402
 from arith_precision.training import replicas  # noqa: E402
-from experiments import cost_estimate  # noqa: E402
+from experiments.sweep import cost as cost_estimate  # noqa: E402
 
 ARMS = {  # arm -> (precision name, native, tensor_core_dot)
     "fp32": ("fp32", False, "auto"),
@@ -111,7 +111,7 @@ def tensor_core_mismatch(m: int, k: int, n: int) -> dict:
 
 
 def mini_grid(smoke: bool) -> dict:
-    from experiments import sweep_lib
+    from experiments import sweep as sweep_lib
     from experiments.configs import paper_fig2
 
     c = paper_fig2.get_config("smoke,tasks=add;iter_add")

@@ -2,8 +2,8 @@
 
     python benchmarks/prefill_bench.py [--n=8] [--k=1000] [--base=10] [--chunks=64,256,2048]
 
-Times `constructions.run.predict` (fp32, `once`, batch 1) of the lookup IterADD construction on
-one random input (a sequence of 9013 tokens at the defaults), with the whole prompt in
+Times `constructions.check.run.predict` (fp32, `once`, batch 1) of the lookup IterADD construction
+on one random input (a sequence of 9013 tokens at the defaults), with the whole prompt in
 one prefill and with `prefill_chunk` = C (`decode._prefill`: the chunks see only the cache slots
 up to the end of their run, so about half the T x T scores are formed, in blocks of C x T that
 stay in the CPU's cache). Checks that every variant decodes the same tokens.
@@ -20,7 +20,8 @@ import argparse
 import numpy as np
 from timing import best_time
 
-from constructions import build, inputs, run
+from constructions import build
+from constructions.check import inputs, run
 
 
 def main() -> None:

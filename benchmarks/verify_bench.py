@@ -2,7 +2,7 @@
 
     python benchmarks/verify_bench.py [--n=64] [--base=10] [--num=512] [--format=fp32]
 
-Times `constructions.run.check` (autoregressive decoding through the simulation layer plus the
+Times `constructions.check.run.check` (autoregressive decoding through the simulation layer plus the
 comparison with Python integers) on `--num` random inputs, after one warm-up batch that compiles,
 and prints examples/s under each accumulation and the ratio once / sequential.
 """
@@ -15,7 +15,8 @@ import time
 import jax
 
 from arith_precision import tasks
-from constructions import build, inputs, run
+from constructions import build
+from constructions.check import inputs, run
 
 
 def _rate(construction, operands, fmt, accumulation, batch_size) -> float:

@@ -157,7 +157,7 @@ for n in ([4] if SMOKE else [4, 16]):
 
 # %%
 # Two sizes, "once" accumulation only. SMOKE mode (CI) skips it: ~10 compiles per size.
-# (The frontier itself is tested in tests/test_constructions.py.)
+# (The frontier itself is tested in tests/constructions/test_constructions.py.)
 frontier = None
 if not SMOKE:
     frontier = run_frontier({"task": "add", "base": 10, "k": 2, "l": None}, [4, 16],

@@ -19,7 +19,7 @@
 # while iterated addition and multiplication collapse in bf16 as n grows. This notebook trains
 # small models with `arith_precision.training.train_and_evaluate` at both precisions (bf16 is
 # *simulated*: every intermediate rounded to e8m7, fp32 master weights), then runs a tiny
-# sweep with `experiments.sweep_lib` and draws the paper-style figure.
+# sweep with `experiments.sweep` and draws the paper-style figure.
 #
 # On a CPU these are toy budgets (seconds, not the paper's 100k steps of batch 512): they show
 # the workflow, not the paper's numbers. The real grid is
@@ -43,7 +43,7 @@ from IPython.display import Image, display
 
 from arith_precision import training as train
 from arith_precision.training.config import get_config
-from experiments import sweep_lib
+from experiments import sweep as sweep_lib
 from experiments.configs import paper_fig2
 
 WORKDIR = tempfile.mkdtemp(prefix="arith_nb03_")  # fresh: runs resume from a workdir

@@ -7,18 +7,25 @@
     python -m constructions.verify --task=add --base=10 --n=64 --format=bf16
     python -m constructions.frontier --task=add --base=10 --n=4,8,16,32,64
 
-Modules: residual (named subspaces), builder (writes the parameter tree), blocks (attention and
-MLP building blocks with their math and precision needs), column_add (ADD and IterADD), mul (MUL),
-add_constant (ADD at constant precision, O(n^2) width),
-lookup_add (ADD and IterADD with width independent of k as well as n),
-inputs (exhaustive / adversarial / random inputs), run (simulated decoding, exact checking),
-verify and frontier (CLIs).
+The house:
+
+    craft/         the weight-writing toolkit: named residual subspaces, the parameter builder,
+                   attention and MLP blocks, the carry chain, `Construction`
+    column_add.py  ADD and IterADD at log precision, width independent of n
+    lookup_add.py  ADD and IterADD with every width independent of n and k (Theorem 5.2)
+    add_constant.py ADD at constant precision, O(n^2) width (Theorem 4.1)
+    mul.py         MUL at log precision, O(n^2) MLP width (Theorem 5.3)
+    check/         inputs, simulated decoding against Python integers, sizes, verdict logs,
+                   the shared task-spec flags
+    verify.py      the verifier (`python -m constructions.verify`)
+    frontier/      the measured precision frontier (`python -m constructions.frontier`)
+    certify/       precision certificates from the weights alone (`python -m constructions.certify`)
 """
 
 from __future__ import annotations
 
 from arith_precision import tasks
-from constructions.construction import Construction
+from constructions.craft.construction import Construction
 
 VARIANTS = ("log", "constant", "lookup")
 

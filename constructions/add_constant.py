@@ -4,8 +4,7 @@ Where `column_add` keeps the width constant and pays with O(log n) bits (angle m
 this construction pays with width so that *no value grows with n*: every weight, bias,
 activation and partial sum is an integer of magnitude O(p), or the attention constant 2^7. A
 fixed number of bits (depending on p only) is then enough at every n; the precision frontier of
-this construction is flat, against the log n growth of `column_add` (README, "Precision
-frontier").
+this construction is flat, against the log n growth of `column_add` (docs/frontier.md).
 
 Layout as in `column_add` (k = 2): BOS a + b = s_n ... s_0, the digit of significance x of a at
 position 1 + (n - 1 - x), of b at n + 2 + (n - 1 - x); '=' at E = 2n + 2; the answer digit of
@@ -41,10 +40,10 @@ import math
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from constructions import blocks
-from constructions.builder import ParamBuilder
-from constructions.construction import Construction
-from constructions.residual import Residual
+from constructions.craft import blocks
+from constructions.craft.builder import ParamBuilder
+from constructions.craft.construction import Construction
+from constructions.craft.residual import Residual
 
 NUM_LAYERS = 3
 HEAD_DIM = 4

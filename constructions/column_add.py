@@ -7,7 +7,7 @@ position of '='; the digit of significance j of the LAST operand sits at E - 1 -
 digit of significance i is predicted at Q(i) = E + W - 1 - i.
 
 Columns. Digits are grouped L at a time into base-B columns, B = p^L, with L = 1 when k <= p and
-L = ceil(log_p k) otherwise, so that k <= B (the SPEC's hint suggests L + 1 digits; L suffices).
+L = ceil(log_p k) otherwise, so that k <= B (L + 1 digits would be the safe choice; L suffices).
 Column J holds significances L J .. L J + L - 1; its anchor (holder) is the last operand's digit
 of significance L J, the latest position of the column.
 
@@ -21,7 +21,7 @@ column is T_J = u_J + f_{J-1} <= 2B - 1 and the answer digit of significance i =
 m of (T_J mod B). For ADD (k = 2, L = 1) this is the usual generate/propagate chain.
 
 Finding "the nearest non-propagating column below J" exactly, with attention scores bilinear in
-small features, is done by counting (the SPEC's hint): N[t] = number of non-propagating column
+small features, is done by counting: N[t] = number of non-propagating column
 holders at positions <= t. Holders are ordered from high to low significance, so the wanted holder
 is the unique non-propagating one with N = N[holder of J] + 1, found by a quadratic-match head.
 
@@ -56,10 +56,10 @@ import math
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from constructions import blocks
-from constructions.builder import ParamBuilder
-from constructions.construction import Construction
-from constructions.residual import Residual
+from constructions.craft import blocks, carry
+from constructions.craft.builder import ParamBuilder
+from constructions.craft.construction import Construction
+from constructions.craft.residual import Residual
 
 NUM_LAYERS = 5
 HEAD_DIM = 4
@@ -94,14 +94,7 @@ def _residual(group: int) -> Residual:
     r.add("q", "layer_0/mlp", "floor(S / B)")
     r.add("r", "layer_0/mlp", "S mod B")
     r.add("r_next", "layer_1/attn", "r of the previous position: r_{j+1} at P(j), r_0 at '='")
-    r.add("g", "layer_1/mlp", "generate bit of the held column: [u >= B]")
-    r.add("npm", "table+layer_1/mlp", "1 on non-propagating holders ('=' and the sentinel too)")
-    r.add("N", "layer_2/attn", "number of non-propagating holders at positions <= t")
-    r.add("y", "layer_2/mlp", "npm (2N - 1): summed, gives N^2")
-    r.add("N2", "layer_3/attn", "N^2 at holders")
-    r.add("u_q", "layer_3/attn", "u_i = r_i + q_{i-1} copied to the query Q(i)")
-    r.add("N_q", "layer_3/attn", "N of the holder of column i, copied to Q(i)")
-    r.add("c", "layer_4/attn", "f_{i-1}: the carry bit into column i")
+    carry.declare(r, 1, u_meaning="u_i = r_i + q_{i-1}")
     r.add("answer", "layer_4/mlp", "the answer digit predicted at Q(i)")
     return r
 
@@ -180,26 +173,14 @@ def build_column_add(spec: tasks.TaskSpec) -> Construction:
     for m in range(1, q_steps + 1):
         blocks.step(b, 0, {"S": 1.0}, m * base, {"q": 1.0, "r": -float(base)})
 
-    # ---- layer 1: u = r_next + q; generate and propagate ---------------------------------------
+    # ---- layer 1: u = r_next + q; layers 1-4: the carry chain (`craft.carry`) -----------------
     blocks.match_head(b, 1, "prev", "pos", pos_period, [({"r": 1.0}, "r_next")],
                       idle=("holder", "bos"))
     u = {"r_next": 1.0, "q": 1.0}
-    # u = 0 off the holders, so g = 0 and [u == B-1] = 0 there. At '=' column 0 never
-    # generates or propagates: shift u by -B (for g) and +B (for the propagate test) there.
-    blocks.step(b, 1, {**u, "eq": -float(base)}, base, {"g": 1.0})
-    blocks.equals(b, 1, {**u, "eq": float(base)}, base - 1, {"npm": -1.0})
+    carry.write(b, 1, u, base=base, total=total, big=big, fetch_key="pos",
+                fetch_period=pos_period)
 
-    # ---- layer 2: N = number of non-propagating holders so far; y = npm (2N - 1) --------------
-    blocks.sum_head(b, 2, "sink", "bos", total, [({"npm": 1.0}, "N")])
-    blocks.gated_identity(b, 2, {"N": 2.0}, "npm", big, {"y": 1.0}, bias=-1.0)
-
-    # ---- layer 3: N2 = N^2; fetch (u_i, N) of the holder of column i to Q(i) -------------------
-    blocks.sum_head(b, 3, "sink", "bos", total, [({"y": 1.0}, "N2")])
-    blocks.match_head(b, 3, "fetch", "pos", pos_period,
-                      [(u, "u_q"), ({"N": 1.0}, "N_q")])
-
-    # ---- layer 4: the carry bit, then the answer digit -----------------------------------------
-    blocks.quadratic_match_head(b, 4, {"N_q": 1.0}, 1.0, "N", "N2", "npm", [({"g": 1.0}, "c")])
+    # ---- layer 4: the answer digit from u_q and the carry c ------------------------------------
     total_digit = {"u_q": 1.0, "c": 1.0}  # T = u + f in [0, 2B - 1]
     if group == 1:  # answer = T mod p
         b.relu_unit(4, total_digit, 0.0, {"answer": 1.0})

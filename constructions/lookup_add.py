@@ -61,8 +61,8 @@ same for every n and k (tested: k = 2, 17, 1000 at n = 8, n = 8 against 128; eve
 Precision: the lookups need about log2(3 R) + 2 mantissa bits (R above), the column-angle
 matches about 2 log2(n / L) + 6, the counts N about 2 log2(n) + 8 as in `column_add`, and the
 column sum S_J (up to k (B - 1)) must come out of a mean of k len_J values within 1/4: about
-log2(k B) + 4 bits. These are estimates; the precision frontier (README) has measured numbers,
-against `column_add`'s on the same input sets.
+log2(k B) + 4 bits. These are estimates; the precision frontier (docs/frontier.md) has measured
+numbers, against `column_add`'s on the same input sets.
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ import math
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from constructions import blocks
-from constructions.builder import Head, ParamBuilder
-from constructions.construction import Construction
-from constructions.residual import Residual
+from constructions.craft import blocks, carry
+from constructions.craft.builder import Head, ParamBuilder
+from constructions.craft.construction import Construction
+from constructions.craft.residual import Residual
 
 NUM_LAYERS = 9
 HEAD_DIM = 4
@@ -142,14 +142,7 @@ def _residual(p: int) -> Residual:
     r.add("F", "layer_2/attn", "F_J = sum of fl over column J, at holders")
     r.add("h", "layer_3/attn", "floor(P_J / B), P_J = S_J - p B F_J, at holders")
     r.add("r_next", "layer_4/attn", "r of the column above (r_0 at '=')")
-    r.add("g", "layer_4/mlp", "generate bit [u >= B]")
-    r.add("npm", "table+layer_4/mlp", "1 on non-propagating holders ('=' and the sentinel too)")
-    r.add("N", "layer_5/attn", "number of non-propagating holders at positions <= t")
-    r.add("y", "layer_5/mlp", "npm (2N - 1): summed, gives N^2")
-    r.add("N2", "layer_6/attn", "N^2 at holders")
-    r.add("u_q", "layer_6/attn", "u of column i copied to Q(i)")
-    r.add("N_q", "layer_6/attn", "N of the holder of column i, copied to Q(i)")
-    r.add("c", "layer_7/attn", "the carry bit into column i")
+    carry.declare(r, 4, u_meaning="u of column i")
     r.add("answer", "layer_8/attn+layer_8/mlp", "the answer digit predicted at Q(i)")
     return r
 
@@ -277,19 +270,13 @@ def build_lookup_add(spec: tasks.TaskSpec) -> Construction:
     # ---- layer 3: h_J = floor(P_J / B) ---------------------------------------------------------
     floor_lookup_head(b, 3, {"S": 1.0, "F": -float(p * base)}, "Dh", lam0, "h")
 
-    # ---- layer 4: u = r of the column above + q; generate and propagate ------------------------
+    # ---- layer 4: u = r of the column above + q -------------------------------------------------
     r_value = {"S": 1.0, "F": -float(p * base), "h": -float(base)}
     blocks.match_head(b, 4, "prev", "hc", cper, [(r_value, "r_next")], idle=("holder", "bos"))
     u = {"r_next": 1.0, "F": float(p), "h": 1.0}
-    blocks.step(b, 4, {**u, "eq": -float(base)}, base, {"g": 1.0})
-    blocks.equals(b, 4, {**u, "eq": float(base)}, base - 1, {"npm": -1.0})
 
-    # ---- layers 5-7: the carry chain of `column_add` -------------------------------------------
-    blocks.sum_head(b, 5, "sink", "bos", total, [({"npm": 1.0}, "N")])
-    blocks.gated_identity(b, 5, {"N": 2.0}, "npm", big, {"y": 1.0}, bias=-1.0)
-    blocks.sum_head(b, 6, "sink", "bos", total, [({"y": 1.0}, "N2")])
-    blocks.match_head(b, 6, "fetch", "hc", cper, [(u, "u_q"), ({"N": 1.0}, "N_q")])
-    blocks.quadratic_match_head(b, 7, {"N_q": 1.0}, 1.0, "N", "N2", "npm", [({"g": 1.0}, "c")])
+    # ---- layers 4-7: the carry chain (`craft.carry`, as in `column_add`) -----------------------
+    carry.write(b, 4, u, base=base, total=total, big=big, fetch_key="hc", fetch_period=cper)
 
     # ---- layer 8: answer digit m of T = u_q + c ------------------------------------------------
     total_digit = {"u_q": 1.0, "c": 1.0}

@@ -56,10 +56,10 @@ import math
 
 from arith_precision import model as model_lib
 from arith_precision import tasks
-from constructions import blocks
-from constructions.builder import ParamBuilder
-from constructions.construction import Construction
-from constructions.residual import Residual
+from constructions.craft import blocks
+from constructions.craft.builder import ParamBuilder
+from constructions.craft.construction import Construction
+from constructions.craft.residual import Residual
 
 HEAD_DIM = 4
 LOGIT_SCALE = 8.0

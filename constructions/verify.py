@@ -12,13 +12,13 @@ operand lists in FILE instead (one JSON list of integers per line). Prints exact
 checked and the first failing input; `--json` prints one JSON object. Progress (inputs checked,
 failures so far, elapsed, ETA) goes to stderr after a batch, at most every 20 s. `--checks=DIR`
 keeps each batch's verdict in DIR/checks.json (keyed by digests of the weights and the batch's
-inputs, `check_log.py`): the same command run again skips the batches that passed. With
+inputs, `check/log.py`): the same command run again skips the batches that passed. With
 `--shard=I/M` only batches I, I + M, ... are checked, so M processes sharing DIR split one check
 (on a CPU, single-threaded shards can beat one multi-threaded process); the command without
 --shard then reuses their verdicts and reports the whole set. Exit status 0
 when every input passes, 1 when some fail (or on an internal error, with its traceback), 2 on bad
 input: one line `error: <flag>: <value>: <why>`, before any work. Sizes: the estimated memory
-(`constructions/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
+(`constructions/check/sizes.py`: parameters, attention heads x T^2 and MLP activations per batch
 element, the inputs) must stay within 16 GiB (ARITH_PRECISION_MAX_MEMORY_GB); n is rejected when
 one example does not fit, --batch-size when the batch does not.
 """
@@ -40,9 +40,7 @@ from arith_precision.common.cli_errors import (
     run_cli,
 )
 from arith_precision.simulate.policy import ACCUMULATIONS
-from constructions import VARIANTS
-
-_SPEC_FLAGS = ("base", "n", "k", "l", "chunk")
+from constructions.check.spec_flags import add_spec_arguments, spec_error, spec_from_args
 
 
 def _read_inputs(path: str, spec: tasks.TaskSpec) -> list[list[int]]:
@@ -108,23 +106,10 @@ class Progress:
               f"{now - self.start:.0f}s, ETA {eta}", file=self.stream or sys.stderr, flush=True)
 
 
-def add_spec_arguments(ap: argparse.ArgumentParser, k_help: str = "operands (iter_add)") -> None:
-    """--task --base --n --k --l: the task spec flags every constructions CLI takes."""
-    ap.add_argument("--task", required=True, choices=tasks.TASKS)
-    ap.add_argument("--base", type=int, required=True)
-    ap.add_argument("--n", type=int, required=True)
-    ap.add_argument("--k", type=int, default=None, help=k_help)
-    ap.add_argument("--l", type=int, default=None, help="answer digits (mul; default 2n)")
-
-
 def parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="python -m constructions.verify", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_spec_arguments(ap)
-    ap.add_argument("--chunk", type=int, default=1, help="digits per token (tokenizer T_c)")
-    ap.add_argument("--variant", default="log", choices=VARIANTS,
-                    help="log (default; all tasks), constant (ADD at constant precision) or lookup "
-                         "(ADD / IterADD, width independent of n and k)")
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
     ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
@@ -144,35 +129,9 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def spec_error(e: ValueError, args, default: str = "--task") -> UsageError:
-    """A TaskSpec / construction ValueError as a UsageError naming the flag it is about."""
-    message = str(e)
-    first = message.split()[0].split("=")[0] if message.split() else ""
-    if first in _SPEC_FLAGS:
-        return UsageError(f"--{first}", getattr(args, first), message)
-    if "T_c" in message or "chunk" in message or "vocabulary" in message:
-        return UsageError("--chunk", args.chunk, message)
-    if "variant" in message:
-        return UsageError("--variant", args.variant, message)
-    return UsageError(default, getattr(args, default[2:]), message)
-
-
-def spec_from_args(args) -> tasks.TaskSpec:
-    if args.k is not None and args.task != "iter_add":
-        raise UsageError("--k", args.k, "only applies to --task=iter_add")
-    if args.l is not None and args.task != "mul":
-        raise UsageError("--l", args.l, "only applies to --task=mul")
-    try:
-        return tasks.TaskSpec(args.task, base=args.base, n=args.n,
-                              k=(3 if args.k is None else args.k) if args.task == "iter_add"
-                              else 2, l=args.l, chunk=args.chunk)
-    except ValueError as e:
-        raise spec_error(e, args) from None
-
-
 def check_format(flag: str, text: str):
     """The format of `text` (and its carrier switched on); a UsageError naming `flag`."""
-    from constructions import run
+    from constructions.check import run
 
     try:
         fmt = formats.as_format(text)
@@ -199,7 +158,8 @@ def verify(spec: tasks.TaskSpec, fmt="fp32", accumulation="once", operands=None,
     `shard` = (I, M) (needs `checks_dir`): only the batches whose index is I mod M, so that M
     processes sharing `checks_dir` split one check; the result ("shard": "I/M") counts those
     batches only, and the same call without `shard` then reuses every verdict."""
-    from constructions import build, inputs, run
+    from constructions import build
+    from constructions.check import inputs, run
 
     if operands is not None and len(operands) == 0:
         raise ValueError("operands: empty list; give at least one operand list, or None for "
@@ -236,7 +196,8 @@ def _check_resuming(construction, operands, fmt, accumulation, batch_size, progr
                     checks_dir, prefill_chunk, shard) -> dict:
     """`run.check` batch by batch, each verdict kept in `checks_dir`; the batches of `shard`
     (I, M) only (see `verify`)."""
-    from constructions import check_log, run
+    from constructions.check import log as check_log
+    from constructions.check import run
 
     log = check_log.CheckLog(checks_dir)
     digest = check_log.construction_digest(construction)
@@ -290,7 +251,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-    from constructions import build, inputs, sizes
+    from constructions import build
+    from constructions.check import inputs, sizes
 
     args = parser().parse_args(argv)
     spec = spec_from_args(args)
@@ -307,7 +269,7 @@ def _main(argv) -> int:
     if args.prefill_chunk is not None and args.prefill_chunk < 1:
         raise UsageError("--prefill-chunk", args.prefill_chunk, "must be >= 1")
     if args.checks is not None:
-        from constructions import check_log
+        from constructions.check import log as check_log
 
         check_log.check_cli_dir("--checks", args.checks)
     shard = _parse_shard(args.shard, args.checks)

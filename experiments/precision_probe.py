@@ -41,26 +41,24 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from arith_precision.common import width_scan
 from arith_precision.simulate.policy import ACCUMULATIONS
 from arith_precision.simulate.region_sets import MODEL_REGIONS, REGION_SETS
 from experiments.report.probe import threshold_label, write_outputs
 from experiments.row_cache import RowCache
+from experiments.trained_runs import load_run, sweep_runs
 
 NAMED_FORMATS = ("bf16", "fp16", "e4m3", "e5m2")
 
 
 def threshold(passes: Callable[[int], bool], min_bits: int, max_bits: int) -> dict:
-    """Scan M = max_bits, max_bits - 1, ... while `passes(M)`; see the module docstring."""
-    checked = {}
-    for m in range(max_bits, min_bits - 1, -1):
-        checked[m] = bool(passes(m))
-        if not checked[m]:
-            break
-    passing = [m for m, ok in checked.items() if ok]
-    bits = min(passing) if passing else None
+    """Scan M = max_bits, max_bits - 1, ... while `passes(M)` (`width_scan.scan`, quick); see
+    the module docstring."""
+    result = width_scan.scan(passes, min_bits, max_bits, quick=True)
+    bits = result["threshold"]
     return {"threshold_bits": bits, "all_pass_to_min": bits == min_bits,
-            "first_failure_bits": next((m for m, ok in checked.items() if not ok), None),
-            "checked": {str(m): ok for m, ok in sorted(checked.items())}}
+            "first_failure_bits": result["first_failure"],
+            "checked": {str(m): ok for m, ok in result["checked"].items()}}
 
 
 def _decode_at(mcfg, steps: int, accumulation: str, region_set: str, fmt: str):
@@ -92,10 +90,9 @@ def probe(run_dirs: Mapping[str, str], out_dir: str, *, accumulations: Sequence[
           batch_size: int = 256, tolerance: float = 0.01, min_bits: int = 2, max_bits: int = 10,
           named_formats: Sequence[str] = NAMED_FORMATS, constructions: Sequence[dict] = (),
           progress: Callable[[str], None] = print) -> dict:
-    """Probe every run (a directory or a loaded `quant_study.BaseRun`) and construction;
+    """Probe every run (a directory or a loaded `trained_runs.BaseRun`) and construction;
     returns {"settings", "results", "constructions"}; rows cached in out_dir."""
     from arith_precision.evaluate import evaluate
-    from experiments.quant_study import load_run
 
     check_settings(accumulations, region_sets, num_examples, batch_size, tolerance, min_bits,
                    max_bits)
@@ -165,7 +162,8 @@ def _probe_construction(c: dict, accumulations, region_sets, min_bits, max_bits,
     from arith_precision import tasks
     from arith_precision.evaluate import runtime_decoder
     from arith_precision.simulate.region_sets import region_bits
-    from constructions import build, inputs
+    from constructions import build
+    from constructions.check import inputs
 
     spec = tasks.TaskSpec(c["task"], base=c["base"], n=c["n"], k=c.get("k", 2))
     construction = build(spec)
@@ -253,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Exit status 0 done, 2 bad input (one line `error: <flag>: <value>: <why>`, checked before
     any evaluation), 1 an internal error (with its traceback)."""
     from arith_precision.common import cli_errors
-    from experiments.quant_study import load_run, sweep_runs
 
     ap = cli_errors.ArgumentParser(prog="python -m experiments.precision_probe",
                                    description=__doc__,

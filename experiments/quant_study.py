@@ -40,7 +40,7 @@ Settings (`--smoke`, `--quick`, default full; the bases only when trained here):
   full   ADD base 10 n=4/8/16, IterADD base 2 k=3 n=4..12, MUL base 2 n=4/6/8 (3 layers,
          d=128, batch 512, 20k steps), 1000-step LoRA/QLoRA, 2000 examples: a GPU job (an
          estimate, not measured: ~1 GPU-hour for the bases, minutes for the study itself).
-Result of the quick settings (measured, one seed; docs/reproduce_quick/quant/): int8, bf16 and
+Result of the quick settings (measured, one seed; results/reproduce_quick/quant/): int8, bf16 and
 e4m3 stay within ~0.07 of fp32; int4 per channel loses the most (IterADD base 2: fp32 0.996 /
 0.879 at n=4 / 6, int4 0.531 / 0.508); grouped int4 and NF4 (g32) sit in between at n=4 (0.836 /
 0.781) and not at n=6 (0.293 / 0.504); mxfp8_e4m3 and mxfp6_e2m3 track e4m3 (n=6: 0.816 / 0.770,
@@ -59,69 +59,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from arith_precision.common import cli_errors
 from arith_precision.tasks.spec import TASKS
 from experiments.report import quant as report_quant
 from experiments.row_cache import RowCache
+from experiments.trained_runs import BaseRun, load_run, sweep_runs
 
 DEFAULT_SCHEMES = ("int8", "int4", "int4_g32", "nf4_g32", "e4m3", "e5m2", "bf16", "mxfp8_e4m3",
                    "mxfp6_e2m3", "mxfp4_e2m1", "nvfp4")
 DEFAULT_QLORA = ("int4", "mxfp4_e2m1", "nvfp4")
 STAGES = ("ptq", "lora", "qlora")
 ROWS_FILE = "quant_rows.jsonl"
-
-
-# ---- base runs ---------------------------------------------------------------------------------
-
-
-class BaseRun:
-    """A restored fp32 training run: `name`, `run_dir`, `config`, `spec`, `mcfg`, `params`."""
-
-    def __init__(self, name, run_dir, config, spec, mcfg, params, summary):
-        self.name, self.run_dir, self.config, self.spec = name, run_dir, config, spec
-        self.mcfg, self.params, self.summary = mcfg, params, summary
-
-    @property
-    def data_seed(self) -> int:
-        return int(self.config.data_seed)
-
-
-def load_run(run_dir: str, *, name: str | None = None) -> BaseRun:
-    """Restore the final parameters of a finished training run from its orbax checkpoint.
-
-    Raises:
-        ValueError: no summary.json / checkpoints, a run that did not complete, a run not trained
-            in fp32, or restored parameters whose SHA-256 differs from the summary's.
-    """
-    from arith_precision import training as train
-
-    params, config, summary, _ = train.restore_params(run_dir)
-    if config.precision.name != "fp32" or config.precision.get("native", False):
-        raise ValueError(f"run {run_dir!r} was trained in {config.precision.name!r}; the study "
-                         f"quantizes fp32-trained models")
-    mcfg = train.model_config(config)
-    return BaseRun(name or os.path.basename(os.path.normpath(run_dir)), run_dir, config,
-                   train.task_spec(config.task), mcfg, params, summary)
-
-
-def sweep_runs(sweep_dir: str, *, tasks: Iterable[str] | None = None) -> dict[str, str]:
-    """{cell name: cell dir} of the completed fp32 cells of a sweep directory (sorted by name)."""
-    if not os.path.isdir(sweep_dir):
-        raise ValueError(f"sweep directory {sweep_dir!r} does not exist")
-    wanted = set(tasks) if tasks is not None else None
-    out = {}
-    for name in sorted(os.listdir(sweep_dir)):
-        cell_dir = os.path.join(sweep_dir, name)
-        meta, summary = (os.path.join(cell_dir, f) for f in ("cell.json", "summary.json"))
-        if not (os.path.isfile(meta) and os.path.isfile(summary)):
-            continue
-        with open(meta) as f:
-            coords = json.load(f)["coords"]
-        with open(summary) as f:
-            status = json.load(f)["status"]
-        if (coords["precision"] == "fp32" and coords["accumulation"] == "once"
-                and status == "completed" and (wanted is None or coords["task"] in wanted)):
-            out[name] = cell_dir
-    return out
 
 
 def train_bases(workdir: str, configs: Mapping[str, Any], progress=print) -> dict[str, str]:
@@ -183,9 +131,9 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
 
     Args:
         workdir: output directory (created).
-        base_runs: finished fp32 run directories (a list, or {name: dir}); `sweep_runs` lists a
-            sweep's.
-        schemes: `quantized.parse_scheme` strings, applied to every run (fp32 is always the
+        base_runs: finished fp32 run directories (a list, or {name: dir or loaded `BaseRun`});
+            `sweep_runs` lists a sweep's.
+        schemes: `quant.scheme.parse_scheme` strings, applied to every run (fp32 is always the
             reference row).
         ns: keep only the runs trained at these n (None: all). Each run is evaluated at its own
             n: a model trained on n-digit layouts does not transfer to other n.
@@ -209,12 +157,13 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
 
     from arith_precision import evaluate as evaluate_lib
     from arith_precision.quant import lora, quantized
+    from arith_precision.quant import scheme as quant_scheme
 
     start = time.time()
     runs = _as_runs(base_runs)
     schemes, qlora_schemes = tuple(schemes), tuple(qlora_schemes)
     for s in (*schemes, *qlora_schemes):
-        quantized.parse_scheme(s)
+        quant_scheme.parse_scheme(s)
     _check_positive("finetune_steps", finetune_steps, 0)
     for name, value in (("lora_rank", lora_rank), ("lora_batch", lora_batch),
                         ("num_examples", num_examples), ("eval_batch", eval_batch)):
@@ -225,7 +174,7 @@ def run_quant_study(workdir: str, *, base_runs: Sequence[str] | Mapping[str, str
     unknown = sorted(finetune_set - set(runs))
     if unknown:
         raise ValueError(f"finetune_runs {unknown} are not among the base runs {sorted(runs)}")
-    loaded = [load_run(d, name=name) for name, d in runs.items()]
+    loaded = [d if isinstance(d, BaseRun) else load_run(d, name=name) for name, d in runs.items()]
     if ns is not None:
         ns = set(ns)
         loaded = [r for r in loaded if r.spec.n in ns]
@@ -325,7 +274,7 @@ def base_configs(mode: str) -> dict[str, Any]:
     models the main job quantizes); full: paper-sized fp32 models (see the module docstring).
     """
     from arith_precision.training import config as train_config
-    from experiments import sweep_lib
+    from experiments import sweep as sweep_lib
 
     if mode in ("smoke", "quick"):
         from experiments.configs import modes
@@ -382,9 +331,9 @@ def _split(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.quant_study", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> cli_errors.ArgumentParser:
+    ap = cli_errors.ArgumentParser(prog="python -m experiments.quant_study", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", required=True, help="output directory")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny everything (plumbing only)")
@@ -401,47 +350,75 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="comma-separated tasks whose runs get LoRA / QLoRA (default: the "
                          "mode's, e.g. iter_add in --quick; 'all' for every run)")
     ap.add_argument("--examples", type=int, default=None, help="held-out examples per evaluation")
-    args = ap.parse_args(argv)
-    name = "smoke" if args.smoke else "quick" if args.quick else "full"
-    try:
-        settings = study_settings(name)
-        if args.schemes is not None:
-            settings["schemes"] = tuple(_split(args.schemes))
-            if not settings["schemes"]:
-                raise ValueError(f"--schemes={args.schemes!r} lists no scheme")
-        if args.finetune_steps is not None:
-            settings["finetune_steps"] = args.finetune_steps
-        if args.examples is not None:
-            settings["num_examples"] = args.examples
-            settings["eval_batch"] = min(settings["eval_batch"], max(args.examples, 1))
-        from arith_precision.quant import quantized
+    return ap
 
-        if args.qlora_schemes is not None:
-            settings["qlora_schemes"] = tuple(_split(args.qlora_schemes))
-            if not settings["qlora_schemes"]:
-                raise ValueError(f"--qlora_schemes={args.qlora_schemes!r} lists no scheme")
-        for s in (*settings["schemes"], *settings.get("qlora_schemes", DEFAULT_QLORA)):
-            quantized.parse_scheme(s)  # fail before training anything
-        if args.sweep is not None:
-            runs = sweep_runs(args.sweep)
-            if not runs:
-                raise ValueError(f"sweep directory {args.sweep!r} has no completed fp32 cell")
-        elif args.runs is not None:
-            runs = _split(args.runs)
-            missing = [d for d in runs if not os.path.isdir(d)]
-            if missing or not runs:
-                raise ValueError(f"--runs: not a directory: {missing or args.runs!r}")
-        else:
-            runs = train_bases(args.workdir, base_configs(name))
+
+def _schemes(flag: str, text: str) -> tuple[str, ...]:
+    """The schemes of a comma-separated flag, each parsed (a UsageError naming the flag)."""
+    from arith_precision.quant import scheme as quant_scheme
+
+    schemes = tuple(_split(text))
+    if not schemes:
+        raise cli_errors.UsageError(flag, text, "lists no scheme")
+    for s in schemes:
+        try:
+            quant_scheme.parse_scheme(s)
+        except ValueError as e:
+            raise cli_errors.UsageError(flag, text, str(e)) from None
+    return schemes
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    settings = study_settings(name)
+    if args.schemes is not None:
+        settings["schemes"] = _schemes("--schemes", args.schemes)
+    if args.qlora_schemes is not None:
+        settings["qlora_schemes"] = _schemes("--qlora_schemes", args.qlora_schemes)
+    if args.finetune_steps is not None:
+        cli_errors.check_int("--finetune_steps", args.finetune_steps, 1)
+        settings["finetune_steps"] = args.finetune_steps
+    if args.examples is not None:
+        cli_errors.check_int("--examples", args.examples, 1)
+        settings["num_examples"] = args.examples
+        settings["eval_batch"] = min(settings["eval_batch"], args.examples)
+    cli_errors.check_writable_dir("--workdir", args.workdir)
+    try:
         tasks = _finetune_tasks(name, args.finetune_tasks)
-        runs = _as_runs(runs)
-        finetune = [r for r, d in runs.items() if tasks is None or _run_task(d) in tasks]
-        run_quant_study(args.workdir, base_runs=runs,
-                        finetune_runs=finetune, **settings)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise cli_errors.UsageError("--finetune_tasks", args.finetune_tasks, str(e)) from None
+    if args.sweep is not None:
+        try:
+            runs = sweep_runs(args.sweep)
+        except ValueError as e:
+            raise cli_errors.UsageError("--sweep", args.sweep, str(e)) from None
+        if not runs:
+            raise cli_errors.UsageError("--sweep", args.sweep, "has no completed fp32 cell")
+        flag, value = "--sweep", args.sweep
+    elif args.runs is not None:
+        runs = _split(args.runs)
+        missing = [d for d in runs if not os.path.isdir(d)]
+        if missing or not runs:
+            raise cli_errors.UsageError("--runs", args.runs,
+                                        f"not a directory: {', '.join(missing) or '(none)'}")
+        flag, value = "--runs", args.runs
+    else:
+        runs = train_bases(args.workdir, base_configs(name))
+        flag, value = "--workdir", args.workdir
+    runs = _as_runs(runs)
+    finetune = [r for r, d in runs.items() if tasks is None or _run_task(d) in tasks]
+    try:
+        loaded = {name: load_run(d, name=name) for name, d in runs.items()}
+    except ValueError as e:  # not a finished fp32 run: bad input, found before any work
+        raise cli_errors.UsageError(flag, value, str(e)) from None
+    run_quant_study(args.workdir, base_runs=loaded, finetune_runs=finetune, **settings)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; bad input is one line `error: <flag>: <value>: <why>`, exit status 2."""
+    return cli_errors.run_cli(lambda: _main(argv))
 
 
 if __name__ == "__main__":

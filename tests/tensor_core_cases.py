@@ -5,7 +5,7 @@
 
 prints one JSON object per (format, inputs, function): `mismatches` counts the output bits
 patterns that differ between `tensor_core_dot="on"` and `"off"`. Run in a subprocess by
-tests/test_tensor_core_dot.py, because the XLA flag must be set before JAX starts.
+tests/simulate/test_tensor_core_dot.py, because the XLA flag must be set before JAX starts.
 """
 
 from __future__ import annotations

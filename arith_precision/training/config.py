@@ -16,7 +16,7 @@ Main variants (2-core CPU, JAX 0.10, measured):
   * `task=add,base=10,n=8` (the default): 3 layers, d=128, 3000 steps of 256 examples.
     Measured: 16m41s wall on a busy 2-core CPU (about 12 minutes when the machine is quiet);
     reaches 99.4% exact match (99.93% per digit) on 2000 held-out 8-digit sums (fp32, seed 0)
-    -- see README "Training".
+    -- see docs/training.md.
   * `smoke`: 2 layers, d=32, 20 steps, tiny evaluation: a few seconds, checks the plumbing only.
   * `task=iter_add,base=2,n=8,k=3,precision=bf16`: the paper's bf16 IterADD setting (GPU-sized
     grids live in the sweep configs).

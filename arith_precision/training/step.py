@@ -1,7 +1,7 @@
 """What one training run is made of: config -> task, model, precision, optimizer, the step.
 
 `make_train_step` returns the (unjitted) step `(state, tokens_BxT) -> (state, metrics)` of one
-run; `train_group.py` compiles one or several of them into one program and runs the loop,
+run; `loop.py` compiles one or several of them into one program and runs the loop,
 `train.py` is the one-run entry point.
 """
 

@@ -45,7 +45,7 @@ serially. `smoke`: 18 cells, measured 7 minutes with --workers=2 on a shared 2-c
 
 from __future__ import annotations
 
-from experiments import sweep_lib
+from experiments import sweep as sweep_lib
 
 PRECISIONS = ("fp32", "bf16", "fp16", "e5m2", "e4m3", "fixed6.5", "pure_bf16",
               "bf16@sequential", "fp16@sequential")

@@ -25,7 +25,7 @@ class Settings:
             formats, every accumulation); False: a lean search for the float mantissa bits only.
         frontier_accumulations: accumulation modes of the frontier.
         frontier_random: random inputs on top of the adversarial set (when not exhaustive).
-        sweep: builds the sweep config (`experiments.sweep_lib.sweep_config`).
+        sweep: builds the sweep config (`experiments.sweep.sweep_config`).
         workers: sweep worker processes.
         quant_tasks: the sweep tasks whose fp32 cells the quant study uses.
         quant_finetune_tasks: of those, the tasks whose cells get LoRA / QLoRA.
@@ -52,7 +52,7 @@ def _spec(task: str, base: int, k: int = 2) -> dict:
 
 def _small_sweep(name: str, *, tasks, ns, train_args: str, overrides, rules=(),
                  precisions=("fp32", "pure_bf16", "bf16"), seeds=(0,), layers=2):
-    from experiments import sweep_lib
+    from experiments import sweep as sweep_lib
 
     grid = dict(tasks=tasks, bases=(2,), ns=ns, ks=(3,), ls=(0,), precisions=precisions,
                 accumulations=("once",), layers=(layers,), seeds=seeds)
@@ -107,7 +107,7 @@ def quick_settings() -> Settings:
 
 # The medium recipe: the quick model (2 layers, d_model 64) at twice its batch, 2 seeds, early
 # stopping every 250 steps, step caps sized so the worst case (nothing converges) fits 2.5 h on 2
-# cores. The SPEC's pilots: d_model 128 / 3 layers reaches 0.73 on IterADD n=8 after 4000 steps
+# cores. Pilot runs: d_model 128 / 3 layers reaches 0.73 on IterADD n=8 after 4000 steps
 # but runs ~2 steps/s per worker, 5x slower: too slow for 30 cells in the budget.
 MEDIUM_TRAIN_ARGS = "layers=2,d_model=64,heads=4,batch=128,lr=3e-3,steps=8000,early_stop=250"
 MEDIUM_NS = {"add": (8,), "iter_add": (6, 8), "mul": (4, 5)}

@@ -34,7 +34,7 @@ prints cells, analytic FLOPs and device-hours per precision arm (with and withou
 stopping) from `benchmarks/gpu_check.py`'s JSON; without a GPU run they say "not measured".
 Counted (no measurement needed): the full grid is 558 cells (186 per seed, three arms), at most
 5.6e7 steps and 5.5e18 matmul FLOPs at this config's d_model 128
-(`experiments/cost_estimate.py`; early stopping ends most cells sooner). Measured on a
+(`experiments/sweep/cost.py`; early stopping ends most cells sooner). Measured on a
 shared 2-core CPU (d=128, 3 layers, batch 512, IterADD n=10): fp32, simulated bf16 and
 pure_bf16 all ran at 0.3-0.5 steps/s. On a GPU, simulated bf16 contracts on bf16 tensor cores
 (`tensor_core_dot`, auto there); `native=1` uses real bf16 arrays; `--workers` and `--shard=i/N`
@@ -45,7 +45,7 @@ spread cells.
 
 from __future__ import annotations
 
-from experiments import sweep_lib
+from experiments import sweep as sweep_lib
 
 
 def full_grid() -> dict:

@@ -1,5 +1,5 @@
 """The frontier phase rendered: frontier.md (tables) and frontier.png (the plot of
-`constructions.frontier_report`, which the constructions' own CLI draws too)."""
+`constructions.frontier.report`, which the constructions' own CLI draws too)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import os
 from collections.abc import Sequence
 
 from arith_precision.common import atomic, markdown
-from experiments.frontier_phase import BF16_MANTISSA
+from constructions.frontier import BF16_MANTISSA
 
 
 def frontier_markdown(results: Sequence[dict]) -> str:
     """One table per task: full results as `constructions.frontier.to_markdown` writes them, lean
-    ones (`experiments.frontier_phase.lean_frontier`) as mantissa bits against n."""
+    ones (`experiments.reproduce.frontier.lean_frontier`) as mantissa bits against n."""
     from constructions import frontier
 
     lines = []

@@ -16,7 +16,8 @@ import pytest
 
 from arith_precision import tasks
 from arith_precision.common import cli_errors
-from constructions import build, sizes
+from constructions import build
+from constructions.check import sizes
 from tests import repo
 
 REPO = str(repo.ROOT)
@@ -55,7 +56,7 @@ CASES = {
         ("--task=add --base=10 --n=8 --num=1000000000 --seed=0", "--num: 1000000000: "),
         ("--task=add --base=10 --n=100000 --num=2 --seed=0", "--num: 2: re-deriving"),
     ]),
-    "constructions.verify": (HEAVY + ",constructions,constructions.run,constructions.sizes", [
+    "constructions.verify": (HEAVY + ",constructions,constructions.check", [
         ("--task=add --base=1 --n=4", "--base: 1"),
         ("--task=add --base=10 --n=0", "--n: 0"),
         ("--task=add --base=10 --n=4 --k=3", "--k: 3"),
@@ -97,7 +98,7 @@ CASES = {
         ("--task=add --base=2 --n=2 --shard=1/2 --checks={tmp}",
          "--shard: 1/2: the 16 inputs make 1 batches"),
     ]),
-    "constructions.frontier": (HEAVY + ",constructions,constructions.run,constructions.verify", [
+    "constructions.frontier": (HEAVY + ",constructions,constructions.check", [
         ("--task=add --base=10 --n=2,x", "--n: 2,x: item 'x'"),
         ("--task=add --base=10 --n=4,0", "--n: 4,0"),
         ("--task=add --base=10 --n=", "--n: ''"),
@@ -163,7 +164,7 @@ CASES = {
         (f"{TRAIN}:smoke --workdir={{tmp}}/w --bogus=1", "--bogus: 1: unknown flag"),
         (f"{TRAIN}:smoke --workdir={{tmp}}/w stray", "stray"),
     ]),
-    "experiments.sweep": (HEAVY + ",arith_precision.training,experiments.sweep_lib", [
+    "experiments.sweep": (HEAVY + ",arith_precision.training,experiments.sweep", [
         (f"{FIG2}:smoke,bogus=1 --workdir={{tmp}}/s", "bogus"),
         (f"{FIG2}:smoke --workdir={{tmp}}/a_file", "--workdir: {tmp}/a_file"),
         (f"{FIG2}:smoke --workdir={{tmp}}/s --shard=2/2", "--shard: 2/2"),
@@ -294,7 +295,7 @@ def test_size_lower_bounds_hold(task, base, n, k, l, chunk, variant):
 
 def test_prefill_chunk_lowers_the_attention_estimate():
     # IterADD k = 1000 at n = 64: 65 001 positions. One example's T x T scores do not fit in
-    # 16 GiB; fed 2048 tokens at a time they do (the README's GPU command relies on this).
+    # 16 GiB; fed 2048 tokens at a time they do (long-prompt checks on a GPU rely on this).
     spec = tasks.TaskSpec("iter_add", base=10, n=64, k=1000)
     w = sizes.lower_bound_widths(spec, "lookup")
     t = spec.sequence_length
@@ -306,7 +307,8 @@ def test_prefill_chunk_lowers_the_attention_estimate():
 
 
 def test_readme_example_constant_add_n64_batch_limit():
-    """README: constant-precision ADD at n = 64 needs --batch-size <= 128 under 16 GiB."""
+    """docs/constructions.md: constant-precision ADD at n = 64 needs --batch-size <= 128 under
+    16 GiB."""
     spec = tasks.TaskSpec("add", base=10, n=64)
     real = sizes.construction_widths(build(spec, variant="constant"))
     sizes.check(spec, real, 128, 1000, "constant")

@@ -1,0 +1,169 @@
+"""REPORT.md, the main job's document: every table and plot of the phases (relative links) and one
+paragraph per claim, rendered from the claims' verdicts (`experiments.reproduce.claims`).
+
+It reads only what the phases left in the work directory (sweep cell directories, the quant
+study's CSV, the probe's JSON) plus the frontier results, so it can be rewritten at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+
+from arith_precision.common import atomic, markdown
+from experiments import training_verdict as tv
+from experiments.configs.modes import Settings
+from experiments.report.frontier import frontier_markdown
+from experiments.report.probe import to_markdown as probe_markdown
+from experiments.report.quant import report_markdown as quant_markdown
+from experiments.report.training import training_table
+from experiments.reproduce import claims as claims_lib
+from experiments.sweep.results import collect
+
+TITLE = "# Reproduction: How Numerical Precision Affects Arithmetical Reasoning of LLMs"
+
+
+def sweep_cells(workdir: str) -> list[dict]:
+    """The sweep's cell rows (`experiments.sweep.results.collect`), [] if none."""
+    sweep_dir = os.path.join(workdir, "sweep")
+    return collect(sweep_dir) if os.path.isdir(sweep_dir) else []
+
+
+def quant_rows(workdir: str) -> list[dict]:
+    """The quant study's rows as its CSV holds them, numbers converted back ([] if none)."""
+    path = os.path.join(workdir, "quant", "quant_results.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for key in ("base", "k", "n", "finetune_steps"):
+            r[key] = int(r[key]) if r[key] not in ("", None) else r[key]
+        for key in ("exact_match", "digit_accuracy", "bits_per_weight"):
+            r[key] = float(r[key]) if r[key] not in ("", None) else None
+    return rows
+
+
+def probe_result(workdir: str) -> dict | None:
+    """The probe's result (probe/probe.json), None if the probe has not run."""
+    path = os.path.join(workdir, "probe", "probe.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def eval_examples(workdir: str) -> int | None:
+    """Held-out examples per evaluation in the sweep (from a finished cell), None if unknown."""
+    sweep_dir = os.path.join(workdir, "sweep")
+    for name in sorted(os.listdir(sweep_dir)) if os.path.isdir(sweep_dir) else []:
+        path = os.path.join(sweep_dir, name, "summary.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                evals = json.load(f).get("eval") or {}
+            for result in evals.values():
+                return int(result["num_examples"])
+    return None
+
+
+def _device() -> str:
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        return f"{jax.device_count()} x {d.device_kind}"
+    except Exception:  # noqa: BLE001 -- a description only
+        return "unknown device"
+
+
+def _phase_times(phase_times: Mapping[str, Mapping]) -> str:
+    return "Phase wall times: " + ", ".join(
+        f"{p} {v['seconds']:.0f}s"
+        + (f" (measured when computed; the last run reused it in {v['rerun_seconds']:.0f}s)"
+           if v.get("reused") else "")
+        for p, v in phase_times.items()) + "."
+
+
+FILES = ["## Files", "",
+         "- `frontier/`: one JSON per task (cached; delete to recompute), frontier.md, "
+         "frontier.png",
+         "- `sweep/`: one directory per training run (checkpoints, metrics, summary), "
+         "report.md, results.csv, cells.csv, plots",
+         "- `quant/`: quant_results.csv, quant_report.md, plots, quant_rows.jsonl (cache)",
+         "- `probe/`: probe.json, probe.md, probe.png, probe_rows.jsonl (cache)",
+         "- `phases.json`: wall time of each phase of the last run", ""]
+
+
+def write_report(workdir: str, s: Settings, phase_times: Mapping[str, Mapping],
+                 frontiers: Sequence[dict], command: str) -> str:
+    """Write DIR/REPORT.md from whatever the phases left in DIR; return its path."""
+    cells = sweep_cells(workdir)
+    qrows = quant_rows(workdir)
+    qloras = tuple(s.quant.get("qlora_schemes", ("int4",)))
+    frontier_v = claims_lib.frontier_claim(frontiers)
+    training = claims_lib.training_claims(cells, eval_examples(workdir))
+    quant_v = claims_lib.quant_claim(qrows, qloras[0])  # the paper's arm (int4) carries it
+    verdicts = [frontier_v, *training, quant_v]
+    lines = [TITLE, "", f"Feng et al. (2024), arXiv 2410.13857. Mode **{s.name}**; command: "
+             f"`{command}`; written {datetime.datetime.now().isoformat(timespec='seconds')} on "
+             f"{platform.node() or 'unknown host'} ({platform.machine()}, "
+             f"{os.cpu_count()} CPUs, {_device()}).", ""]
+    if s.name != "full":
+        lines += [f"The `{s.name}` settings are a small fraction of the paper's (see "
+                  "`experiments/reproduce.py`); each paragraph below says what they can and "
+                  "cannot show, with this run's numbers.", ""]
+    lines += markdown.table(["claim", "verdict in this run"],
+                            ([v.claim, v.status] for v in verdicts))
+    lines += ["", _phase_times(phase_times), ""]
+
+    lines += ["## 1. Constructions: the precision frontier", "",
+              claims_lib.paragraph(frontier_v), ""]
+    if frontiers:
+        lines += ["![precision frontier](frontier/frontier.png)", "",
+                  frontier_markdown(frontiers), ""]
+
+    lines += ["## 2. Training: fp32 vs pure_bf16 vs bf16", "",
+              "Claim (Figure 2): trained from scratch, fp32 models stay near-perfect on ADD, "
+              "IterADD and MUL, while bf16 training keeps ADD but collapses on IterADD (base 2 "
+              "around 7-10 digits) and MUL (base 2 around 9, base 10 around 3-4 digits). Arms: "
+              + "; ".join(f"`{a}`: {m}" for a, m in tv.ARM_MEANING.items()) + ".", "",
+              f"Rule, applied to the numbers below for each arm: {tv.RULE.text()}.", ""]
+    lines += [claims_lib.paragraph(v) for v in training] + [""]
+    if cells:
+        for img in ("exact_match", "digit_accuracy"):
+            if os.path.exists(os.path.join(workdir, "sweep", f"{img}.png")):
+                lines.append(f"![{img.replace('_', ' ')}](sweep/{img}.png)")
+        lines += ["", "Held-out exact match per seed (seed 0 / seed 1 ...) and, with early "
+                  "stopping, the step at which each run converged (`rising`: did not converge, "
+                  "still improving; `flat`: did not converge, stopped improving):", ""]
+        lines += training_table(cells)
+        lines += ["", "Per-cell details (status, digit accuracy, divergences): "
+                  "[sweep/report.md](sweep/report.md), `sweep/cells.csv`, `sweep/results.csv`.",
+                  ""]
+
+    lines += ["## 3. Quantization: int4 / QLoRA vs fp32 / LoRA", "",
+              claims_lib.paragraph(quant_v), ""]
+    if qrows:
+        schemes = ["fp32"] + [x for x in dict.fromkeys(r["scheme"] for r in qrows
+                                                       if r["stage"] == "ptq") if x != "fp32"]
+        lines += [quant_markdown(qrows, schemes, qloras, image_prefix="quant/"),
+                  "Rows: `quant/quant_results.csv`.", ""]
+    lines += ["## 4. Precision probe: the bits the trained models need", ""]
+    probe = probe_result(workdir)
+    if probe:
+        lines += ["The sweep's fp32 models evaluated with activations (and weights) simulated in "
+                  "e8mM, everywhere, one region at a time, and everywhere but inside attention "
+                  "(`experiments/precision_probe.py`); the plot sets the threshold with every "
+                  "operation rounded beside the constructions' frontier (section 1).", "",
+                  "![precision probe](probe/probe.png)", "",
+                  probe_markdown(probe), "Rows: `probe/probe_rows.jsonl`.", ""]
+    else:
+        lines += ["Not run (no probe/probe.json).", ""]
+    lines += FILES
+    path = os.path.join(workdir, "REPORT.md")
+    atomic.write_text(path, "\n".join(lines))
+    return path

@@ -1,0 +1,130 @@
+"""Sweeps: a grid of training runs, run resumably (in parallel, sharded), then tables and plots.
+
+`run_sweep(config, workdir)` runs every cell of a sweep config that is not done and aggregates
+the directory. The parts, one module each:
+
+    grid.py      the sweep config schema, the ARGS of config files, the grid's cells (`expand`)
+                 and shards
+    cells.py     a cell's files on disk, running cells (one process each), progress and
+                 heartbeat lines
+    groups.py    replica batches: cells that differ only in seed and arm, one program
+    results.py   the directory's rows: per cell (`collect`), per group of seeds (`group`)
+    render.py    cells.csv, results.csv, plots, report.md (`aggregate`)
+    cost.py      `--estimate`: the grid's cost from measured step rates
+    __main__.py  the command line (`python -m experiments.sweep`)
+
+This package re-exports their public names (`sweep.expand`, `sweep.collect`, `sweep.plot`, ...),
+the one import that configs, notebooks and the CLI use.
+
+With several GPUs, run one shard per GPU: `CUDA_VISIBLE_DEVICES=i python -m experiments.sweep
+... --shard=i/N` (a cell uses every device it sees); `aggregate` then reads the union.
+
+Why it is built this way: a sweep is hours of GPU time, so it must survive being killed (cells
+are skipped once done, resumed when half done), must not stop at one bad cell (a divergence is a
+result, an exception is recorded), and must split over machines (`shard`) with the results of
+all shards aggregated from the directory alone (`aggregate`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from experiments.sweep import cells as sweep_cells
+from experiments.sweep import groups as sweep_groups
+from experiments.sweep.cells import DONE, Heartbeat, Progress, cell_status, run_cell
+from experiments.sweep.grid import (
+    COORDS,
+    GRID_ARGS,
+    GRID_KEYS,
+    TOP_KEYS,
+    Cell,
+    apply_grid_args,
+    cell_name,
+    check_sweep_config,
+    expand,
+    parse_args,
+    parse_shard,
+    select_shard,
+    sweep_config,
+)
+from experiments.sweep.render import aggregate, plot, report
+from experiments.sweep.results import (
+    CELL_COLUMNS,
+    GROUP_COORDS,
+    RESULT_COLUMNS,
+    STATUSES,
+    collect,
+    group,
+)
+
+__all__ = ["CELL_COLUMNS", "COORDS", "DONE", "GRID_ARGS", "GRID_KEYS", "GROUP_COORDS",
+           "RESULT_COLUMNS", "STATUSES", "TOP_KEYS", "Cell", "Heartbeat", "Progress", "aggregate",
+           "apply_grid_args", "cell_name", "cell_status", "check_sweep_config", "collect",
+           "expand", "group", "parse_args", "parse_shard", "plot", "report", "run_cell",
+           "run_sweep", "select_shard", "sweep_config"]
+
+
+def run_sweep(c, workdir: str, *, workers: int = 1, shard: str | tuple | None = None,
+              log: Callable[[str], None] = print,
+              replicas: int | str = "auto") -> dict[str, Any]:
+    """Run the cells of sweep config `c` (this shard's) that are not done, then `aggregate`.
+
+    `replicas` > 1 trains cells that differ only in seed and precision arm together, up to
+    `replicas` per program (`groups.py`); every cell's files and numbers are the same.
+    "auto" (default): `sweep_groups.AUTO_REPLICAS` on a GPU / TPU, 1 on CPU (where R copies in
+    one program measured no faster); "off" = 1.
+
+    Returns {"cells": selected count, "skipped": already done, "counts": {status: n} over the
+    cells run now, "outputs": aggregate's paths}.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if replicas != "auto":  # checked before anything runs; auto looks at the backend later
+        replicas, _ = sweep_groups.resolve_replicas(replicas, workers)
+    shard = parse_shard(shard) if isinstance(shard, str) or shard is None else shard
+    grid = expand(c)
+    cells = select_shard(grid, shard)
+    os.makedirs(workdir, exist_ok=True)
+    sweep_cells.check_reuse(cells, workdir)
+    # The last sweep run here, for the report.
+    sweep_cells.write_json(os.path.join(workdir, "sweep.json"),
+                           {"name": c.name, "description": c.description,
+                            "config": c.to_dict(), "cells": [cell.name for cell in grid]})
+    todo, skipped = [], 0
+    for cell in cells:
+        cell_dir = os.path.join(workdir, cell.name)
+        if cell_status(cell_dir) in DONE:
+            skipped += 1
+            continue
+        os.makedirs(cell_dir, exist_ok=True)
+        if not os.path.exists(os.path.join(cell_dir, "cell.json")):
+            sweep_cells.write_json(os.path.join(cell_dir, "cell.json"),
+                                   {"name": cell.name, "index": cell.index, "sweep": c.name,
+                                    "coords": cell.coords,
+                                    "config": sweep_cells.normalized(cell.config)})
+        todo.append(cell)
+    where = f"shard {shard[0]}/{shard[1]}, " if shard else ""
+    log(f"[sweep] {c.name}: {where}{len(cells)} cells, {skipped} already done, {len(todo)} to "
+        f"run with {workers} worker(s) in {workdir}")
+    progress = Progress(len(cells), skipped, log, workers)
+    replicas, why = sweep_groups.resolve_replicas(replicas, workers) if todo else (1, "")
+    if todo:
+        log(f"[sweep] replica batches: up to {replicas} cell(s) per program ({why}; "
+            "--replicas=off or R to choose)")
+    jobs = [sweep_cells.job(cell, workdir) for cell in todo]
+    batches = sweep_groups.group_jobs(jobs, replicas)
+    with Heartbeat(jobs, log):
+        if workers == 1:
+            for job in batches:
+                log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
+                for record in sweep_cells.run_cells(job):
+                    progress.update(record)
+        elif batches:
+            sweep_cells.run_parallel(batches, workers, progress.update,
+                                     runner=sweep_cells.run_cells)
+    outputs = aggregate(workdir)
+    log(f"[sweep] results: {outputs['results']}, report: {outputs['report']}")
+    return {"cells": len(cells), "skipped": skipped, "counts": dict(progress.counts),
+            "outputs": outputs}

@@ -1,0 +1,122 @@
+r"""Launch a sweep: a grid of training runs, then results.csv, report.md and PNG plots.
+
+    python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR \
+        [--workers=W] [--replicas=auto|off|R] [--shard=i/N] [--dry_run] [--aggregate_only] \
+        [--config.grid.seeds=(0,1)]
+
+Re-running the same command skips finished cells (completed or diverged), resumes interrupted
+ones from their checkpoints and retries failed ones. `--shard=i/N` runs the cells whose index
+is i mod N (e.g. one shard per machine or per GPU, all into one shared DIR); every shard
+aggregates over all cells present when it ends, and `--aggregate_only` rebuilds the outputs
+without training. Logic: `experiments/sweep/__init__.py`; the grids: `experiments/configs/*.py`.
+
+`--estimate [--from=gpu_check.json] [--converged_from=SWEEP_DIR]` prints the sweep's cost
+(cells, FLOPs, device-hours with and without early stopping; `experiments/sweep/cost.py`)
+and runs nothing; --workdir is not needed with it.
+
+Exit status: 0 done, 2 bad input (one line `error: <flag or key>: <value>: <why>`: a flag, the
+config file or its ARGS, a --config.* override, --shard, a workdir that cannot be written),
+1 an internal error (with its traceback). A cell that fails is recorded and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from arith_precision.common import cli_errors
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a sweep config file, optionally with :ARGS.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one sub-directory per cell.")
+_WORKERS = flags.DEFINE_integer(
+    "workers", 1, "Cells run in parallel, each in its own spawned process (1: in this process).",
+    lower_bound=1)
+_REPLICAS = flags.DEFINE_string(
+    "replicas", "auto", "Train up to R cells that differ only in seed and precision arm in one "
+    "program (arith_precision/training/loop.py; every cell's files and numbers unchanged): an "
+    "integer R >= 1, off (= 1), or auto (8 on a GPU / TPU backend, off on CPU, where one program "
+    "of R copies measured no faster than R runs).")
+_SHARD = flags.DEFINE_string("shard", None, "i/N: run only the cells with index % N == i.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List this shard's cells and their status; run "
+                             "nothing.")
+_AGGREGATE_ONLY = flags.DEFINE_bool("aggregate_only", False, "Only rebuild results.csv, "
+                                    "report.md and the plots from the cells in --workdir.")
+_ESTIMATE = flags.DEFINE_bool("estimate", False, "Print the sweep's cost (cells, FLOPs, "
+                              "device-hours) and run nothing.")
+_FROM = flags.DEFINE_string("from", None, "With --estimate: a benchmarks/gpu_check.py JSON "
+                            "whose measured step rates price the cells.")
+_CONVERGED_FROM = flags.DEFINE_string("converged_from", None, "With --estimate: a sweep workdir "
+                                      "whose finished runs give early stopping's step fractions.")
+
+
+def main(argv):
+    del argv  # parse_absl_flags rejects positional arguments
+    from experiments import sweep as sweep_lib
+    from experiments.sweep import groups as sweep_groups
+
+    workdir = _WORKDIR.value
+    try:
+        if not _ESTIMATE.value:
+            for flag in (_FROM, _CONVERGED_FROM):
+                if flag.value is not None:
+                    raise cli_errors.UsageError(f"--{flag.name}", flag.value,
+                                                "only applies with --estimate")
+        if _REPLICAS.value != "auto":
+            try:
+                sweep_groups.resolve_replicas(_REPLICAS.value, _WORKERS.value)
+            except ValueError:
+                raise cli_errors.UsageError("--replicas", _REPLICAS.value,
+                                            "must be auto, off or an integer >= 1") from None
+        if _ESTIMATE.value:
+            from experiments.sweep import cost as cost_estimate
+
+            if _CONFIG.value is None:
+                raise cli_errors.UsageError("--config", "(missing)", "is required")
+            try:
+                print(cost_estimate.run(_CONFIG.value, _FROM.value, _CONVERGED_FROM.value))
+            except cli_errors.UsageError:
+                raise
+            except ValueError as e:
+                raise cli_errors.UsageError("--config", flags.FLAGS["config"].config_filename,
+                                            str(e)) from None
+            return
+        if workdir is None:
+            raise cli_errors.UsageError("--workdir", "(missing)", "is required (except with "
+                                        "--estimate)")
+        if _AGGREGATE_ONLY.value:
+            if not os.path.isdir(workdir):
+                raise cli_errors.UsageError("--workdir", workdir, "is not a directory")
+            for name, path in sweep_lib.aggregate(workdir).items():
+                print(f"{name}: {path}")
+            return
+        if _CONFIG.value is None:
+            raise cli_errors.UsageError("--config", "(missing)", "is required (except with "
+                                        "--aggregate_only)")
+        try:
+            shard = sweep_lib.parse_shard(_SHARD.value)
+            cells = sweep_lib.select_shard(sweep_lib.expand(_CONFIG.value), shard)
+        except ValueError as e:
+            if "shard" in str(e):
+                raise cli_errors.UsageError("--shard", _SHARD.value, str(e)) from None
+            raise cli_errors.UsageError("--config", flags.FLAGS["config"].config_filename,
+                                        str(e)) from None
+        if _DRY_RUN.value:
+            for cell in cells:
+                status = sweep_lib.cell_status(f"{workdir}/{cell.name}")
+                print(f"{cell.index:5d}  {cell.name}  {status}")
+            print(f"{len(cells)} cells")
+            return
+        cli_errors.check_writable_dir("--workdir", workdir)
+    except cli_errors.UsageError as e:
+        cli_errors.usage_exit(e)
+    result = sweep_lib.run_sweep(_CONFIG.value, workdir, workers=_WORKERS.value, shard=shard,
+                                 replicas=_REPLICAS.value)
+    ran = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items())) or "none"
+    print(f"done: {result['cells']} cells; {result['skipped']} were already done; run now: {ran}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli_errors.parse_absl_flags)

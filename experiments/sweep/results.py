@@ -1,0 +1,123 @@
+"""A sweep directory's results as rows: one per cell (`collect`), one per group of seeds (`group`).
+
+Rows are plain dicts with the columns `CELL_COLUMNS` / `RESULT_COLUMNS`; `experiments.sweep.render`
+renders them (CSV, plots, report.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from arith_precision.tasks.spec import TASKS
+from arith_precision.training import early_stop
+from experiments.sweep.cells import DONE, cell_status, read_json
+from experiments.sweep.grid import COORDS
+
+CELL_COLUMNS = (*COORDS, "status", "exact_match", "digit_accuracy", "diverged_at_step", "steps",
+                "steps_to_converge", "convergence", "validation_last", "wall_time_s", "name",
+                "error")
+GROUP_COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "layers")
+STATUSES = ("completed", "diverged", "error", "pending")
+RESULT_COLUMNS = (*GROUP_COORDS, "num_seeds", "exact_match_mean", "exact_match_std",
+                  "exact_match_min", "exact_match_max", "digit_accuracy_mean", "digit_accuracy_std",
+                  *(f"num_{s}" for s in STATUSES), "num_converged", "steps_to_converge_max",
+                  "convergence")
+
+
+def collect(workdir: str) -> list[dict[str, Any]]:
+    """One row per cell directory of `workdir` (any shard, any sweep), sorted by name."""
+    rows = []
+    for name in sorted(os.listdir(workdir)) if os.path.isdir(workdir) else []:
+        cell_dir = os.path.join(workdir, name)
+        meta_path = os.path.join(cell_dir, "cell.json")
+        if not os.path.isfile(meta_path):
+            continue
+        meta = read_json(meta_path)
+        row = dict(meta["coords"], name=meta["name"], index=meta.get("index", 0),
+                   status=cell_status(cell_dir),
+                   exact_match=None, digit_accuracy=None, diverged_at_step=None, steps=None,
+                   steps_to_converge=None, convergence=None, validation_last=None,
+                   wall_time_s=None, error=None)
+        if row["status"] in DONE:
+            s = read_json(os.path.join(cell_dir, "summary.json"))
+            key = str(row["n"])
+            history = s.get("validation") or []
+            row.update(exact_match=s["exact_match"].get(key),
+                       digit_accuracy=s["digit_accuracy"].get(key),
+                       diverged_at_step=s.get("diverged_at_step"), steps=s.get("steps"),
+                       steps_to_converge=s.get("steps_to_converge"),
+                       # early stopping off: no validation curve, nothing to say
+                       convergence=early_stop.trend(history, s.get("steps_to_converge"))
+                       if s.get("early_stop") else None,
+                       validation_last=history[-1]["exact_match"] if history else None,
+                       wall_time_s=s.get("wall_time_s"))
+        elif row["status"] == "error":
+            row["error"] = read_json(os.path.join(cell_dir, "error.json"))["error"]
+        rows.append(row)
+    return rows
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def _std(xs: Sequence[float]) -> float | None:
+    """Sample standard deviation (ddof=1); 0 for a single value, None for none."""
+    if not xs:
+        return None
+    if len(xs) == 1:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def _group_order(key: tuple) -> tuple:
+    task, base, n, k, l, precision, accumulation, layers = key
+    return (TASKS.index(task), base, k, l, layers, precision, accumulation, n)
+
+
+def group(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One result per GROUP_COORDS over seeds; statistics over completed cells only.
+
+    A diverged or failed cell has no evaluation; it is counted (num_diverged, num_error), not
+    averaged in as 0. exact_match_std is the sample standard deviation (0 for one seed).
+    """
+    groups: dict[tuple, list] = collections.defaultdict(list)
+    for row in rows:
+        groups[tuple(row[k] for k in GROUP_COORDS)].append(row)
+    out = []
+    for key in sorted(groups, key=lambda k: (min(r["index"] for r in groups[k]),
+                                             _group_order(k))):  # the grid's order
+        members = groups[key]
+        em = [r["exact_match"] for r in members if r["exact_match"] is not None]
+        da = [r["digit_accuracy"] for r in members if r["digit_accuracy"] is not None]
+        res = dict(zip(GROUP_COORDS, key, strict=True), num_seeds=len(members),
+                   exact_match_mean=_mean(em), exact_match_std=_std(em),
+                   exact_match_min=min(em) if em else None,
+                   exact_match_max=max(em) if em else None,
+                   digit_accuracy_mean=_mean(da), digit_accuracy_std=_std(da),
+                   first_index=min(r["index"] for r in members))  # grid order, not in the csv
+        statuses = collections.Counter(r["status"] for r in members)
+        for s in STATUSES:
+            res[f"num_{s}"] = statuses.get(s, 0)
+        steps = [r["steps_to_converge"] for r in members if r["steps_to_converge"] is not None]
+        res.update(num_converged=len(steps), steps_to_converge_max=max(steps) if steps else None,
+                   convergence=_convergence_summary(members))
+        out.append(res)
+    return out
+
+
+def _convergence_summary(members: Sequence[Mapping[str, Any]]) -> str | None:
+    """Per seed, in seed order: 'converged@S', 'rising' (needs more steps), 'flat' (never gets
+    there at this recipe), 'unknown'; None when no member used early stopping."""
+    if all(r.get("convergence") is None for r in members):
+        return None
+    parts = []
+    for r in sorted(members, key=lambda r: r["seed"]):
+        c = r.get("convergence") or r["status"]
+        parts.append(f"converged@{r['steps_to_converge']}" if c == "converged" else c)
+    return " ".join(parts)
