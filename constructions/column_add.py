@@ -83,13 +83,9 @@ def _residual(group: int) -> Residual:
     if group > 1:
         for m in range(group):
             r.add(f"qm{m}", "table", f"1 on queries Q(i) with i mod L = {m}")
-    for axis in ("cos", "sin"):
-        r.add(f"prev_{axis}", "table", "pointer to position t-1 on column holders (else 0)")
-    for axis in ("cos", "sin"):
-        r.add(f"fetch_{axis}", "table", "pointer from Q(i) to the holder of column i (else 0)")
-    r.add("holder", "table", "1 on column holders: anchors and '='")
-    r.add("eq", "table", "1 on '='")
-    r.add("sink", "table", "log(C - t): score of the BOS sink for SUM heads")
+    carry.declare_tables(r, prev="pointer to position t-1 on column holders (else 0)",
+                         fetch="pointer from Q(i) to the holder of column i (else 0)",
+                         holder="1 on column holders: anchors and '='")
     r.add("S", "layer_0/attn", "column sum S_J in base B = p^L at anchors, else 0")
     r.add("q", "layer_0/mlp", "floor(S / B)")
     r.add("r", "layer_0/mlp", "S mod B")

@@ -120,13 +120,9 @@ def _residual(p: int) -> Residual:
     r.add("hold", "table", "1 on the holders A(L J) (not '=')")
     for axis in ("cos", "sin"):
         r.add(f"hc_{axis}", "table", "angle of J + 1 at holder J ('=': J = -1; BOS: top + 1)")
-    for axis in ("cos", "sin"):
-        r.add(f"prev_{axis}", "table", "at holder J and '=': pointer to holder J + 1 (or BOS)")
-    for axis in ("cos", "sin"):
-        r.add(f"fetch_{axis}", "table", "at Q(i): pointer to the holder of column i // L - 1")
-    r.add("holder", "table", "1 on the holders and '='")
-    r.add("eq", "table", "1 on '='")
-    r.add("sink", "table", "log(C - t): score of the BOS sink for SUM heads")
+    carry.declare_tables(r, prev="at holder J and '=': pointer to holder J + 1 (or BOS)",
+                         fetch="at Q(i): pointer to the holder of column i // L - 1",
+                         holder="1 on the holders and '='")
     r.add("w", "table", "p^m k len_J on operand digits (the weight of dw)")
     r.add("lk", "table", "t at positions t < K: the lookup table's keys and values")
     r.add("lk2", "table", "t^2 at positions t < K")

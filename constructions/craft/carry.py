@@ -32,6 +32,20 @@ from constructions.craft.residual import Residual
 LAYERS = 4  # layers the chain occupies, from `first`
 
 
+def declare_tables(r: Residual, *, prev: str, fetch: str, holder: str) -> None:
+    """The positional-table coordinates the chain reads: the `prev` pointer (the column value
+    of the next lower column), the `fetch` pointer (from Q(i) to the holder of column i), the
+    holder and '=' flags and the SUM heads' sink score; `prev`, `fetch`, `holder` say where each
+    points or is 1 in the calling construction's layout."""
+    for axis in ("cos", "sin"):
+        r.add(f"prev_{axis}", "table", prev)
+    for axis in ("cos", "sin"):
+        r.add(f"fetch_{axis}", "table", fetch)
+    r.add("holder", "table", holder)
+    r.add("eq", "table", "1 on '='")
+    r.add("sink", "table", "log(C - t): score of the BOS sink for SUM heads")
+
+
 def declare(r: Residual, first: int, *, u_meaning: str) -> None:
     """The chain's residual coordinates, in the order the constructions lay them out."""
     r.add("g", f"layer_{first}/mlp", "generate bit of the held column: [u >= B]")
