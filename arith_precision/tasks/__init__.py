@@ -9,11 +9,16 @@ CLI: `python -m arith_precision.tasks --task=add --base=10 --n=8 --num=5 --seed=
 """
 
 from arith_precision.tasks.batches import (
+    HELD_OUT_SPLITS,
     HOLDOUT_MODULUS,
+    IID_SPLITS,
+    SPLITS,
     Batch,
+    NoHeldOutInputs,
     batch_from_operand_digits,
     batch_from_operands,
     digits_to_ints,
+    distinct_inputs,
     ints_to_digits,
     is_held_out,
     sample_batch,
@@ -39,11 +44,15 @@ from arith_precision.tasks.scoring import (
 from arith_precision.tasks.spec import SPECIAL_TOKENS, TASKS, TaskSpec, ceil_log
 
 __all__ = [
+    "HELD_OUT_SPLITS",
     "HOLDOUT_MODULUS",
+    "IID_SPLITS",
+    "SPLITS",
     "SPECIAL_TOKENS",
     "TASKS",
     "Batch",
     "Example",
+    "NoHeldOutInputs",
     "TaskSpec",
     "answer_tokens_to_digits",
     "batch_from_operand_digits",
@@ -53,6 +62,7 @@ __all__ = [
     "decode_answers",
     "digit_accuracy",
     "digits_to_ints",
+    "distinct_inputs",
     "exact_match",
     "from_tokens",
     "ints_to_digits",

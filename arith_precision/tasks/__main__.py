@@ -42,7 +42,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--chunk", type=int, default=1, help="digits per token (T_c)")
     parser.add_argument("--reverse-answer", action="store_true", help="answer LSB first")
     parser.add_argument("--distribution", default="uniform_value", choices=OPERAND_DISTRIBUTIONS)
-    parser.add_argument("--split", default="train", choices=("train", "eval"))
+    parser.add_argument("--split", default="train", choices=("train", "eval", "iid"))
     parser.add_argument("--num", type=int, required=True, help="how many examples")
     parser.add_argument("--seed", type=int, required=True, help="data seed")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -7,9 +7,19 @@ checked against the Python-int path (`reference.py`) in the tests.
 Train / evaluation separation is by construction, not by luck: every example (its operand digits)
 is hashed to a fixed pseudo-random 64-bit value; an example with hash % HOLDOUT_MODULUS == 0 is
 *held out*. The train stream rejects held-out examples and the evaluation stream accepts only
-them, so the two can never share an example, even when the example space is tiny. The train stream
-for step s draws from `default_rng([data_seed, 0, s])`, the evaluation stream for batch i from
+them, so the two can never share an example, even when the example space is tiny. The split
+depends on the example alone (a fixed hash, `SPLIT_SEED`), not on `data_seed`: every seed of a
+study holds out the same inputs. The train stream for step s draws from
+`default_rng([data_seed, 0, s])`, the evaluation stream for batch i from
 `default_rng([data_seed, 1, i])`: restarting at any step reproduces the same batches.
+
+Two test protocols (`SPLITS`):
+
+    unseen   "eval" (final evaluation) and "valid" (early stopping's validations, another stream):
+             held-out inputs only, never trained on
+    iid      "iid" and "iid_valid": drawn from the task's own distribution with no rejection, so
+             they overlap the training inputs wherever the space is small (the paper's protocol:
+             its 50k test samples come from the distribution it trained on)
 """
 
 from __future__ import annotations
@@ -21,9 +31,16 @@ import numpy as np
 from arith_precision.tasks.spec import TaskSpec
 
 HOLDOUT_MODULUS = 16  # 1/16 of the example space is reserved for evaluation.
-SPLITS = ("train", "eval", "valid")  # valid: held-out inputs on their own stream (early stopping)
-_STREAM_ID = {"train": 0, "eval": 1, "valid": 2}
+SPLITS = ("train", "eval", "valid", "iid", "iid_valid")
+HELD_OUT_SPLITS = ("eval", "valid")  # held-out inputs only (the unseen protocol)
+IID_SPLITS = ("iid", "iid_valid")  # the task distribution, overlap with training allowed
+_STREAM_ID = {"train": 0, "eval": 1, "valid": 2, "iid": 3, "iid_valid": 4}
+SPLIT_SEED = 0x5EED_A11  # the held-out hash's weights: fixed, independent of data_seed
 _MAX_REJECTION_ROUNDS = 1000
+
+
+class NoHeldOutInputs(ValueError):
+    """The example space is too small to draw a held-out batch (the unseen protocol is empty)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +200,7 @@ def _sample_operand_digits(spec: TaskSpec, rng: np.random.Generator, num: int) -
 
 
 def _hash_weights(length: int) -> np.ndarray:
-    return np.random.default_rng(0x5EED_A11).integers(
+    return np.random.default_rng(SPLIT_SEED).integers(
         1, 2**63, size=length, dtype=np.uint64
     ) | np.uint64(1)
 
@@ -206,6 +223,14 @@ def is_held_out(operand_digits: np.ndarray) -> np.ndarray:
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(31)
     return (h % np.uint64(HOLDOUT_MODULUS)) == 0
+
+
+def distinct_inputs(operand_digits: np.ndarray) -> int:
+    """The number of distinct inputs among (B, k, n) operand digits (rows compared exactly)."""
+    digits = np.asarray(operand_digits, dtype=np.int8)
+    if len(digits) == 0:
+        return 0
+    return int(len(np.unique(digits.reshape(len(digits), -1), axis=0)))
 
 
 def batch_from_operand_digits(spec: TaskSpec, operand_digits: np.ndarray) -> Batch:
@@ -251,7 +276,8 @@ def sample_batch(
     spec: TaskSpec, *, data_seed: int, step: int, batch_size: int, split: str = "train"
 ) -> Batch:
     """The batch for (data_seed, split, step): deterministic; train is disjoint from the held-out
-    inputs that eval and valid both draw from (on separate random streams)."""
+    inputs that eval and valid both draw from (on separate random streams); iid and iid_valid
+    draw from the task distribution itself (held-out or not)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     for name, value, lo in (
@@ -262,6 +288,8 @@ def sample_batch(
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
     rng = np.random.default_rng([int(data_seed), _STREAM_ID[split], int(step)])
+    if split in IID_SPLITS:
+        return batch_from_operand_digits(spec, _sample_operand_digits(spec, rng, batch_size))
     want_held_out = split != "train"
     # Draw enough candidates for one round on average, then top up.
     if want_held_out:
@@ -276,7 +304,7 @@ def sample_batch(
         have += cand.shape[0]
         if have >= batch_size:
             return batch_from_operand_digits(spec, np.concatenate(kept)[:batch_size])
-    raise ValueError(
+    raise (NoHeldOutInputs if want_held_out else ValueError)(
         f"could not draw {batch_size} {split} examples for {spec}: the example space is too small "
         f"to hold out 1/{HOLDOUT_MODULUS} of it for evaluation"
     )

@@ -21,6 +21,7 @@ import re
 
 from arith_precision.common.cli_errors import UsageError, check_memory
 from arith_precision.training import step as step_lib
+from arith_precision.training.early_stop import PROTOCOLS
 
 _OPTIM_RULES = (  # key, test, why
     ("learning_rate", lambda v: math.isfinite(v) and v > 0, "must be > 0 and finite"),
@@ -83,7 +84,12 @@ def validate(config) -> None:
     try:
         step_lib.precision_of(config)
     except ValueError as e:
-        raise UsageError("precision", config.precision.name, str(e)) from None
+        message = str(e)
+        for key in ("regions", "rounding"):
+            if message.startswith(f"{key}: "):
+                raise UsageError(f"precision.{key}", config.precision[key],
+                                 message.split(": ", 2)[-1]) from None
+        raise UsageError("precision", config.precision.name, message) from None
     for key in ("num_layers", "d_model", "num_heads", "d_ff"):
         _at_least(f"model.{key}", config.model[key], 1)
     for key in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
@@ -98,6 +104,11 @@ def validate(config) -> None:
             _at_least(f"early_stop.{key}", es[key], 1)
         if not 0 < _number("early_stop.threshold", es.threshold) <= 1:
             raise UsageError("early_stop.threshold", es.threshold, "must be in (0, 1]")
+        if es.get("min_steps") is not None:
+            _at_least("early_stop.min_steps", es.min_steps, 0)
+        if es.get("protocol", "unseen") not in PROTOCOLS:
+            raise UsageError("early_stop.protocol", es.protocol,
+                             f"expected one of {', '.join(PROTOCOLS)}")
     for key, ok, why in _OPTIM_RULES:
         if not ok(_number(f"optim.{key}", config.optim[key])):
             raise UsageError(f"optim.{key}", config.optim[key], why)

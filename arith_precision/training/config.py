@@ -5,8 +5,9 @@
 
 ARGS is a comma-separated list of key=value (and the bare switch `smoke`):
     task=add|iter_add|mul  base=P  n=N  k=K (iter_add)  l=L (mul; default 2n)  chunk=C
-    reverse=0|1  precision=fp32|bf16|fp16|pure_bf16|pure_<fmt>|<format string>
-    accumulation=once|sequential|pairwise  native=0|1  layers=L  d_model=D  heads=H
+    reverse=0|1  precision=fp32|bf16|fp16|pure_bf16|pure_<fmt>|<format string>|<region arm>
+    accumulation=once|sequential|pairwise  native=0|1  rounding=R  regions=REGION=FMT[@R];...
+    layers=L  d_model=D  heads=H
     steps=S  batch=B  lr=LR  seed=S  data_seed=S  eval_ns=N1;N2;...  smoke
     early_stop=E (validate every E steps; stop at 2 validations in a row with exact match
     >= 0.99 on 1000 held-out examples; the `early_stop` block holds the rule; 0: off)
@@ -53,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
         pos="learned", tied_embedding=False))
     c.precision = ml_collections.ConfigDict(dict(
         name="fp32", accumulation="once", native=False, param="", accum="", grad="",
-        tensor_core_dot="auto"))
+        tensor_core_dot="auto", regions="", rounding="nearest_even"))
     c.optim = ml_collections.ConfigDict(dict(
         learning_rate=1e-3, warmup_steps=200, final_lr_fraction=0.05, weight_decay=0.01,
         b1=0.9, b2=0.98, grad_clip=1.0))
@@ -62,8 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(num_examples=2000, batch_size=500, ns=()))
     # Early stopping (arith_precision/training/early_stop.py): every=0 is off; else validate every
     # `every` steps and stop at `patience` consecutive validations with exact match >= `threshold`.
+    # `protocol`: the validation score the rule reads (unseen: held-out inputs; iid: the task
+    # distribution); `min_steps`: no stop before this step.
     c.early_stop = ml_collections.ConfigDict(dict(
-        every=0, threshold=0.99, num_examples=1000, batch_size=500, patience=2))
+        every=0, threshold=0.99, num_examples=1000, batch_size=500, patience=2,
+        protocol="unseen", min_steps=0))
     return c
 
 
@@ -81,7 +85,8 @@ KEYS = {
     "heads": ("model.num_heads", int), "steps": ("train.steps", int),
     "batch": ("train.batch_size", int), "lr": ("optim.learning_rate", float),
     "seed": ("seed", int), "data_seed": ("data_seed", int), "eval_ns": ("eval.ns", _eval_ns),
-    "early_stop": ("early_stop.every", int),
+    "early_stop": ("early_stop.every", int), "rounding": ("precision.rounding", str),
+    "regions": ("precision.regions", str),
 }
 
 

@@ -1,20 +1,26 @@
-"""Early stopping at convergence: "held-out exact match >= threshold at `patience` consecutive
-validations, each on >= `num_examples` examples".
+"""Early stopping at convergence: "validation exact match >= threshold at `patience` consecutive
+validations, each on `num_examples` examples".
 
-A run with `early_stop.every = E > 0` decodes `num_examples` validation examples every E steps
-(held-out inputs, i.e. never trained on, drawn from their own random stream `split="valid"`, so
-the final evaluation's examples are not the ones the stopping rule looked at), at the run's own
-precision. Each validation is one line of `validation.jsonl` ({"step", "exact_match",
-"digit_accuracy"}). The run stops at the step S whose validation completes the streak;
-`summary.json` then records `steps_to_converge = S` (null when the rule never fired).
+A run with `early_stop.every = E > 0` validates every E steps at the run's own precision, under
+both test protocols (`evaluate.evaluate_protocols`, on their validation streams: other random
+draws than the final evaluation's, so the final evaluation is not what the rule selected):
+`unseen` (held-out inputs, never trained on) and `iid` (the task distribution, the paper's
+protocol). `protocol` says which one the rule reads (default unseen; iid where the held-out set
+is too small to judge, e.g. MUL at small n). Each validation is one line of `validation.jsonl`:
+
+    step, exact_match (the rule's protocol), digit_accuracy (the same), exact_match_iid,
+    exact_match_unseen, digit_accuracy_iid, digit_accuracy_unseen, distinct_iid, distinct_unseen,
+    loss (answer-token cross-entropy on the first iid validation batch, float32)
+
+The run stops at the step S whose validation completes the streak; `summary.json` then records
+`steps_to_converge = S` (null when the rule never fired). `min_steps` keeps a run going until at
+least that step whatever its validations say.
 
 Why the rule is safe to resume: a validation is a pure function of the parameters at its step,
 so a run killed anywhere and restarted from its checkpoint at step C recomputes a validation that
 was due at C but not written, keeps the lines up to C, and takes exactly the same decisions
-(tested: bit-identical parameters and the same stopping step).
-
-For a run that did not converge, `trend` separates "needs more steps" from "never gets there"
-by a stated rule on the validation curve (see `trend`).
+(tested: bit-identical parameters and the same stopping step). How a finished run's curve reads
+(converged, plateau, rising, diverged) is `curve.reading`.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 from arith_precision.common import atomic
 
 FILENAME = "validation.jsonl"
-RISING_BY = 0.05  # `trend`: "still rising" when the last half of training gained this much
+PROTOCOLS = ("unseen", "iid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,12 +46,20 @@ class EarlyStop:
     num_examples: int = 1000
     patience: int = 2
     batch_size: int = 500
+    protocol: str = "unseen"
+    min_steps: int = 0
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"early_stop.protocol {self.protocol!r}: expected one of "
+                             f"{PROTOCOLS}")
 
     def converged(self, history: Sequence[Mapping[str, Any]]) -> bool:
-        """Whether the last `patience` validations all reach `threshold`."""
+        """Whether the last `patience` validations all reach `threshold` (and the last one is at
+        step >= `min_steps`)."""
         tail = list(history)[-self.patience:]
-        return len(tail) == self.patience and all(
-            h["exact_match"] >= self.threshold for h in tail)
+        return len(tail) == self.patience and tail[-1]["step"] >= self.min_steps and all(
+            h["exact_match"] is not None and h["exact_match"] >= self.threshold for h in tail)
 
 
 def from_config(config) -> EarlyStop | None:
@@ -55,7 +69,9 @@ def from_config(config) -> EarlyStop | None:
         return None
     return EarlyStop(every=int(block["every"]), threshold=float(block["threshold"]),
                      num_examples=int(block["num_examples"]), patience=int(block["patience"]),
-                     batch_size=int(block["batch_size"]))
+                     batch_size=int(block["batch_size"]),
+                     protocol=str(block.get("protocol", "unseen")),
+                     min_steps=int(block.get("min_steps", 0)))
 
 
 def read_history(workdir: str, up_to: int | None = None) -> list[dict[str, Any]]:
@@ -78,21 +94,3 @@ def append(workdir: str, row: Mapping[str, Any]) -> None:
     with open(os.path.join(workdir, FILENAME), "a") as f:
         f.write(json.dumps(dict(row)) + "\n")
         f.flush()
-
-
-def trend(history: Sequence[Mapping[str, Any]], converged_at: int | None) -> str:
-    """One word for a run's validation curve.
-
-    "converged" when the rule fired. Otherwise, with v(s) the validation exact match: "rising"
-    when the last validation is at least RISING_BY above the best one in the first half of the
-    run's validated steps (more steps would likely help), "flat" when not (more steps of this
-    recipe are unlikely to get there), "unknown" with fewer than 2 validations.
-    """
-    if converged_at is not None:
-        return "converged"
-    if len(history) < 2:
-        return "unknown"
-    last_step = history[-1]["step"]
-    first_half = [h["exact_match"] for h in history if h["step"] <= last_step / 2] or \
-        [history[0]["exact_match"]]
-    return "rising" if history[-1]["exact_match"] >= max(first_half) + RISING_BY else "flat"

@@ -36,8 +36,8 @@ from arith_precision.common import atomic
 from arith_precision.common.cli_errors import UsageError
 from arith_precision.training import checkpoints as checkpoints_lib
 from arith_precision.training import checks as train_checks
+from arith_precision.training import curve, replicas
 from arith_precision.training import early_stop as early_stop_lib
-from arith_precision.training import replicas
 from arith_precision.training import step as ts
 from arith_precision.training.mesh import DataMesh
 
@@ -46,6 +46,10 @@ def _format_seconds(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
         f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _text(score: float | None) -> str:
+    return "n/a" if score is None else f"{score:.4f}"
 
 
 def _rewrite_metrics(path: str, keep_up_to: int) -> None:
@@ -81,6 +85,7 @@ class _Replica:
         self.eval_policy = None if self.precision.policy is None or \
             self.precision.policy.native else self.precision.policy
         self.stopper = early_stop_lib.from_config(config)
+        self._loss_fn = None
         self.state, self.latest = self._restore_or_init(init_state)
         self.step, self.total = int(self.state["step"]), self.train_cfg.steps
         self.converged_at = self._resume_early_stopping()
@@ -162,19 +167,37 @@ class _Replica:
         return jax.make_array_from_callback(tokens.shape, self.mesh.data,
                                             lambda idx: tokens[idx])
 
+    def _validation_loss(self) -> float:
+        """Answer-token cross-entropy of the current parameters on the first iid validation
+        batch, in float32: a pure function of the parameters, so a resumed run recomputes it."""
+        if self._loss_fn is None:
+            tokens = tasks.sample_batch(self.spec, data_seed=self.config.data_seed, step=0,
+                                        batch_size=self.stopper.batch_size,
+                                        split="iid_valid").tokens
+            mask = tasks.target_mask(self.spec)
+            fn = jax.jit(lambda p, t: ts.loss_fn(p, t, config=self.mcfg, mask_T=mask)[0])
+            self._loss_fn = lambda p: fn(p, tokens)
+        return float(self._loss_fn(self.state["params"]))
+
     def _validate(self, step: int) -> bool:
-        """Early stopping's validation at `step`; True when the rule fires there."""
+        """Early stopping's validation at `step` (both protocols); True when the rule fires."""
         stopper = self.stopper
-        result = evaluate_lib.evaluate(
+        result = evaluate_lib.evaluate_protocols(
             self.state["params"], self.mcfg, self.spec, num_examples=stopper.num_examples,
             batch_size=stopper.batch_size, data_seed=self.config.data_seed,
-            policy=self.eval_policy, split="valid")
-        row = {"step": step, "exact_match": result["exact_match"],
-               "digit_accuracy": result["digit_accuracy"]}
+            policy=self.eval_policy, validation=True)
+        row = {"step": step, "exact_match": result[f"exact_match_{stopper.protocol}"],
+               "digit_accuracy": result[f"digit_accuracy_{stopper.protocol}"],
+               **{f"{what}_{p}": result[f"{what}_{p}"] for p in ("iid", "unseen")
+                  for what in ("exact_match", "digit_accuracy", "distinct")},
+               "loss": self._validation_loss()}
         self.history.append(row)
         early_stop_lib.append(self.workdir, row)
-        self.log("validation at step %d: exact match %.4f (stop at >= %.2f, %d in a row)", step,
-                 row["exact_match"], stopper.threshold, stopper.patience)
+        score = row["exact_match"]
+        self.log("validation at step %d: exact match %s [%s] (iid %s, unseen %s; stop at >= "
+                 "%.2f, %d in a row)", step, _text(score), stopper.protocol,
+                 _text(row["exact_match_iid"]), _text(row["exact_match_unseen"]),
+                 stopper.threshold, stopper.patience)
         return stopper.converged(self.history)
 
     def stepped(self, state, metrics) -> None:
@@ -227,13 +250,13 @@ class _Replica:
         results = {}
         if self.status == "completed":
             for espec in self.especs:
-                results[str(espec.n)] = evaluate_lib.evaluate(
+                r = results[str(espec.n)] = evaluate_lib.evaluate_protocols(
                     params, self.mcfg, espec, num_examples=self.config.eval.num_examples,
                     batch_size=self.config.eval.batch_size, data_seed=self.config.data_seed,
                     policy=self.eval_policy)
-                self.log("eval n=%d: exact match %.4f, digit accuracy %.4f", espec.n,
-                         results[str(espec.n)]["exact_match"],
-                         results[str(espec.n)]["digit_accuracy"])
+                self.log("eval n=%d: exact match iid %s (%d distinct inputs), unseen %s (%d "
+                         "distinct inputs)", espec.n, _text(r["exact_match_iid"]),
+                         r["distinct_iid"], _text(r["exact_match_unseen"]), r["distinct_unseen"])
         config, stopper = self.config, self.stopper
         self.summary = {
             "status": self.status,
@@ -244,6 +267,10 @@ class _Replica:
             "validation": self.history,
             "exact_match": {n: r["exact_match"] for n, r in results.items()},
             "digit_accuracy": {n: r["digit_accuracy"] for n, r in results.items()},
+            "exact_match_iid": {n: r["exact_match_iid"] for n, r in results.items()},
+            "exact_match_unseen": {n: r["exact_match_unseen"] for n, r in results.items()},
+            "curve": {p: curve.reading(self.history, status=self.status, protocol=p)
+                      for p in ("iid", "unseen")} if stopper is not None else None,
             "eval": results,
             "wall_time_s": time.time() - self.start_time,
             "resumed_from_step": self.latest,

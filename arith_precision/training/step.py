@@ -68,7 +68,9 @@ def precision_of(config) -> StepPrecision:
     return step_precision(p.name, accumulation=p.accumulation, native=p.native,
                           param=p.get("param", ""), accum=p.get("accum", ""),
                           grad=p.get("grad", ""),
-                          tensor_core_dot=p.get("tensor_core_dot", "auto"))
+                          tensor_core_dot=p.get("tensor_core_dot", "auto"),
+                          regions=p.get("regions", ""),
+                          rounding=p.get("rounding", "nearest_even"), seed=config.seed)
 
 
 def optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:

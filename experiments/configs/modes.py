@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-MODES = ("smoke", "quick", "medium", "full")
+MODES = ("smoke", "quick", "medium", "long", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +31,10 @@ class Settings:
         quant_finetune_tasks: of those, the tasks whose cells get LoRA / QLoRA.
         quant: keyword arguments of `quant_study.run_quant_study`.
         probe: keyword arguments of `precision_probe.probe`.
+        stages: None (the sweep runs `sweep()` at once) or a function returning the sweep's
+            stages in order, each `stage(rows so far) -> sweep config` (the long study: fp32
+            first, then the low-precision arms with caps from fp32's convergence); `sweep()`
+            is then the first stage.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Settings:
     quant_finetune_tasks: tuple[str, ...]
     quant: dict
     probe: dict = dataclasses.field(default_factory=dict)
+    stages: Callable[[], list] | None = None
 
 
 def _spec(task: str, base: int, k: int = 2) -> dict:
@@ -133,6 +138,16 @@ def medium_settings() -> Settings:
         probe=dict(num_examples=1000, batch_size=500, named_formats=("bf16",)))
 
 
+def long_settings() -> Settings:
+    from experiments.configs import long_study
+
+    medium = medium_settings()
+    return dataclasses.replace(
+        medium, name="long", sweep=lambda: long_study.stages()[0]([]), stages=long_study.stages,
+        quant=dict(medium.quant, num_examples=2000, eval_batch=500),
+        probe=dict(num_examples=1000, batch_size=500, named_formats=("bf16",)))
+
+
 def full_settings() -> Settings:
     def sweep():
         from experiments.configs import paper_fig2
@@ -156,6 +171,6 @@ def full_settings() -> Settings:
 
 
 SETTINGS = {"smoke": smoke_settings, "quick": quick_settings, "medium": medium_settings,
-            "full": full_settings}
+            "long": long_settings, "full": full_settings}
 
 

@@ -2,6 +2,7 @@ r"""The main job: reproduce the paper's three claims in one command and write DI
 
     python -m experiments.reproduce --workdir=DIR --quick     # <= 20 min on a 2-core CPU
     python -m experiments.reproduce --workdir=DIR --medium    # <= 2.5 h on 2 cores, resumable
+    python -m experiments.reproduce --workdir=DIR --long      # the long study, resumable
     python -m experiments.reproduce --workdir=DIR             # the GPU-sized grid (days)
     python -m experiments.reproduce --workdir=DIR --smoke     # plumbing only, ~1-2 min
         [--workers=W] [--phases=frontier,sweep,quant,report]
@@ -59,6 +60,12 @@ Modes:
            converges): 162k steps, sized for <= 2.5 h on a quiet 2-core CPU; the committed run's
            measured time is in results/reproduce_medium/REPORT.md. Kill it any time and re-run the
            same command: finished cells are kept, a running cell resumes from its checkpoint.
+  --long   The training claim decided on a CPU (`experiments/configs/long_study.py`): the quick
+           frontiers, then groups of cells in order of importance (IterADD base 2 n=8 with 3
+           seeds; the ADD control; IterADD base 10 n=3-5; MUL under the iid protocol; the region
+           arms; longer ADD and IterADD n=10), each fp32 first and then pure_bf16 and bf16 with
+           twice fp32's steps to converge; constant learning rate, early stopping, both test
+           protocols, learning curves kept. Kill it any time; the same command continues.
   full     Frontiers with `constructions.frontier.run_frontier` (float and fixed point, bf16 /
            fp16 / e4m3 / e5m2, accumulation once and sequential, 200 random inputs): ADD base 10
            n=4..128, IterADD base 2 k=3 n=4..64, MUL base 2 n=2..16. The sweep is
@@ -110,10 +117,22 @@ def run_frontiers(workdir: str, s: Settings, log: Callable[[str], None],
 
 def run_training_sweep(workdir: str, s: Settings, workers: int,
                        log: Callable[[str], None]) -> dict:
+    """The mode's sweep; a staged one (`Settings.stages`) runs its stages in order into the same
+    directory, each built from the rows the earlier stages finished."""
     from experiments import sweep as sweep_lib
 
-    return sweep_lib.run_sweep(s.sweep(), os.path.join(workdir, "sweep"), workers=workers,
-                               log=log)
+    sweep_dir = os.path.join(workdir, "sweep")
+    if s.stages is None:
+        return sweep_lib.run_sweep(s.sweep(), sweep_dir, workers=workers, log=log)
+    total = {"cells": 0, "skipped": 0}
+    stages = s.stages()
+    for i, stage in enumerate(stages):
+        config = stage(sweep_lib.collect(sweep_dir))
+        log(f"[sweep] stage {i + 1}/{len(stages)}")
+        result = sweep_lib.run_sweep(config, sweep_dir, workers=workers, log=log)
+        total["cells"] += result["cells"]
+        total["skipped"] += result["skipped"]
+    return dict(result, **total)
 
 
 def run_quant(workdir: str, s: Settings, log: Callable[[str], None]) -> dict | None:
@@ -206,7 +225,8 @@ def reproduce(workdir: str, mode: str = "quick", *, workers: int | None = None,
                               lambda results: all(r.get("reused") for r in results),
                               fraction=lambda: len(done) / sizes)
         if "sweep" in phases:
-            fraction = job_progress.sweep_fraction(s.sweep(), os.path.join(workdir, "sweep"))
+            configs = [stage([]) for stage in s.stages()] if s.stages else s.sweep()
+            fraction = job_progress.sweep_fraction(configs, os.path.join(workdir, "sweep"))
             timed("sweep", lambda: run_training_sweep(workdir, s, workers, log),
                   lambda result: result["skipped"] == result["cells"], fraction)
         if "quant" in phases:
@@ -236,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--quick", action="store_true", help="the <= 20 min CPU reproduction")
     mode.add_argument("--medium", action="store_true",
                       help="the <= 2.5 h CPU run with 2 seeds and early stopping (resumable)")
+    mode.add_argument("--long", action="store_true",
+                      help="the long training study (about 12+ CPU-hours, resumable across runs)")
     mode.add_argument("--smoke", action="store_true", help="tiny everything (plumbing only)")
     ap.add_argument("--workers", type=int, default=None,
                     help="sweep worker processes (default: 2; full mode: 4)")
@@ -243,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma-separated subset of {','.join(PHASES)}")
     args = ap.parse_args(argv)
     name = ("quick" if args.quick else "smoke" if args.smoke else "medium" if args.medium
-            else "full")
+            else "long" if args.long else "full")
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     command = "python -m experiments.reproduce " + " ".join(
         sys.argv[1:] if argv is None else list(argv))

@@ -64,12 +64,15 @@ class SweepFraction:
         return min(1.0, done / todo)
 
 
-def sweep_fraction(config, sweep_dir: str) -> SweepFraction:
-    """`SweepFraction` over the cells of sweep config `config` in `sweep_dir`."""
+def sweep_fraction(configs, sweep_dir: str) -> SweepFraction:
+    """`SweepFraction` over the cells of a sweep config (or a list of them: a staged sweep) in
+    `sweep_dir`; each cell counts its step cap."""
     from experiments.sweep.grid import expand
 
-    return SweepFraction([(os.path.join(sweep_dir, cell.name), int(cell.config.train.steps))
-                          for cell in expand(config)])
+    configs = configs if isinstance(configs, list | tuple) else [configs]
+    cells = {cell.name: int(cell.config.train.steps) for c in configs for cell in expand(c)}
+    return SweepFraction([(os.path.join(sweep_dir, name), steps)
+                          for name, steps in cells.items()])
 
 
 class JobProgress:

@@ -13,13 +13,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arith_precision.tasks.spec import TASKS
-from arith_precision.training import early_stop
+from arith_precision.training import curve
 from experiments.sweep.cells import DONE, cell_status, read_json
 from experiments.sweep.grid import COORDS
 
-CELL_COLUMNS = (*COORDS, "status", "exact_match", "digit_accuracy", "diverged_at_step", "steps",
-                "steps_to_converge", "convergence", "validation_last", "wall_time_s", "name",
-                "error")
+CELL_COLUMNS = (*COORDS, "status", "exact_match", "digit_accuracy", "exact_match_iid",
+                "distinct_iid", "iid_in_training_split", "exact_match_unseen", "distinct_unseen",
+                "diverged_at_step", "steps", "steps_to_converge", "convergence", "curve_iid",
+                "curve_unseen", "validation_last", "wall_time_s", "name", "error")
 GROUP_COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "layers")
 STATUSES = ("completed", "diverged", "error", "pending")
 RESULT_COLUMNS = (*GROUP_COORDS, "num_seeds", "exact_match_mean", "exact_match_std",
@@ -39,22 +40,29 @@ def collect(workdir: str) -> list[dict[str, Any]]:
         meta = read_json(meta_path)
         row = dict(meta["coords"], name=meta["name"], index=meta.get("index", 0),
                    status=cell_status(cell_dir),
-                   exact_match=None, digit_accuracy=None, diverged_at_step=None, steps=None,
-                   steps_to_converge=None, convergence=None, validation_last=None,
-                   wall_time_s=None, error=None)
+                   **dict.fromkeys(CELL_COLUMNS[len(COORDS) + 1:-2]), error=None)
         if row["status"] in DONE:
             s = read_json(os.path.join(cell_dir, "summary.json"))
             key = str(row["n"])
             history = s.get("validation") or []
+            final = (s.get("eval") or {}).get(key) or {}
             row.update(exact_match=s["exact_match"].get(key),
                        digit_accuracy=s["digit_accuracy"].get(key),
+                       **{k: final.get(k) for k in ("exact_match_iid", "distinct_iid",
+                                                    "iid_in_training_split",
+                                                    "exact_match_unseen", "distinct_unseen")},
                        diverged_at_step=s.get("diverged_at_step"), steps=s.get("steps"),
                        steps_to_converge=s.get("steps_to_converge"),
-                       # early stopping off: no validation curve, nothing to say
-                       convergence=early_stop.trend(history, s.get("steps_to_converge"))
-                       if s.get("early_stop") else None,
                        validation_last=history[-1]["exact_match"] if history else None,
                        wall_time_s=s.get("wall_time_s"))
+            if s.get("early_stop"):  # early stopping off: no validation curve, nothing to say
+                rule = curve.CurveRule(threshold=s["early_stop"]["threshold"],
+                                       patience=s["early_stop"]["patience"])
+                row["convergence"] = curve.reading(history, status=s["status"], rule=rule)
+                for p in ("iid", "unseen"):
+                    if any(f"exact_match_{p}" in h for h in history):
+                        row[f"curve_{p}"] = curve.reading(history, status=s["status"],
+                                                          protocol=p, rule=rule)
         elif row["status"] == "error":
             row["error"] = read_json(os.path.join(cell_dir, "error.json"))["error"]
         rows.append(row)
@@ -112,12 +120,10 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _convergence_summary(members: Sequence[Mapping[str, Any]]) -> str | None:
-    """Per seed, in seed order: 'converged@S', 'rising' (needs more steps), 'flat' (never gets
-    there at this recipe), 'unknown'; None when no member used early stopping."""
+    """Per seed, in seed order, the curve reading (`curve.reading`: converged@S, plateau,
+    rising, diverged; a cell without one shows its status); None when no member used early
+    stopping."""
     if all(r.get("convergence") is None for r in members):
         return None
-    parts = []
-    for r in sorted(members, key=lambda r: r["seed"]):
-        c = r.get("convergence") or r["status"]
-        parts.append(f"converged@{r['steps_to_converge']}" if c == "converged" else c)
-    return " ".join(parts)
+    return " ".join(r.get("convergence") or r["status"]
+                    for r in sorted(members, key=lambda r: r["seed"]))

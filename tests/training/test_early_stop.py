@@ -28,14 +28,13 @@ def test_rule(values, patience, expected):
     assert rule.converged(_rows(*values)) is expected
 
 
-@pytest.mark.parametrize("values,converged_at,expected", [
-    ((0.1, 0.2, 0.99, 1.0), 40, "converged"),
-    ((0.1, 0.2, 0.3, 0.5), None, "rising"),     # last 0.5 >= best of first half (0.2) + 0.05
-    ((0.4, 0.5, 0.45, 0.52), None, "flat"),     # 0.52 < 0.5 + 0.05
-    ((0.5,), None, "unknown"),
-])
-def test_trend(values, converged_at, expected):
-    assert early_stop.trend(_rows(*values), converged_at) == expected
+def test_rule_waits_for_min_steps_and_ignores_missing_scores():
+    rule = early_stop.EarlyStop(every=10, threshold=0.9, patience=2, min_steps=40)
+    assert not rule.converged(_rows(0.95, 0.99))            # steps 10, 20 < 40
+    assert rule.converged(_rows(0.1, 0.2, 0.95, 0.99))      # streak ends at 40
+    assert not rule.converged(_rows(0.95, None))            # no score (nothing held out)
+    with pytest.raises(ValueError, match="early_stop.protocol 'test'"):
+        early_stop.EarlyStop(every=10, protocol="test")
 
 
 def _config(steps=400, threshold=0.9, keep=2):
