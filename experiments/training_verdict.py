@@ -16,9 +16,18 @@ optimizer) is the forgiving reading. Each arm gets its own verdict by one rule (
   not shown     anything else; the reasons say which condition failed, with the numbers.
   not run       no IterADD / MUL cell has both fp32 and the arm.
 
+Each verdict is computed under one test protocol (`PROTOCOLS`): `iid` (examples from the task
+distribution, overlap with training allowed: the paper's protocol) or `unseen` (held-out inputs
+only). Under `unseen`, a point whose held-out set has fewer than `MIN_UNSEEN_INPUTS` distinct
+inputs gets no verdict (`too_few_unseen` lists it): 14 unseen pairs cannot judge MUL base 2 n = 4.
+A diverged run counts as exact match 0 (`curve.counted_score`).
+
+`region_verdict` asks, for a precision-by-region arm at one cell, whether it carries the pure_bf16
+deficit (`REGION_RULE`).
+
 `verdict` returns data (status, rule, the per-(task, n) numbers, the failed conditions); the
 report layer (`experiments/report/training.py`) writes the paragraph from it. Inputs are the
-sweep's cell rows (`sweep_lib.collect`).
+sweep's cell rows (`experiments.sweep.collect`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ ARM_MEANING = {
     "bf16": "mixed precision: bfloat16 compute, float32 master weights and optimizer",
 }
 HARD_TASKS = ("iter_add", "mul")
+PROTOCOLS = ("iid", "unseen")
+MIN_UNSEEN_INPUTS = 200  # fewer distinct held-out inputs: no unseen verdict at that point
 # The shortest length at which the paper's Figure 2 already shows the collapse (the upper ends
 # of the ranges it reports), per (task, base); "contradicted" is only claimed at or past these.
 PAPER_COLLAPSE_N = {("iter_add", 2): 10, ("mul", 2): 9, ("mul", 10): 4}
@@ -48,8 +59,12 @@ class Rule:
     control_tolerance: float = 0.05
     min_seeds: int = 2
 
-    def text(self) -> str:
-        return (f"shown: at some IterADD / MUL length with >= {self.min_seeds} seeds, fp32 >= "
+    def text(self, protocol: str = "unseen") -> str:
+        return (f"exact match under the {protocol} protocol"
+                + (f" (points with fewer than {MIN_UNSEEN_INPUTS} distinct held-out inputs "
+                   "excluded)" if protocol == "unseen" else "")
+                + "; a diverged run counts as 0. "
+                f"shown: at some IterADD / MUL length with >= {self.min_seeds} seeds, fp32 >= "
                 f"{self.fp32_min} on every seed and the arm >= {self.collapse_gap} below fp32 on "
                 f"every seed, while on ADD fp32 >= {self.fp32_min} and the arm within "
                 f"{self.control_tolerance} of it on every seed at every n; contradicted: at a "
@@ -67,34 +82,80 @@ FAILED_CONDITIONS = (
     "no_control",         # no ADD point has both arms
     "control_fails",      # the ADD control: fp32 below fp32_min or the arm off by > tolerance
     "paper_range_match",  # the arm matches fp32 where the paper shows the collapse
+    "too_few_unseen",     # unseen protocol: points left out (fewer than MIN_UNSEEN_INPUTS)
 )
 
 
-def points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One point per (task, base, k, l, layers, n) of `once` cells: per arm, {seed: exact match}
-    and {seed: steps_to_converge}, over completed cells."""
+def _score(r: Mapping[str, Any], protocol: str) -> float | None:
+    """The row's exact match under `protocol`; 0 for a diverged run (`curve.counted_score`).
+    Rows written before both protocols existed hold the unseen number as `exact_match`."""
+    if r.get("status") == "diverged":
+        return 0.0
+    value = r.get(f"exact_match_{protocol}")
+    if value is None and protocol == "unseen" and f"exact_match_{protocol}" not in r:
+        value = r.get("exact_match")
+    return None if value in (None, "") else float(value)
+
+
+def held_out_count(task: str, base: int, n: int, k: int) -> int | None:
+    """The exact number of held-out inputs of a task (`tasks.is_held_out` over the whole input
+    space) when the space has at most 2^22 inputs; None above (then it is about 1/16 of a space
+    of more than 4 million, far above MIN_UNSEEN_INPUTS)."""
+    import numpy as np
+
+    from arith_precision import tasks
+
+    operands = k if task == "iter_add" else 2
+    size = base ** (n * operands)
+    if size > 2 ** 22:
+        return None
+    digits = np.stack(np.unravel_index(np.arange(size), (base,) * (n * operands)), axis=1)
+    return int(tasks.is_held_out(digits.astype(np.int8).reshape(size, operands, n)).sum())
+
+
+def _distinct(r: Mapping[str, Any], protocol: str) -> int | None:
+    value = r.get(f"distinct_{protocol}")
+    if value not in (None, ""):
+        return int(value)
+    if protocol == "unseen":  # an older row: count the held-out inputs of the space
+        count = held_out_count(r["task"], int(r["base"]), int(r["n"]), int(r["k"]))
+        return MIN_UNSEEN_INPUTS if count is None else count
+    return None
+
+
+def points(rows: Sequence[Mapping[str, Any]], protocol: str = "unseen") -> list[dict[str, Any]]:
+    """One point per (task, base, k, l, layers, n) of `once` cells: per arm, {seed: exact match
+    under `protocol`} (diverged: 0), {seed: steps_to_converge}, {seed: curve reading}, and the
+    fewest distinct inputs any of its runs scored (`distinct`), over finished cells."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
     by: dict[tuple, dict] = collections.defaultdict(
         lambda: {"exact_match": collections.defaultdict(dict),
                  "steps_to_converge": collections.defaultdict(dict),
-                 "convergence": collections.defaultdict(dict)})
+                 "convergence": collections.defaultdict(dict), "distinct": []})
     for r in rows:
-        if r.get("accumulation", "once") != "once" or r["precision"] not in ARMS:
+        if r.get("accumulation", "once") != "once":
             continue
-        if r.get("exact_match") is None:
+        score = _score(r, protocol)
+        if score is None:
             continue
         key = (r["task"], r["base"], r["k"], r["l"], r["layers"], r["n"])
         p = by[key]
-        p["exact_match"][r["precision"]][r["seed"]] = r["exact_match"]
+        p["exact_match"][r["precision"]][r["seed"]] = score
         p["steps_to_converge"][r["precision"]][r["seed"]] = r.get("steps_to_converge")
-        p["convergence"][r["precision"]][r["seed"]] = r.get("convergence")
+        p["convergence"][r["precision"]][r["seed"]] = \
+            r.get(f"curve_{protocol}") or r.get("convergence")
+        if (d := _distinct(r, protocol)) is not None:
+            p["distinct"].append(d)
     out = []
     order = ("add", "iter_add", "mul")
     for key in sorted(by, key=lambda k: (order.index(k[0]), *k[1:])):
         task, base, k, l, layers, n = key
         p = by[key]
         out.append(dict(task=task, base=base, k=k, l=l, layers=layers, n=n,
+                        distinct=min(p["distinct"]) if p["distinct"] else None,
                         **{name: {arm: dict(sorted(v.items())) for arm, v in d.items()}
-                           for name, d in p.items()}))
+                           for name, d in p.items() if name != "distinct"}))
     return out
 
 
@@ -109,20 +170,31 @@ def name(point: Mapping) -> str:
     return f"{task} base {point['base']} n={point['n']}"
 
 
-def verdict(rows: Sequence[Mapping[str, Any]], arm: str, rule: Rule = RULE) -> dict[str, Any]:
-    """The arm's verdict against fp32 (see the module doc): a dict with `status`, `arm`, `rule`
-    (its text) and its thresholds, `collapses` / `matches` / `control` (the points that decide,
-    each {point, pairs: [[seed, fp32, arm], ...]}) and `failed`: the conditions that kept it from
-    "shown", as data, in `FAILED_CONDITIONS` order, each {condition, points}."""
-    pts = points(rows)
+def verdict(rows: Sequence[Mapping[str, Any]], arm: str, rule: Rule = RULE,
+            protocol: str = "unseen") -> dict[str, Any]:
+    """The arm's verdict against fp32 under `protocol` (see the module doc): a dict with
+    `status`, `arm`, `protocol`, `rule` (its text) and its thresholds, `collapses` / `matches` /
+    `control` (the points that decide, each {point, pairs: [[seed, fp32, arm], ...]}), `excluded`
+    (unseen: [{point, distinct}] with too few held-out inputs) and `failed`: the conditions that
+    kept it from "shown", as data, in `FAILED_CONDITIONS` order, each {condition, points}."""
+    pts = points(rows, protocol)
+    excluded = []
+    if protocol == "unseen":
+        excluded = [p for p in pts if p["distinct"] is not None
+                    and p["distinct"] < MIN_UNSEEN_INPUTS and _paired(p, arm)]
+        pts = [p for p in pts if p not in excluded]
     hard = [p for p in pts if p["task"] in HARD_TASKS and _paired(p, arm)]
     control = [p for p in pts if p["task"] == "add" and _paired(p, arm)]
-    out = {"arm": arm, "rule": rule.text(), "status": "not run", "collapses": [],
-           "matches": [], "control": [], "failed": [],
+    out = {"arm": arm, "protocol": protocol, "rule": rule.text(protocol), "status": "not run",
+           "collapses": [], "matches": [], "control": [], "failed": [],
+           "excluded": [{"point": name(p), "distinct": p["distinct"]} for p in excluded],
            "fp32_min": rule.fp32_min, "collapse_gap": rule.collapse_gap,
            "control_tolerance": rule.control_tolerance, "min_seeds": rule.min_seeds}
+    too_few = ([{"condition": "too_few_unseen",
+                 "points": [{"point": name(p), "pairs": _paired(p, arm)} for p in excluded]}]
+               if excluded else [])
     if not hard:
-        out["failed"].append({"condition": "no_hard_cell", "points": []})
+        out["failed"] += [{"condition": "no_hard_cell", "points": []}] + too_few
         return out
 
     def fp32_ok(pairs):
@@ -164,4 +236,56 @@ def verdict(rows: Sequence[Mapping[str, Any]], arm: str, rule: Rule = RULE) -> d
         failed.append({"condition": "control_fails", "points": show(control_pairs)})
     if matches:
         failed.append({"condition": "paper_range_match", "points": show(matches)})
+    failed += too_few
+    return out
+
+
+# ---- which part of training needs the bits -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionRule:
+    min_deficit: float = 0.2
+    share: float = 0.5
+
+    def text(self, protocol: str = "iid") -> str:
+        return (f"at the cell, under the {protocol} protocol (diverged runs count 0), with D = "
+                f"mean(fp32) - mean(pure_bf16) and G = mean(fp32) - mean(arm) over the seeds "
+                f"all three ran: the arm carries the deficit when D >= {self.min_deficit} and "
+                f"G >= {self.share} D; it does not carry it when D >= {self.min_deficit} and "
+                f"G < {self.share} D; with D < {self.min_deficit} there is no deficit to carry")
+
+
+REGION_RULE = RegionRule()
+REGION_STATUSES = ("carries the deficit", "does not carry the deficit", "no deficit to carry",
+                   "not run")
+
+
+def region_verdict(rows: Sequence[Mapping[str, Any]], arm: str, *, task: str, base: int, n: int,
+                   protocol: str = "iid", rule: RegionRule = REGION_RULE) -> dict[str, Any]:
+    """Whether a precision-by-region `arm` carries the pure_bf16 deficit at (task, base, n)
+    (`REGION_RULE`): {arm, status, rule, seeds, fp32, pure_bf16, arm_scores, D, G}."""
+    out = {"arm": arm, "status": "not run", "rule": rule.text(protocol), "protocol": protocol,
+           "seeds": [], "D": None, "G": None}
+    point = next((p for p in points(rows, protocol) if (p["task"], p["base"], p["n"])
+                  == (task, base, n)), None)
+    if point is None:
+        return out
+    em = point["exact_match"]
+    seeds = sorted(set(em.get("fp32", {})) & set(em.get("pure_bf16", {})) & set(em.get(arm, {})))
+    if not seeds:
+        return out
+
+    def mean(a):
+        return sum(em[a][s] for s in seeds) / len(seeds)
+
+    d, g = mean("fp32") - mean("pure_bf16"), mean("fp32") - mean(arm)
+    out.update(seeds=seeds, D=d, G=g, fp32=[em["fp32"][s] for s in seeds],
+               pure_bf16=[em["pure_bf16"][s] for s in seeds],
+               arm_scores=[em[arm][s] for s in seeds])
+    if d < rule.min_deficit:
+        out["status"] = "no deficit to carry"
+    else:
+        out["status"] = "carries the deficit" if g >= rule.share * d else \
+            "does not carry the deficit"
     return out

@@ -124,3 +124,36 @@ def save(fig, path: str, dpi: int = 110) -> None:
         # "tight" keeps a legend placed beside the panels inside the image
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One run's validation curve: `points` [(step, value)], drawn in `color` with `linestyle`;
+    `label` None keeps it out of the legend."""
+
+    label: str | None
+    points: Sequence[tuple[int, float]]
+    color: Any = None
+    linestyle: str = "-"
+
+
+def curves_over_steps(ax, curves: Sequence[Curve], *, title: str, ylabel: str,
+                      threshold: float | None = None, threshold_label: str = "",
+                      ylim: tuple[float, float] = (-0.03, 1.03)) -> None:
+    """Validation curves against the training step on `ax`, with a dashed `threshold` line."""
+    for c in curves:
+        if c.points:
+            xs, ys = zip(*c.points, strict=True)
+            ax.plot(xs, ys, color=c.color, linestyle=c.linestyle, lw=1.2, label=c.label)
+    if threshold is not None:
+        ax.axhline(threshold, color="0.3", lw=0.9, ls=(0, (4, 3)), label=threshold_label)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+
+
+def reference_line(ax, value: float, label: str) -> None:
+    """A dotted horizontal line with a legend label (chance levels, thresholds)."""
+    ax.axhline(value, color="0.4", lw=0.9, ls=":", label=label)

@@ -23,6 +23,8 @@ FAILED_TEXT = {
                       "{control_tolerance} on every seed): {items}"),
     "paper_range_match": ("at lengths where the paper shows the collapse, {arm} matches fp32: "
                           "{items}"),
+    "too_few_unseen": ("left out of the unseen verdict, fewer than {min_unseen} distinct "
+                       "held-out inputs: {items}"),
 }
 SHOWN_TEXT = "fp32 vs {arm}, per seed: {collapses}; ADD control: {control}. "
 
@@ -38,17 +40,23 @@ def _items(points, sep: str = "; ", point_sep: str = ": ") -> str:
 def render(v: Mapping) -> str:
     """One paragraph from a `training_verdict.verdict` dict."""
     arm = v["arm"]
-    head = f"**{arm}** ({tv.ARM_MEANING.get(arm, arm)}): **{v['status']}**. "
+    protocol = f" [{v['protocol']} protocol]" if v.get("protocol") else ""
+    head = f"**{arm}**{protocol} ({tv.ARM_MEANING.get(arm, arm)}): **{v['status']}**. "
     if v["status"] == "shown":
         return head + SHOWN_TEXT.format(arm=arm, collapses=_items(v["collapses"]),
                                         control=_items(v["control"]))
     reasons = []
     for f in v["failed"]:
         sep = ", " if f["condition"] == "fp32_not_learned" else ": "
+        if f["condition"] == "too_few_unseen":
+            items = ", ".join(f"{e['point']} ({e['distinct']})" for e in v["excluded"])
+        else:
+            items = _items(f["points"], point_sep=sep)
         reasons.append(FAILED_TEXT[f["condition"]].format(
             arm=arm, fp32_min=v["fp32_min"], min_seeds=v["min_seeds"],
+            min_unseen=tv.MIN_UNSEEN_INPUTS,
             collapse_gap=v["collapse_gap"], control_tolerance=v["control_tolerance"],
-            items=_items(f["points"], point_sep=sep)))
+            items=items))
     return head + ("; ".join(reasons) + ". " if reasons else "")
 
 
@@ -57,22 +65,46 @@ def _exact_matches(p: Mapping, arm: str) -> str:
     return " / ".join(f"{v:.3f}" for v in d.values()) or "-"
 
 
-def _convergence(p: Mapping, arm: str) -> str:
+def _readings(p: Mapping, arm: str) -> str:
+    """Per seed: the curve reading (converged@S, plateau, rising, diverged), or steps to
+    converge where an older row has no reading."""
     steps, how = p["steps_to_converge"].get(arm, {}), p["convergence"].get(arm, {})
     if not steps:
         return "-"
-    return " / ".join(str(steps[s]) if steps[s] is not None else (how.get(s) or "-")
+    return " / ".join(how.get(s) or (f"converged@{steps[s]}" if steps[s] is not None else "-")
                       for s in steps)
 
 
-def training_table(cells: Sequence[Mapping]) -> list[str]:
-    """Markdown lines: per (task, n), each arm's exact match per seed and its steps to converge."""
-    pts = tv.points(cells)
+def training_table(cells: Sequence[Mapping], protocol: str = "unseen") -> list[str]:
+    """Markdown lines: per (task, n), each arm's exact match per seed under `protocol`, the
+    fewest distinct inputs a run of the point scored, and each run's curve reading."""
+    pts = tv.points(cells, protocol)
     if not pts:
         return []
     arms = [a for a in tv.ARMS if any(a in p["exact_match"] for p in pts)]
+    arms += sorted({a for p in pts for a in p["exact_match"]} - set(arms))
     return markdown.table(
-        ["task", "n", "layers", *arms, *(f"steps to converge: {a}" for a in arms)],
+        ["task", "n", "layers", f"distinct {protocol} inputs", *arms,
+         *(f"curve: {a}" for a in arms)],
         ([tv.name(p).rsplit(" n=", 1)[0], p["n"], p["layers"],
-          *(_exact_matches(p, a) for a in arms), *(_convergence(p, a) for a in arms)]
+          "-" if p["distinct"] is None else p["distinct"],
+          *(_exact_matches(p, a) for a in arms), *(_readings(p, a) for a in arms)]
          for p in pts))
+
+
+REGION_TEXT = ("**{arm}** ({meaning}): **{status}** (seeds {seeds}: fp32 {fp32}, pure_bf16 "
+               "{pure}, {arm} {scores}; D = {d}, G = {g}). ")
+
+
+def render_region(v: Mapping, meaning: str = "") -> str:
+    """One sentence from a `training_verdict.region_verdict` dict."""
+    if v["status"] == "not run":
+        return f"**{v['arm']}** ({meaning}): **not run** (no seed has fp32, pure_bf16 and it). "
+
+    def nums(xs):
+        return " / ".join(f"{x:.3f}" for x in xs)
+
+    return REGION_TEXT.format(arm=v["arm"], meaning=meaning, status=v["status"],
+                              seeds=", ".join(map(str, v["seeds"])), fp32=nums(v["fp32"]),
+                              pure=nums(v["pure_bf16"]), scores=nums(v["arm_scores"]),
+                              d=f"{v['D']:.3f}", g=f"{v['G']:.3f}")

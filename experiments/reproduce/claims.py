@@ -28,7 +28,7 @@ from experiments.report.quant import comparison
 LEARNED = 0.5  # an fp32 model "learned" its task when its exact match reaches this
 FRONTIER_CLAIM = "Bits a construction needs grow like log n"
 QUANT_CLAIM = "int4 / QLoRA lose to fp32 / LoRA"
-TRAINING_CLAIM = "{arm} training hurts IterADD / MUL, not ADD"
+TRAINING_CLAIM = "{arm} training hurts IterADD / MUL, not ADD ({protocol} protocol)"
 
 FRONTIER_RULE = ("shown: in every task the threshold never falls as n grows and ends above where "
                  "it starts; partly shown: in some tasks; not shown: in none")
@@ -132,39 +132,29 @@ def _frontier_paragraph(v: Verdict) -> str:
 # ---- training from scratch ---------------------------------------------------------------------
 
 
-def _held_out_inputs(p: Mapping) -> int:
-    """About how many distinct held-out inputs a task has (1/16 of all inputs are held out)."""
-    from arith_precision.tasks import batches
-
-    operands = p["k"] if p["task"] == "iter_add" else 2
-    return max(1, p["base"] ** (p["n"] * operands) // batches.HOLDOUT_MODULUS)
-
-
 def training_claims(cells: Sequence[Mapping], num_examples: int | None = None) -> list[Verdict]:
-    """One verdict per low-precision arm present (pure_bf16, bf16) against fp32.
+    """One verdict per low-precision arm present (pure_bf16, bf16) against fp32, under each
+    test protocol (iid first: the paper's).
 
-    numbers: `experiments.training_verdict.verdict`'s dict (arm, thresholds, collapses,
-    matches, control, failed) and, for the notes, `small_held_out` [{point, inputs}] (tasks with
-    fewer distinct held-out inputs than `num_examples`), `num_examples` and `seeds` (the fewest
-    fp32 seeds of a point).
+    numbers: `experiments.training_verdict.verdict`'s dict (arm, protocol, thresholds,
+    collapses, matches, control, excluded, failed) and, for the notes, `num_examples` and `seeds`
+    (the fewest fp32 seeds of a point).
     """
     out = []
-    pts = tv.points(cells)
-    for arm in ("pure_bf16", "bf16"):
-        if not any(c["precision"] == arm for c in cells):
-            continue
-        v = dict(tv.verdict(cells, arm))
-        status, rule = v.pop("status"), v.pop("rule")
-        v["small_held_out"] = [{"point": tv.name(p), "inputs": _held_out_inputs(p)}
-                               for p in pts
-                               if num_examples and _held_out_inputs(p) < num_examples]
-        v["num_examples"] = num_examples
-        v["seeds"] = min((len(p["exact_match"].get("fp32", {})) for p in pts), default=0)
-        out.append(Verdict(TRAINING_CLAIM.format(arm=arm), status, v, rule))
+    for protocol in tv.PROTOCOLS:
+        pts = tv.points(cells, protocol)
+        for arm in ("pure_bf16", "bf16"):
+            if not any(c["precision"] == arm for c in cells):
+                continue
+            v = dict(tv.verdict(cells, arm, protocol=protocol))
+            status, rule = v.pop("status"), v.pop("rule")
+            v["num_examples"] = num_examples
+            v["seeds"] = min((len(p["exact_match"].get("fp32", {})) for p in pts), default=0)
+            out.append(Verdict(TRAINING_CLAIM.format(arm=arm, protocol=protocol), status, v,
+                               rule))
     return out
 
 
-TRAINING_SMALL = "Note: {items} (the {num_examples} evaluation examples repeat them). "
 TRAINING_ONE_SEED = ("One seed per cell: differences of about 0.1 are within run-to-run noise "
                      "(the binomial standard error alone is up to {stderr:.3f} at {num_examples} "
                      "examples). ")
@@ -173,11 +163,6 @@ TRAINING_ONE_SEED = ("One seed per cell: differences of about 0.1 are within run
 def _training_paragraph(v: Verdict) -> str:
     x = v.numbers
     text = training.render(dict(x, status=v.status, rule=v.rule))
-    if x["small_held_out"]:
-        text += TRAINING_SMALL.format(
-            items=", ".join(f"{s['point']} has only ~{s['inputs']} distinct held-out inputs"
-                            for s in x["small_held_out"]),
-            num_examples=x["num_examples"])
     if x["seeds"] <= 1 and x["num_examples"]:
         text += TRAINING_ONE_SEED.format(stderr=0.5 / math.sqrt(x["num_examples"]),
                                          num_examples=x["num_examples"])

@@ -15,16 +15,54 @@ import platform
 from collections.abc import Mapping, Sequence
 
 from arith_precision.common import atomic, markdown
+from arith_precision.training import curve
 from experiments import training_verdict as tv
 from experiments.configs.modes import Settings
 from experiments.report.frontier import frontier_markdown
 from experiments.report.probe import to_markdown as probe_markdown
 from experiments.report.quant import report_markdown as quant_markdown
-from experiments.report.training import training_table
+from experiments.report.training import render_region, training_table
 from experiments.reproduce import claims as claims_lib
 from experiments.sweep.results import collect
 
 TITLE = "# Reproduction: How Numerical Precision Affects Arithmetical Reasoning of LLMs"
+PROTOCOLS_TEXT = (
+    "Two test protocols, each with its own verdict. **iid**: evaluation examples drawn from the "
+    "task's own distribution, overlap with training allowed (the paper's protocol: its test "
+    "samples come from the distribution it trained on, so at small input spaces it measures "
+    "fitting). **unseen**: held-out inputs only, never trained on (1/16 of the input space, "
+    "chosen by a fixed hash of the input: the same inputs for every seed). A point whose "
+    f"held-out set has fewer than {tv.MIN_UNSEEN_INPUTS} distinct inputs gets no unseen verdict.")
+REGION_MEANING = {
+    "bf16_except_attention": "bf16 everywhere except inside attention, the C-RASP setting",
+    "bf16_attention_only": "bf16 only in attention",
+    "bf16_mlp_only": "bf16 only in the MLPs",
+    "bf16_storage": "bf16 weights and optimizer state, fp32 compute",
+    "pure_bf16_sr_update": "pure_bf16 with stochastic rounding in the weight update",
+}
+
+
+def recipe_section(workdir: str) -> list[str]:
+    """The recipe search's table (recipe.md beside the report), when the run has one."""
+    path = os.path.join(workdir, "recipe.md")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return ["### The recipe", "", f.read().strip(), ""]
+
+
+def region_section(cells: Sequence[Mapping]) -> list[str]:
+    """Which part of training needs the bits: a verdict per region arm at its cell."""
+    arms = [a for a in REGION_MEANING if any(c["precision"] == a for c in cells)]
+    if not arms:
+        return []
+    point = next(c for c in cells if c["precision"] == arms[0])
+    where = dict(task=point["task"], base=point["base"], n=point["n"])
+    lines = ["### Which part of training needs the bits", "",
+             f"At {tv.name(dict(point, k=point['k']))}: rule: {tv.REGION_RULE.text()}.", ""]
+    for arm in arms:
+        lines.append(render_region(tv.region_verdict(cells, arm, **where), REGION_MEANING[arm]))
+    return lines + [""]
 
 
 def sweep_cells(workdir: str) -> list[dict]:
@@ -114,8 +152,8 @@ def write_report(workdir: str, s: Settings, phase_times: Mapping[str, Mapping],
              f"{os.cpu_count()} CPUs, {_device()}).", ""]
     if s.name != "full":
         lines += [f"The `{s.name}` settings are a small fraction of the paper's (see "
-                  "`experiments/reproduce.py`); each paragraph below says what they can and "
-                  "cannot show, with this run's numbers.", ""]
+                  "`experiments/reproduce/pipeline.py`); each paragraph below says what they can "
+                  "and cannot show, with this run's numbers.", ""]
     lines += markdown.table(["claim", "verdict in this run"],
                             ([v.claim, v.status] for v in verdicts))
     lines += ["", _phase_times(phase_times), ""]
@@ -131,17 +169,35 @@ def write_report(workdir: str, s: Settings, phase_times: Mapping[str, Mapping],
               "IterADD and MUL, while bf16 training keeps ADD but collapses on IterADD (base 2 "
               "around 7-10 digits) and MUL (base 2 around 9, base 10 around 3-4 digits). Arms: "
               + "; ".join(f"`{a}`: {m}" for a, m in tv.ARM_MEANING.items()) + ".", "",
-              f"Rule, applied to the numbers below for each arm: {tv.RULE.text()}.", ""]
-    lines += [claims_lib.paragraph(v) for v in training] + [""]
-    if cells:
-        for img in ("exact_match", "digit_accuracy"):
+              PROTOCOLS_TEXT, ""]
+    lines += recipe_section(workdir)
+    for protocol in tv.PROTOCOLS:
+        lines += [f"### 2.{tv.PROTOCOLS.index(protocol) + 1} The {protocol} protocol", "",
+                  f"Rule, applied to the numbers below for each arm: {tv.RULE.text(protocol)}.",
+                  ""]
+        lines += [claims_lib.paragraph(v) for v in training
+                  if v.numbers.get("protocol") == protocol] + [""]
+        if cells:
+            img = f"exact_match_{protocol}"
             if os.path.exists(os.path.join(workdir, "sweep", f"{img}.png")):
-                lines.append(f"![{img.replace('_', ' ')}](sweep/{img}.png)")
-        lines += ["", "Held-out exact match per seed (seed 0 / seed 1 ...) and, with early "
-                  "stopping, the step at which each run converged (`rising`: did not converge, "
-                  "still improving; `flat`: did not converge, stopped improving):", ""]
-        lines += training_table(cells)
-        lines += ["", "Per-cell details (status, digit accuracy, divergences): "
+                lines += [f"![{img.replace('_', ' ')}](sweep/{img}.png)", ""]
+            lines += [f"Exact match per seed (seed 0 / seed 1 ...) under the {protocol} "
+                      "protocol, the fewest distinct inputs any run of the point scored, and "
+                      f"each run's curve reading ({curve.RULE.text()}):", ""]
+            lines += training_table(cells, protocol) + [""]
+    regions = region_section(cells)
+    lines += regions
+    if cells:
+        curves = sorted(f for f in os.listdir(os.path.join(workdir, "sweep"))
+                        if f.startswith("curves_") and f.endswith(".png"))
+        if curves:
+            lines += ["### Learning curves", "",
+                      "Validation exact match against the training step, every run (colour: "
+                      "arm; line style: seed), with the 0.95 line; data: `sweep/curves.csv`.",
+                      ""] + [f"![{c[:-4]}](sweep/{c})" for c in curves] + [""]
+        if os.path.exists(os.path.join(workdir, "sweep", "digit_accuracy.png")):
+            lines += ["![digit accuracy](sweep/digit_accuracy.png)", ""]
+        lines += ["Per-cell details (status, digit accuracy, divergences): "
                   "[sweep/report.md](sweep/report.md), `sweep/cells.csv`, `sweep/results.csv`.",
                   ""]
 

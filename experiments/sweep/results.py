@@ -25,8 +25,9 @@ GROUP_COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "lay
 STATUSES = ("completed", "diverged", "error", "pending")
 RESULT_COLUMNS = (*GROUP_COORDS, "num_seeds", "exact_match_mean", "exact_match_std",
                   "exact_match_min", "exact_match_max", "digit_accuracy_mean", "digit_accuracy_std",
-                  *(f"num_{s}" for s in STATUSES), "num_converged", "steps_to_converge_max",
-                  "convergence")
+                  "exact_match_iid_mean", "exact_match_iid_std", "exact_match_unseen_mean",
+                  "exact_match_unseen_std", *(f"num_{s}" for s in STATUSES), "num_converged",
+                  "steps_to_converge_max", "convergence")
 
 
 def collect(workdir: str) -> list[dict[str, Any]]:
@@ -109,6 +110,9 @@ def group(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                    exact_match_max=max(em) if em else None,
                    digit_accuracy_mean=_mean(da), digit_accuracy_std=_std(da),
                    first_index=min(r["index"] for r in members))  # grid order, not in the csv
+        for metric in ("exact_match_iid", "exact_match_unseen"):
+            xs = [r[metric] for r in members if r.get(metric) is not None]
+            res.update({f"{metric}_mean": _mean(xs), f"{metric}_std": _std(xs)})
         statuses = collections.Counter(r["status"] for r in members)
         for s in STATUSES:
             res[f"num_{s}"] = statuses.get(s, 0)
