@@ -77,8 +77,8 @@ def test_shown_quotes_the_deciding_numbers_per_seed():
                                "pairs": [[0, 0.97, 0.40], [1, 0.99, 0.55]]}]
     assert training_report.render(v) == (
         "**pure_bf16** [iid protocol] (" + tv.ARM_MEANING["pure_bf16"] + "): **shown**. fp32 vs "
-        "pure_bf16, per seed: IterADD (k=3) base 2 n=8: seed 0: 0.970 vs 0.400, seed 1: 0.990 vs 0.550; ADD "
-        "control: ADD base 2 n=8: seed 0: 0.990 vs 0.980, seed 1: 1.000 vs 0.990. ")
+        "pure_bf16, per seed: IterADD (k=3) base 2 n=8: seed 0: 0.970 vs 0.400, seed 1: 0.990 vs "
+        "0.550; ADD control: ADD base 2 n=8: seed 0: 0.990 vs 0.980, seed 1: 1.000 vs 0.990. ")
 
 
 def test_each_arm_is_judged_on_its_own_cells():
