@@ -34,6 +34,14 @@ def test_region_arms_resolve(arm, whole_step, regions):
     assert p.policy.names == regions
 
 
+def test_random_bits_reach_every_stochastic_rounding():
+    p = precision_lib.step_precision("pure_bf16_sr_update", random_bits=8)
+    assert p.policy.policy_for("optimizer_update").random_bits == 8
+    assert p.policy.base.random_bits is None  # the base rounds to nearest: no random bits
+    cfg = train.get_config(ARGS + ",precision=pure_bf16,rounding=stochastic,random_bits=8")
+    assert train.precision_of(cfg).policy.random_bits == 8
+
+
 def test_storage_arm_keeps_state_in_bf16_and_computes_in_fp32():
     p = precision_lib.step_precision("bf16_storage")
     assert p.whole_step and str(p.policy.compute) == "e8m23" and str(p.policy.param) == "e8m7"
@@ -45,6 +53,8 @@ def test_storage_arm_keeps_state_in_bf16_and_computes_in_fp32():
     ("precision=bf16,regions=brain=bf16", "precision.regions", "brain=bf16"),
     ("precision=pure_bf16,rounding=upwards", "precision.rounding", "upwards"),
     ("precision=bf16_mlp_only,regions=mlp=fp16", "precision.regions", "mlp=fp16"),
+    ("precision=pure_bf16,random_bits=8", "precision.random_bits", "8"),
+    ("precision=pure_bf16,rounding=stochastic,random_bits=99", "precision.random_bits", "99"),
 ])
 def test_bad_precision_keys_are_named(extra, key, value):
     with pytest.raises(ValueError, match=f"{key}: {value}: "):
