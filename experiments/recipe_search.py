@@ -4,8 +4,9 @@
         [--csv=recipe.csv]
 
 Each DIR is a finished (or stopped) `experiments.main` run: its `summary.json` (the resolved
-config, wall time, final evaluation) when it finished; an unfinished run is listed from its
-`validation.jsonl` and `metrics.jsonl` only. A file `DIR.time` beside the directory
+config, wall time, final evaluation) when it finished; a run stopped before the end is listed
+from its `validation.jsonl` and `metrics.jsonl`, with the config and a note from `trial.json`
+({"config", "note"}) when it has one. A file `DIR.time` beside the directory
 (`/usr/bin/time -f "user %U sys %S wall %e"`) gives the CPU time. One row per trial:
 
     trial, d_model, layers, heads, d_ff, learning rate and schedule, batch, steps run,
@@ -32,7 +33,7 @@ from arith_precision.training import curve
 
 COLUMNS = ("trial", "d_model", "layers", "heads", "d_ff", "lr", "schedule", "batch", "steps_run",
            "steps_to_0.95", "best", "best_step", "final_exact_match", "wall_min", "cpu_min",
-           "reading")
+           "reading", "note")
 THRESHOLD = 0.95
 
 
@@ -43,17 +44,29 @@ def _lines(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _cpu_minutes(run_dir: str) -> float | None:
+def _time_file(run_dir: str) -> dict[str, str]:
+    """{"user", "sys", "wall"} of DIR.time (a line "user U sys S wall W", possibly after a
+    "Command terminated by signal" line); {} without the file."""
     path = os.path.normpath(run_dir) + ".time"
     if not os.path.isfile(path):
-        return None
+        return {}
     with open(path) as f:
         words = f.read().split()
-    values = dict(zip(words[::2], words[1::2], strict=False))
+    start = words.index("user") if "user" in words else len(words)
+    return dict(zip(words[start::2], words[start + 1::2], strict=False))
+
+
+def _cpu_minutes(run_dir: str) -> float | None:
+    values = _time_file(run_dir)
     try:
         return (float(values["user"]) + float(values["sys"])) / 60
     except (KeyError, ValueError):
         return None
+
+
+def _wall_minutes(run_dir: str) -> float | None:
+    values = _time_file(run_dir)
+    return float(values["wall"]) / 60 if "wall" in values else None
 
 
 def trial_row(run_dir: str) -> dict[str, Any]:
@@ -68,19 +81,28 @@ def trial_row(run_dir: str) -> dict[str, Any]:
     metrics = _lines(os.path.join(run_dir, "metrics.jsonl"))
     row = dict.fromkeys(COLUMNS)
     row["trial"] = os.path.basename(os.path.normpath(run_dir))
-    if summary:
-        c = summary["config"]
+    trial_path = os.path.join(run_dir, "trial.json")
+    trial = None
+    if os.path.isfile(trial_path):
+        with open(trial_path) as f:
+            trial = json.load(f)
+    config = summary["config"] if summary else (trial or {}).get("config")
+    if config:
+        c = config
         o = c["optim"]
         decay = "constant" if o["final_lr_fraction"] == 1.0 else \
             f"cosine to {o['final_lr_fraction']:g}x"
         row.update(d_model=c["model"]["d_model"], layers=c["model"]["num_layers"],
                    heads=c["model"]["num_heads"], d_ff=c["model"]["d_ff"], lr=o["learning_rate"],
                    schedule=f"warmup {o['warmup_steps']}, {decay}",
-                   batch=c["train"]["batch_size"], steps_run=summary["steps"],
+                   batch=c["train"]["batch_size"])
+    if summary:
+        row.update(steps_run=summary["steps"],
                    final_exact_match=next(iter(summary["exact_match"].values()), None),
                    wall_min=summary["wall_time_s"] / 60)
     elif metrics:
         row["steps_run"] = metrics[-1]["step"]
+    row["note"] = (trial or {}).get("note")
     scores = [(h["step"], h["exact_match"]) for h in history if h.get("exact_match") is not None]
     if scores:
         best_step, best = max(scores, key=lambda x: (x[1], -x[0]))
@@ -89,6 +111,8 @@ def trial_row(run_dir: str) -> dict[str, Any]:
         row["reading"] = curve.reading(history, status=(summary or {}).get("status",
                                                                            "completed"))
     row["cpu_min"] = _cpu_minutes(run_dir)
+    if row["wall_min"] is None and row["cpu_min"] is not None:
+        row["wall_min"] = _wall_minutes(run_dir)
     return row
 
 
@@ -107,10 +131,11 @@ def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
               "wall min", "CPU min", "curve"]
     body = []
     for r in rows:
-        cells = [fmt(k, r[k]) for k in COLUMNS]
+        cells = [fmt(k, r[k]) for k in COLUMNS[:-1]]
         best = f"{cells[10]} ({cells[11]})" if r["best"] is not None else "-"
         body.append(cells[:10] + [best] + cells[12:])
-    return "\n".join(markdown.table(header, body))
+    notes = [f"{r['trial']}: {r['note']}" for r in rows if r.get("note")]
+    return "\n".join(markdown.table(header, body) + ([""] + notes if notes else []))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
