@@ -46,6 +46,7 @@ import dataclasses
 import numpy as np
 
 from arith_precision.simulate import Policy, RegionPolicy
+from arith_precision.simulate.regions import STEP_REGIONS
 
 # name -> (the precision it starts from, its regions, keyword overrides of the base policy)
 REGION_ARMS = {
@@ -63,6 +64,19 @@ class StepPrecision:
 
     policy: Policy | RegionPolicy | None
     whole_step: bool
+
+    @property
+    def eval_policy(self) -> Policy | RegionPolicy | None:
+        """The policy evaluation decodes at: the step's, less the parts of a train step
+        (gradients, optimizer_update), which decoding does not run; None for fp32 and native
+        precisions (the model computes in the real dtype)."""
+        p = self.policy
+        if p is None or p.native:
+            return None
+        if isinstance(p, RegionPolicy):
+            kept = tuple((name, q) for name, q in p.regions if name not in STEP_REGIONS)
+            return RegionPolicy(p.base, kept) if kept else p.base
+        return p
 
     @property
     def description(self) -> str:

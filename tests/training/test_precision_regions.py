@@ -42,6 +42,15 @@ def test_random_bits_reach_every_stochastic_rounding():
     assert train.precision_of(cfg).policy.random_bits == 8
 
 
+def test_evaluation_decodes_without_the_train_step_regions():
+    sr = precision_lib.step_precision("pure_bf16_sr_update")
+    assert not isinstance(sr.eval_policy, RegionPolicy)  # only optimizer_update: the base
+    assert str(sr.eval_policy.compute) == "e8m7" and sr.eval_policy.rounding == "nearest_even"
+    mlp = precision_lib.step_precision("bf16_mlp_only")
+    assert mlp.eval_policy.names == ("mlp",)
+    assert precision_lib.step_precision("fp32").eval_policy is None
+
+
 def test_storage_arm_keeps_state_in_bf16_and_computes_in_fp32():
     p = precision_lib.step_precision("bf16_storage")
     assert p.whole_step and str(p.policy.compute) == "e8m23" and str(p.policy.param) == "e8m7"
