@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.test_formats_exact import floor_log2
-from tests.test_formats_mx import MX, make_blocks
+from tests.formats.test_formats_exact import floor_log2
+from tests.formats.test_formats_mx import MX, make_blocks
 
 from arith_precision import formats
 from arith_precision.formats import mx

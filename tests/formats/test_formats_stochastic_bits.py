@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gfloat import RoundMode
-from tests.test_formats_exact import float_probes, floor_log2, ref_float
-from tests.test_formats_gfloat import GFLOAT_FORMATS, probes
+from tests.formats.test_formats_exact import float_probes, floor_log2, ref_float
+from tests.formats.test_formats_gfloat import GFLOAT_FORMATS, probes
 
 from arith_precision import formats as F
 from arith_precision.formats import mx

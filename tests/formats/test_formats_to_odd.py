@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from gfloat import RoundMode
 from gfloat import formats as gf
-from tests.test_formats_exact import assert_same_bits, floor_log2
+from tests.formats.test_formats_exact import assert_same_bits, floor_log2
 
 from arith_precision import formats as F
 
@@ -295,7 +295,7 @@ def test_to_odd_matches_gfloat_main_round_to_odd(name):
 def test_to_odd_mx_elements_match_fraction_reference(name):
     """quantize_mx(..., rounding="to_odd"): each x_i / X rounded to odd on the element grid and
     saturated at +-max (MX saturates in every rounding mode); X = gfloat's floor scale."""
-    from tests.test_formats_mx import MX, make_blocks
+    from tests.formats.test_formats_mx import MX, make_blocks
 
     bf = F.BLOCK_FORMATS[name]
     el = bf.element

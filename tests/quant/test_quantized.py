@@ -186,7 +186,8 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     metrics = quantized.evaluate_quantized(params_q, CFG, SPEC, **kw)
     assert metrics == evaluate_lib.evaluate(quantized.dequantize_params(params_q), CFG, SPEC,
                                             **kw)
-    assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples"}
+    assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples", "distinct_inputs",
+                            "held_out_fraction"}
 
 
 def test_the_decoder_factory_refuses_options_that_do_not_combine():
