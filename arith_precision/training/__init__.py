@@ -43,6 +43,8 @@ from arith_precision.training.step import (
     model_config,
     optimizer,
     params_sha256,
+    plateau_controller,
+    plateau_decay,
     precision_of,
     state_initializer,
     task_spec,
@@ -51,7 +53,8 @@ from arith_precision.training.step import (
 
 __all__ = [
     "RestoredRun", "StepPrecision", "base_config", "eval_specs", "get_config", "loss_fn",
-    "make_train_step", "model_config", "optimizer", "params_sha256", "precision_of",
+    "make_train_step", "model_config", "optimizer", "params_sha256", "plateau_controller",
+    "plateau_decay", "precision_of",
     "restore_params", "state_initializer", "step_precision", "task_spec", "train_and_evaluate",
     "train_group", "validate", "versions",
 ]

@@ -31,6 +31,7 @@ _OPTIM_RULES = (  # key, test, why
     ("b1", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("b2", lambda v: 0 <= v < 1, "must be in [0, 1)"),
     ("grad_clip", lambda v: math.isfinite(v) and v > 0, "must be > 0 and finite"),
+    ("plateau_factor", lambda v: 0 <= v < 1, "must be in [0, 1) (0: no decay on a plateau)"),
 )
 
 
@@ -97,6 +98,9 @@ def validate(config) -> None:
     for key in ("num_examples", "batch_size"):
         _at_least(f"eval.{key}", config.eval[key], 1)
     _at_least("optim.warmup_steps", config.optim.warmup_steps, 0)
+    for key in ("plateau_window", "plateau_patience"):
+        if config.optim.get(key) is not None:
+            _at_least(f"optim.{key}", config.optim[key], 1)
     if config.get("early_stop") is not None:
         es = config.early_stop
         _at_least("early_stop.every", es.every, 0)

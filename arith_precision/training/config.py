@@ -57,7 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
         tensor_core_dot="auto", regions="", rounding="nearest_even", random_bits=0))
     c.optim = ml_collections.ConfigDict(dict(
         learning_rate=1e-3, warmup_steps=200, final_lr_fraction=0.05, weight_decay=0.01,
-        b1=0.9, b2=0.98, grad_clip=1.0))
+        b1=0.9, b2=0.98, grad_clip=1.0, plateau_factor=0.0, plateau_window=250,
+        plateau_patience=4))
     c.train = ml_collections.ConfigDict(dict(
         steps=3000, batch_size=256, log_every=100, checkpoint_every=500, keep_checkpoints=2))
     c.eval = ml_collections.ConfigDict(dict(num_examples=2000, batch_size=500, ns=()))

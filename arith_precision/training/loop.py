@@ -81,7 +81,8 @@ class _Replica:
         init_state = ts.state_initializer(config, self.mcfg, self.tx)
         self.abstract = jax.eval_shape(init_state)
         self.state_sharding = jax.tree.map(lambda _: mesh.replicated, self.abstract)
-        self.step_fn = ts.make_train_step(self.mcfg, self.spec, self.tx, self.precision)
+        self.step_fn = ts.make_train_step(self.mcfg, self.spec, self.tx, self.precision,
+                                          plateau=ts.plateau_controller(config))
         self.eval_policy = self.precision.eval_policy
         self.stopper = early_stop_lib.from_config(config)
         self._loss_fn = None
@@ -223,7 +224,8 @@ class _Replica:
         s, m = fetched[-1]
         record = {"step": s, "loss": float(m["loss"]),
                   "token_accuracy": float(m["token_accuracy"]),
-                  "grad_norm": float(m["grad_norm"]), "lr": float(self.schedule(s - 1)),
+                  "grad_norm": float(m["grad_norm"]),
+                  "lr": float(self.schedule(s - 1)) * float(m.get("lr_scale", 1.0)),
                   "steps_per_sec": rate}
         self.metrics_file.write(json.dumps(record) + "\n")
         self.metrics_file.flush()

@@ -86,6 +86,34 @@ def optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
     return tx, schedule
 
 
+# A window's mean training loss counts as progress when it is below (1 - PLATEAU_RTOL) times the
+# best window so far.
+PLATEAU_RTOL = 0.01
+
+
+def plateau_decay(config) -> bool:
+    """Whether `optim.plateau_factor` > 0: the learning rate is multiplied by that factor whenever
+    the mean training loss over `plateau_window` steps has not improved on the best window by 1%
+    for `plateau_patience` windows (then waits as many windows before it may fall again).
+    Off (0) by default: warmup, then cosine decay to `final_lr_fraction`."""
+    return float(config.optim.get("plateau_factor", 0.0)) > 0
+
+
+def plateau_controller(config) -> optax.GradientTransformationExtraArgs | None:
+    """The decay-on-plateau rule (`optax.contrib.reduce_on_plateau`), or None when it is off.
+
+    Its state (`state["plateau"]`: the scale, best and running window mean, counters) lives in the
+    checkpointed training state, so a resumed run falls at the same steps; it is updated in
+    float32 outside the simulated step (a format under study rounds the learning rate it scales,
+    not the bookkeeping that decides when to lower it)."""
+    if not plateau_decay(config):
+        return None
+    o = config.optim
+    return optax.contrib.reduce_on_plateau(
+        factor=o.plateau_factor, patience=o.plateau_patience, rtol=PLATEAU_RTOL,
+        cooldown=o.plateau_patience, accumulation_size=o.plateau_window)
+
+
 # ---- the step ----------------------------------------------------------------------------------
 
 
@@ -102,8 +130,11 @@ def loss_fn(params, tokens_BxT, *, config: model_lib.TransformerConfig, mask_T: 
 
 
 def make_train_step(config: model_lib.TransformerConfig, spec: tasks.TaskSpec,
-                    tx: optax.GradientTransformation, precision: StepPrecision):
-    """`step(state, tokens_BxT) -> (state, metrics)` (not jitted), at the given precision."""
+                    tx: optax.GradientTransformation, precision: StepPrecision, *,
+                    plateau: optax.GradientTransformationExtraArgs | None = None):
+    """`step(state, tokens_BxT) -> (state, metrics)` (not jitted), at the given precision.
+    With a `plateau` controller (`plateau_controller`) the state has a "plateau" entry whose
+    scale multiplies the update, and the metrics carry that scale as `lr_scale`."""
     mask_T = tasks.target_mask(spec)
 
     def marked_loss(p, t):  # the regions "gradients" and "optimizer_update" (no-ops by default)
@@ -118,19 +149,32 @@ def make_train_step(config: model_lib.TransformerConfig, spec: tasks.TaskSpec,
     if simulated and not precision.whole_step:
         grad_fn = simulate(grad_fn, precision.policy, param_argnums=(0,))
 
-    def update(grads, opt_state, params):
+    def update(grads, opt_state, params, lr_scale):
         updates, opt_state = tx.update(grads, opt_state, params)
+        if lr_scale is not None:  # AdamW's update is linear in the learning rate
+            updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
         return optax.apply_updates(params, updates), opt_state
 
-    def step(state, tokens_BxT):
+    def core(state, tokens_BxT, lr_scale=None):
         (loss, aux), grads = grad_fn(state["params"], tokens_BxT)
         params, opt_state = regions.region("optimizer_update", update)(
-            grads, state["opt_state"], state["params"])
+            grads, state["opt_state"], state["params"], lr_scale)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     if precision.whole_step:  # native pure_bf16: params, moments and update as real bf16 arrays
-        step = simulate(step, precision.policy, param_argnums=(0,))
+        core = simulate(core, precision.policy, param_argnums=(0,))
+    if plateau is None:
+        return core
+
+    def step(state, tokens_BxT):
+        inner = {k: v for k, v in state.items() if k != "plateau"}
+        scale = state["plateau"].scale
+        inner, metrics = core(inner, tokens_BxT, scale)
+        _, plateau_state = plateau.update((), state["plateau"],
+                                          value=metrics["loss"].astype(jnp.float32))
+        return {**inner, "plateau": plateau_state}, {**metrics, "lr_scale": scale}
+
     return step
 
 
@@ -159,10 +203,15 @@ def versions() -> dict[str, str]:
 
 def state_initializer(config, mcfg: model_lib.TransformerConfig,
                       tx: optax.GradientTransformation):
-    """`() -> {"params", "opt_state", "step"}`: the training state a checkpoint holds."""
+    """`() -> {"params", "opt_state", "step"}` (and "plateau" with `optim.plateau_factor` > 0):
+    the training state a checkpoint holds."""
+    plateau = plateau_controller(config)
 
     def init_state():
         params = model_lib.init_params(mcfg, jax.random.key(config.seed))
-        return {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
+        state = {"params": params, "opt_state": tx.init(params), "step": jnp.int32(0)}
+        if plateau is not None:
+            state["plateau"] = plateau.init(())
+        return state
 
     return init_state
