@@ -76,6 +76,7 @@ def sr_run(tmp_path_factory):
     return workdir, train.train_and_evaluate(_config("precision=pure_bf16_sr_update"), workdir)
 
 
+@pytest.mark.slow  # XLA compiles the whole-step stochastic update for ~10 CPU-minutes
 def test_stochastic_update_is_bit_identical_on_rerun(sr_run, tmp_path):
     _, first = sr_run
     again = train.train_and_evaluate(_config("precision=pure_bf16_sr_update"), str(tmp_path))
@@ -83,6 +84,7 @@ def test_stochastic_update_is_bit_identical_on_rerun(sr_run, tmp_path):
     assert "optimizer_update=e8m7@stochastic" in first["precision"]
 
 
+@pytest.mark.slow  # XLA compiles the whole-step stochastic update for ~10 CPU-minutes
 def test_stochastic_update_is_bit_identical_on_resume(sr_run, tmp_path):
     workdir, first = sr_run
     resumed = str(tmp_path / "resumed")
@@ -95,6 +97,7 @@ def test_stochastic_update_is_bit_identical_on_resume(sr_run, tmp_path):
     assert summary["params_sha256"] == first["params_sha256"]
 
 
+@pytest.mark.slow  # XLA compiles the whole-step stochastic update for ~10 CPU-minutes
 def test_stochastic_update_changes_training_and_follows_the_seed(sr_run, tmp_path):
     _, first = sr_run
     nearest = train.train_and_evaluate(_config("precision=pure_bf16"), str(tmp_path / "n"))
