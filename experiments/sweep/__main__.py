@@ -1,12 +1,14 @@
 r"""Launch a sweep: a grid of training runs, then results.csv, report.md and PNG plots.
 
     python -m experiments.sweep --config=experiments/configs/paper_fig2.py:smoke --workdir=DIR \
-        [--workers=W] [--replicas=auto|off|R] [--shard=i/N] [--dry_run] [--aggregate_only] \
+        [--workers=W|auto] [--replicas=auto|off|R] [--shard=i/N] [--dry_run] [--aggregate_only] \
         [--config.grid.seeds=(0,1)]
 
 Re-running the same command skips finished cells (completed or diverged), resumes interrupted
-ones from their checkpoints and retries failed ones. `--shard=i/N` runs the cells whose index
-is i mod N (e.g. one shard per machine or per GPU, all into one shared DIR); every shard
+ones from their checkpoints and retries failed ones. `--workers=auto` runs one worker per visible
+GPU, each pinned to its GPU (`experiments/sweep/devices.py`; on a machine with one GPU or none
+it is 1, the default: cells one after another in this process). `--shard=i/N` runs the cells
+whose index is i mod N (e.g. one shard per machine, all into one shared DIR); every shard
 aggregates over all cells present when it ends, and `--aggregate_only` rebuilds the outputs
 without training. Logic: `experiments/sweep/__init__.py`; the grids: `experiments/configs/*.py`.
 
@@ -31,9 +33,10 @@ from arith_precision.common import cli_errors
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a sweep config file, optionally with :ARGS.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory holding one sub-directory per cell.")
-_WORKERS = flags.DEFINE_integer(
-    "workers", 1, "Cells run in parallel, each in its own spawned process (1: in this process).",
-    lower_bound=1)
+_WORKERS = flags.DEFINE_string(
+    "workers", "1", "Cells run in parallel, each in its own spawned process (1: in this "
+    "process), or auto: one worker per visible GPU, each pinned to its GPU, where there are two "
+    "or more GPUs, else 1. With W > 1 and several GPUs, worker i is pinned to GPU i mod G.")
 _REPLICAS = flags.DEFINE_string(
     "replicas", "auto", "Train up to R cells that differ only in seed and precision arm in one "
     "program (arith_precision/training/loop.py; every cell's files and numbers unchanged): an "
@@ -55,6 +58,7 @@ _CONVERGED_FROM = flags.DEFINE_string("converged_from", None, "With --estimate: 
 def main(argv):
     del argv  # parse_absl_flags rejects positional arguments
     from experiments import sweep as sweep_lib
+    from experiments.sweep import devices
     from experiments.sweep import groups as sweep_groups
 
     workdir = _WORKDIR.value
@@ -64,9 +68,14 @@ def main(argv):
                 if flag.value is not None:
                     raise cli_errors.UsageError(f"--{flag.name}", flag.value,
                                                 "only applies with --estimate")
+        try:
+            devices.parse_workers(_WORKERS.value)
+        except ValueError:
+            raise cli_errors.UsageError("--workers", _WORKERS.value,
+                                        "must be auto or an integer >= 1") from None
         if _REPLICAS.value != "auto":
             try:
-                sweep_groups.resolve_replicas(_REPLICAS.value, _WORKERS.value)
+                sweep_groups.resolve_replicas(_REPLICAS.value, 1)
             except ValueError:
                 raise cli_errors.UsageError("--replicas", _REPLICAS.value,
                                             "must be auto, off or an integer >= 1") from None
