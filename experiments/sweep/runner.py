@@ -21,21 +21,26 @@ from experiments.sweep import groups as sweep_groups
 
 def run_here(jobs: Sequence[Mapping[str, Any]], *, workers: int, replicas: int | str,
              on_record: Callable[[dict], None], log: Callable[[str], None],
-             gpus: Sequence[str] = ()) -> None:
+             gpus: Sequence[str] = (), in_process: bool | None = None) -> None:
     """Train cell jobs ({"name", "dir", "config"}) on this machine; one record per cell to
     `on_record` as each program ends.
 
     `replicas`: up to R cells that differ only in seed and precision arm per program ("auto":
     `groups.resolve_replicas`). `gpus`: the visible GPUs (`devices.visible_gpus`); with
-    `workers` > 1 and two or more, worker slot i is pinned to GPU i mod G.
+    `workers` > 1 and two or more, worker slot i is pinned to GPU i mod G. `in_process`: train
+    in this process (the default with one worker) or always in spawned workers (a process that
+    must stay responsive to signals while cells train: a submitit job).
     """
     if not jobs:
         return
-    replicas, why = sweep_groups.resolve_replicas(replicas, workers)
+    in_process = workers == 1 if in_process is None else in_process
+    if in_process and workers != 1:
+        raise ValueError(f"in_process needs workers = 1, got {workers}")
+    replicas, why = sweep_groups.resolve_replicas(replicas, workers, in_process=in_process)
     log(f"[sweep] replica batches: up to {replicas} cell(s) per program ({why}; "
         "--replicas=off or R to choose)")
     batches = sweep_groups.group_jobs(jobs, replicas)
-    if workers == 1:
+    if in_process:
         for job in batches:
             log(f"[sweep] running {job['name']} (log: {os.path.join(job['dir'], 'log.txt')})")
             for record in sweep_cells.run_cells(job):
