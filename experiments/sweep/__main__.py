@@ -18,9 +18,10 @@ without training. `--launcher=submitit` submits the cells as batch jobs (Slurm, 
 processes), requeued on time-out and preemption (`experiments/sweep/launch.py`). Logic:
 `experiments/sweep/__init__.py`; the grids: `experiments/configs/*.py`.
 
-`--estimate [--from=gpu_check.json] [--converged_from=SWEEP_DIR]` prints the sweep's cost
-(cells, FLOPs, device-hours with and without early stopping; `experiments/sweep/cost.py`) and
-runs nothing; --workdir is not needed with it.
+`--estimate [--from=gpu_check.json] [--converged_from=SWEEP_DIR] [--gpus=N]` prints the sweep's
+cost (cells, FLOPs, device-hours with and without early stopping; `experiments/sweep/cost.py`)
+and the wall clock on one GPU next to N GPUs laid out as the launcher flags say, and runs
+nothing; --workdir is not needed with it.
 
 Exit status: 0 done, 2 bad input (one line `error: <flag or key>: <value>: <why>`: a flag, the
 config file or its ARGS, a --config.* override, --shard, a workdir that cannot be written, a
@@ -62,6 +63,8 @@ _FROM = flags.DEFINE_string("from", None, "With --estimate: a benchmarks/gpu_che
                             "whose measured step rates price the cells.")
 _CONVERGED_FROM = flags.DEFINE_string("converged_from", None, "With --estimate: a sweep workdir "
                                       "whose finished runs give early stopping's step fractions.")
+_GPUS = flags.DEFINE_integer("gpus", None, "With --estimate: the wall clock on this many GPUs "
+                             "(default: what --workers, or the submitit flags, give).")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "submitit"], "local: this "
                               "machine's worker pool; submitit: the cells as batch jobs.")
 # The submitit launcher's flags (experiments/sweep/launch.py); only with --launcher=submitit.
@@ -110,6 +113,30 @@ def _submitit_options(dry_run: bool) -> sweep_launch.Options | None:
     return sweep_launch.checked(options, dry_run=dry_run)
 
 
+def _layout(options: sweep_launch.Options | None, cells) -> cost_estimate.Layout:
+    """--estimate's GPUs: --gpus, else the launcher's (local: --workers; submitit: GPUs per job
+    x jobs at once)."""
+    from experiments.sweep import devices
+
+    gpus = _GPUS.value
+    if gpus is not None:
+        cli_errors.check_int("--gpus", gpus, 1, 1_000_000)
+    if options is None:
+        if gpus is None:
+            gpus, _ = devices.resolve_workers(_WORKERS.value, devices.visible_gpus())
+        return cost_estimate.Layout(gpus_per_job=gpus, how=f"local pool of {gpus} worker(s)")
+    per_job = max(1, options.gpus_per_job)
+    jobs = len(sweep_launch.plan_jobs([_plan_job(c) for c in cells], options.cells_per_job))
+    at_once = min(options.array_parallelism, jobs) if gpus is None else max(1, gpus // per_job)
+    if gpus is not None and gpus % per_job:
+        raise cli_errors.UsageError("--gpus", gpus, f"is not a multiple of --gpus_per_job "
+                                    f"({per_job})")
+    return cost_estimate.Layout(gpus_per_job=per_job, jobs_at_once=at_once,
+                                cells_per_job=options.cells_per_job,
+                                how=f"submitit: {jobs} job(s) of up to {options.cells_per_job} "
+                                f"cell(s), {at_once} at once, {per_job} GPU(s) each")
+
+
 def _plan_job(cell) -> dict:
     """A cell as the launcher's planner sees it (no directory: nothing is written)."""
     return {"name": cell.name, "dir": None, "config": cell.config}
@@ -124,7 +151,7 @@ def main(argv):
     workdir = _WORKDIR.value
     try:
         if not _ESTIMATE.value:
-            for flag in (_FROM, _CONVERGED_FROM):
+            for flag in (_FROM, _CONVERGED_FROM, _GPUS):
                 if flag.value is not None:
                     raise cli_errors.UsageError(f"--{flag.name}", flag.value,
                                                 "only applies with --estimate")
@@ -145,7 +172,10 @@ def main(argv):
             if _CONFIG.value is None:
                 raise cli_errors.UsageError("--config", "(missing)", "is required")
             try:
-                print(cost_estimate.run(_CONFIG.value, _FROM.value, _CONVERGED_FROM.value))
+                cells = sweep_lib.expand(_CONFIG.value)
+                layout = _layout(submitit, cells)
+                print(cost_estimate.run(_CONFIG.value, _FROM.value, _CONVERGED_FROM.value,
+                                        layout))
             except cli_errors.UsageError:
                 raise
             except ValueError as e:
