@@ -275,16 +275,12 @@ def test_dry_run_and_estimate_on_the_command_line(tmp_path):
     cases = [[f"{fig2}:smoke", f"--workdir={tmp_path}/w", "--launcher=submitit",
               "--cluster=slurm", "--partition=gpu", "--cells_per_job=2", "--time_limit_min=60",
               "--dry_run"],
-             [fig2, "--estimate", "--launcher=submitit", "--gpus=8"],
-             [f"{fig2}:smoke", f"--workdir={tmp_path}/w", "--launcher=slurm"],
-             [f"{fig2}:smoke", f"--workdir={tmp_path}/w", "--launcher=submitit",
-              "--gpus_per_job=-1"],
-             [f"{fig2}:smoke", f"--workdir={tmp_path}/w", "--partition=gpu"]]
+             [fig2, "--estimate", "--launcher=submitit", "--gpus=8"]]
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tests", "cli_harness.py"),
                            "experiments.sweep", "experiments.sweep"], input=json.dumps(cases),
                           cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    dry, estimate, *bad = json.loads(proc.stdout)
+    dry, estimate = json.loads(proc.stdout)
     assert dry["returncode"] == 0, dry["stderr"]
     out = dry["stdout"]
     assert "6 cells, 0 already done" in out and "3 job(s) for 6 cell(s)" in out
@@ -297,8 +293,3 @@ def test_dry_run_and_estimate_on_the_command_line(tmp_path):
     assert re.search(r"on 8 GPU\(s\) \(submitit: 558 job\(s\) of up to 1 cell\(s\), 8 at once, 1 "
                      r"GPU\(s\) each\) the cells' FLOPs schedule to [\d.]+x the speed of one GPU",
                      estimate["stdout"]), estimate["stdout"]
-    for r, needle in zip(bad, ["--launcher: slurm: value should be one of <local|submitit>",
-                               "--gpus_per_job: -1: must be >= 0",
-                               "--partition: gpu: applies with --launcher=submitit"],
-                         strict=True):
-        assert r["returncode"] == 2 and r["stderr"].strip() == f"error: {needle}", r
