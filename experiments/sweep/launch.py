@@ -24,8 +24,9 @@ What happens (`run`):
   * Every cell directory gets job.json (cluster, job id, submitit folder). A re-run of the same
     command submits only the cells not done, and refuses (exit status 2) while a job of an
     earlier run still holds one of them: two jobs must never train one cell directory.
-  * Stopping this process (Ctrl-C, a lost login) does not stop the jobs; re-run the command when
-    they have ended to collect them and submit what is left.
+  * Stopping this process (Ctrl-C, a lost login) does not stop Slurm jobs; re-run the command
+    when they have ended to collect them and submit what is left. (Local jobs are children of
+    this process: Ctrl-C in its terminal ends them too; their cells resume on a re-run.)
   * Logs: DIR/submitit/<job id>_0_log.out and .err (the job's), each cell's log.txt (training's).
 
 submitit is an optional dependency (`pip install -e '.[slurm]'`), imported only here, inside
@@ -363,7 +364,8 @@ def run(cell_jobs: Sequence[Mapping[str, Any]], options: Options, *, workdir: st
     except BaseException:
         if running:
             ids = " ".join(str(job.job_id) for job, _ in running)
-            log(f"[sweep] stopped waiting; {len(running)} job(s) go on ({ids}), "
-                f"{len(waiting)} were not submitted: run the same command again once they have "
-                "ended, to collect them and submit the rest")
+            log(f"[sweep] stopped waiting for {len(running)} job(s) ({ids}); "
+                f"{len(waiting)} not submitted. Slurm jobs go on: run the same command again "
+                "once they have ended, to collect them and submit the rest (local jobs end with "
+                "this command when it is interrupted from its terminal)")
         raise
