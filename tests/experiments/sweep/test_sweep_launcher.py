@@ -121,15 +121,18 @@ def runs(tmp_path_factory):
     assert first is not None and last is not None, pool_lines
     # The requeue signal comes between the first checkpoint (step 50) and the last step, as this
     # machine ran the same cell just now. A job starts later than a pool worker (one more
-    # interpreter) or not; if the signal missed the training, a second try takes its time from
-    # the first try's own timeline (after a requeue at the start, shifted by that window).
+    # interpreter); if the signal missed the training, a second try takes its time from the
+    # first try's own timeline (after a requeue at the start, shifted by that window).
     run = _through_submitit(base / "jobs", max(1, round(first + 0.5 * (last - first))))
     resumed = _resumed_steps(run["jobs"])
     if not (resumed and 0 < resumed[0] < STEPS):
         first, last, signal_s = run["timeline"]
-        shift = signal_s if first > signal_s else 0
-        retry = _through_submitit(base / "jobs_again",
-                                  max(1, round(first - shift + 0.5 * (last - first))))
+        if first is None or last is None:  # every window ended before training: twice as long
+            again = 2 * signal_s
+        else:
+            shift = signal_s if first > signal_s else 0
+            again = max(1, round(first - shift + 0.5 * (last - first)))
+        retry = _through_submitit(base / "jobs_again", again)
         retry["first_try"] = run
         run = retry
     return {**run, "pool": pool, "pool_lines": pool_lines}
