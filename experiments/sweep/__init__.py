@@ -5,8 +5,9 @@ the directory. The parts, one module each:
 
     grid.py      the sweep config schema, the ARGS of config files, the grid's cells (`expand`)
                  and shards
-    cells.py     a cell's files on disk, running cells (one process each), progress and
+    cells.py     a cell's files on disk, running one program of cells, progress and
                  heartbeat lines
+    pool.py      the worker pool: cells in spawned processes, one GPU per worker slot
     devices.py   the visible GPUs (`--workers=auto`) and one GPU per worker
     runner.py    a list of cells on this machine: replica batches, in this process or a pool
     launch.py    the cells as submitit jobs (Slurm, or local processes): `--launcher=submitit`

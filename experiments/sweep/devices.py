@@ -16,7 +16,7 @@ Only NVIDIA GPUs are counted; on a TPU or ROCm host `auto` is one worker.
 
 Pinning: with W > 1 workers and G >= 2 visible GPUs, worker slot i runs its cells with
 `CUDA_VISIBLE_DEVICES` = GPU i mod G, set in the worker process before its JAX backend starts
-(`cells.run_parallel`), so each cell trains on one GPU. `--workers=auto` is W = G then (one
+(`pool.run_parallel`), so each cell trains on one GPU. `--workers=auto` is W = G then (one
 worker per GPU). With one GPU or none, auto is W = 1 (cells one after another in the sweep's
 own process: the default), and workers are not pinned.
 """

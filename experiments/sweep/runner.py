@@ -2,7 +2,7 @@
 
 `run_here(jobs, workers, replicas, ...)` groups cell jobs into replica batches (`groups.py`) and
 trains them one after another in this process (`workers` = 1) or in a pool of `workers` spawned
-processes, each pinned to one GPU when several are visible (`cells.run_parallel`,
+processes, each pinned to one GPU when several are visible (`pool.run_parallel`,
 `devices.slot_envs`). `run_sweep` calls it for the cells of a sweep; a submitit job
 (`submitit_job.CellJob`) calls it for the cells of its job, with the GPUs its allocation shows:
 the same code trains a cell wherever it runs, so its files and numbers are the same.
@@ -17,6 +17,7 @@ from typing import Any
 from experiments.sweep import cells as sweep_cells
 from experiments.sweep import devices
 from experiments.sweep import groups as sweep_groups
+from experiments.sweep import pool as sweep_pool
 
 
 def run_here(jobs: Sequence[Mapping[str, Any]], *, workers: int, replicas: int | str,
@@ -46,5 +47,5 @@ def run_here(jobs: Sequence[Mapping[str, Any]], *, workers: int, replicas: int |
             for record in sweep_cells.run_cells(job):
                 on_record(record)
         return
-    sweep_cells.run_parallel(batches, workers, on_record, runner=sweep_cells.run_cells,
+    sweep_pool.run_parallel(batches, workers, on_record, runner=sweep_cells.run_cells,
                              slot_envs=devices.slot_envs(workers, gpus))

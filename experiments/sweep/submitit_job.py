@@ -11,7 +11,7 @@ done and resumes the others from their newest checkpoint, bit-identical to an un
 (`arith_precision/training/loop.py`); the steps since that checkpoint are trained again.
 
 The job's own process only supervises: its cells train in spawned worker processes
-(`cells.run_parallel`, even for one worker), which ignore the signal. submitit's handler ends
+(`pool.run_parallel`, even for one worker), which ignore the signal. submitit's handler ends
 the job's process by raising SystemExit wherever it is interrupted; inside a JAX compile that
 can crash the process (measured here: a segmentation fault, so the local executor saw no
 requeue), while a process that only waits on its workers stops cleanly and kills them.
@@ -28,6 +28,7 @@ import submitit
 
 from experiments.sweep import cells as sweep_cells
 from experiments.sweep import devices, runner
+from experiments.sweep import pool as sweep_pool
 
 
 class CellJob(submitit.helpers.Checkpointable):
@@ -37,7 +38,7 @@ class CellJob(submitit.helpers.Checkpointable):
     The job's cells run like a sweep on a machine with the job's GPUs: one worker process with
     one GPU or none, one per GPU with several (`devices.visible_gpus`: Slurm sets
     CUDA_VISIBLE_DEVICES to the allocation's). The environment is the pool workers'
-    (`cells.worker_env`), so a cell's parameters are the ones the local pool would train.
+    (`pool.worker_env`), so a cell's parameters are the ones the local pool would train.
     """
 
     def __init__(self, cells: Sequence[Mapping[str, Any]], replicas: int | str = "auto"):
@@ -45,7 +46,7 @@ class CellJob(submitit.helpers.Checkpointable):
         self.replicas = replicas
 
     def __call__(self) -> list[dict[str, Any]]:
-        sweep_cells.apply_env(sweep_cells.worker_env(2), override=False)
+        sweep_pool.apply_env(sweep_pool.worker_env(2), override=False)
         records, todo = [], []
         for cell in self.cells:
             if sweep_cells.cell_status(cell["dir"]) in sweep_cells.DONE:

@@ -1,4 +1,4 @@
-"""`--workers=auto` and GPU pinning (`experiments/sweep/devices.py`, `cells.run_parallel`): which
+"""`--workers=auto` and GPU pinning (`experiments/sweep/devices.py`, `pool.run_parallel`): which
 GPUs are visible, how many workers auto gives, and the environment each worker process really
 receives before its JAX backend starts (checked on CPU with fake host devices)."""
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from experiments.sweep import cells as sweep_cells
 from experiments.sweep import devices
+from experiments.sweep import pool as sweep_pool
 
 SMI = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-11111111-2222-3333-4444-555555555555)
 GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-66666666-7777-8888-9999-000000000000)
@@ -87,7 +87,7 @@ def test_each_worker_gets_its_slots_environment_before_jax_starts(tmp_path):
     jobs = [{"name": f"job{i}", "dir": str(tmp_path / f"job{i}")} for i in range(3)]
     records = []
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    sweep_cells.run_parallel(jobs, 2, records.append, runner=_record_env, slot_envs=envs)
+    sweep_pool.run_parallel(jobs, 2, records.append, runner=_record_env, slot_envs=envs)
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == before  # the sweep's own env untouched
     assert sorted(r["name"] for r in records) == ["job0", "job1", "job2"]
     assert len({r["pid"] for r in records}) == 3 and os.getpid() not in {r["pid"] for r in records}
@@ -103,7 +103,7 @@ def test_each_worker_gets_its_slots_environment_before_jax_starts(tmp_path):
         spans.sort()
         assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
     with pytest.raises(ValueError, match="3 slot environments for 2 workers"):
-        sweep_cells.run_parallel(jobs, 2, records.append, runner=_record_env,
+        sweep_pool.run_parallel(jobs, 2, records.append, runner=_record_env,
                                  slot_envs=[{}, {}, {}])
 
 
@@ -112,5 +112,5 @@ def test_env_cannot_be_set_once_the_backend_has_started():
 
     jax.devices()  # this test process's backend is up
     with pytest.raises(RuntimeError, match="JAX backend has started"):
-        sweep_cells.apply_env({"CUDA_VISIBLE_DEVICES": "0"})
-    sweep_cells.apply_env({})  # nothing to set: fine
+        sweep_pool.apply_env({"CUDA_VISIBLE_DEVICES": "0"})
+    sweep_pool.apply_env({})  # nothing to set: fine
