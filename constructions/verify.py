@@ -39,7 +39,7 @@ from arith_precision.common.cli_errors import (
     memory_limit_bytes,
     run_cli,
 )
-from arith_precision.simulate.policy import ACCUMULATIONS
+from arith_precision.simulate.policy import ACCUMULATION_FORMS, check_accumulation
 from constructions.check.spec_flags import add_spec_arguments, spec_error, spec_from_args
 
 
@@ -111,7 +111,8 @@ def parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_spec_arguments(ap)
     ap.add_argument("--format", default="fp32", help="format string (fp32, bf16, e5m10, ...)")
-    ap.add_argument("--accumulation", default="once", choices=ACCUMULATIONS)
+    ap.add_argument("--accumulation", default="once",
+                    help=f"one of {', '.join(ACCUMULATION_FORMS)}")
     ap.add_argument("--inputs", default=None, help="file of operand lists, one JSON list a line")
     ap.add_argument("--random", type=int, default=None,
                     help="random inputs of the built-in set (default 1000)")
@@ -257,6 +258,10 @@ def _main(argv) -> int:
     args = parser().parse_args(argv)
     spec = spec_from_args(args)
     fmt = check_format("--format", args.format)
+    try:
+        check_accumulation(args.accumulation)
+    except ValueError as e:
+        raise UsageError("--accumulation", args.accumulation, str(e)) from None
     if args.batch_size < 1:
         raise UsageError("--batch-size", args.batch_size, "must be >= 1")
     if args.inputs is not None and args.random is not None:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from arith_precision.common import width_scan
-from arith_precision.simulate.policy import ACCUMULATIONS
+from arith_precision.simulate.policy import ACCUMULATION_FORMS, is_accumulation
 from arith_precision.simulate.region_sets import MODEL_REGIONS, REGION_SETS
 from experiments.report.probe import threshold_label, write_outputs
 from experiments.row_cache import RowCache
@@ -203,10 +203,10 @@ def _probe_construction(c: dict, accumulations, region_sets, min_bits, max_bits,
 
 def check_settings(accumulations, region_sets, num_examples, batch_size, tolerance, min_bits,
                    max_bits) -> None:
-    bad = [a for a in accumulations if a not in ACCUMULATIONS]
+    bad = [a for a in accumulations if not is_accumulation(a)]
     if bad or not accumulations:
         raise ValueError(f"accumulations: {bad or accumulations!r}: expected some of "
-                         f"{ACCUMULATIONS}")
+                         f"{ACCUMULATION_FORMS}")
     bad = [r for r in region_sets if r not in REGION_SETS]
     if bad or not region_sets:
         raise ValueError(f"regions: {bad or region_sets!r}: expected some of {REGION_SETS}")

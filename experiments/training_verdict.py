@@ -88,11 +88,12 @@ FAILED_CONDITIONS = (
 
 def _score(r: Mapping[str, Any], protocol: str) -> float | None:
     """The row's exact match under `protocol`; 0 for a diverged run (`curve.counted_score`).
-    Rows written before both protocols existed hold the unseen number as `exact_match`."""
+    `exact_match` is always the unseen protocol's number (rows written before both protocols
+    existed hold only that)."""
     if r.get("status") == "diverged":
         return 0.0
     value = r.get(f"exact_match_{protocol}")
-    if value is None and protocol == "unseen" and f"exact_match_{protocol}" not in r:
+    if value is None and protocol == "unseen":  # `exact_match` is the unseen protocol's number
         value = r.get("exact_match")
     return None if value in (None, "") else float(value)
 
@@ -100,7 +101,7 @@ def _score(r: Mapping[str, Any], protocol: str) -> float | None:
 def held_out_count(task: str, base: int, n: int, k: int) -> int | None:
     """The exact number of held-out inputs of a task (`tasks.is_held_out` over the whole input
     space) when the space has at most 2^22 inputs; None above (then it is about 1/16 of a space
-    of more than 4 million, far above MIN_UNSEEN_INPUTS)."""
+    of more than 4 million inputs, far above MIN_UNSEEN_INPUTS)."""
     import numpy as np
 
     from arith_precision import tasks
@@ -113,14 +114,19 @@ def held_out_count(task: str, base: int, n: int, k: int) -> int | None:
     return int(tasks.is_held_out(digits.astype(np.int8).reshape(size, operands, n)).sum())
 
 
-def _distinct(r: Mapping[str, Any], protocol: str) -> int | None:
+def _distinct(r: Mapping[str, Any], protocol: str) -> tuple[int | None, bool]:
+    """(distinct inputs, measured): the count the run scored; for an older unseen row, the
+    held-out inputs of the whole space (exact up to 2^22 inputs, else 1/16 of the space)."""
     value = r.get(f"distinct_{protocol}")
     if value not in (None, ""):
-        return int(value)
-    if protocol == "unseen":  # an older row: count the held-out inputs of the space
+        return int(value), True
+    if protocol == "unseen":
         count = held_out_count(r["task"], int(r["base"]), int(r["n"]), int(r["k"]))
-        return MIN_UNSEEN_INPUTS if count is None else count
-    return None
+        if count is None:
+            operands = int(r["k"]) if r["task"] == "iter_add" else 2
+            count = int(r["base"]) ** (int(r["n"]) * operands) // 16
+        return count, False
+    return None, False
 
 
 def points(rows: Sequence[Mapping[str, Any]], protocol: str = "unseen") -> list[dict[str, Any]]:
@@ -132,7 +138,8 @@ def points(rows: Sequence[Mapping[str, Any]], protocol: str = "unseen") -> list[
     by: dict[tuple, dict] = collections.defaultdict(
         lambda: {"exact_match": collections.defaultdict(dict),
                  "steps_to_converge": collections.defaultdict(dict),
-                 "convergence": collections.defaultdict(dict), "distinct": []})
+                 "convergence": collections.defaultdict(dict), "distinct": [],
+                 "distinct_measured": True})
     for r in rows:
         if r.get("accumulation", "once") != "once":
             continue
@@ -145,8 +152,10 @@ def points(rows: Sequence[Mapping[str, Any]], protocol: str = "unseen") -> list[
         p["steps_to_converge"][r["precision"]][r["seed"]] = r.get("steps_to_converge")
         p["convergence"][r["precision"]][r["seed"]] = \
             r.get(f"curve_{protocol}") or r.get("convergence")
-        if (d := _distinct(r, protocol)) is not None:
+        d, measured = _distinct(r, protocol)
+        if d is not None:
             p["distinct"].append(d)
+            p["distinct_measured"] = p.get("distinct_measured", True) and measured
     out = []
     order = ("add", "iter_add", "mul")
     for key in sorted(by, key=lambda k: (order.index(k[0]), *k[1:])):
@@ -154,8 +163,10 @@ def points(rows: Sequence[Mapping[str, Any]], protocol: str = "unseen") -> list[
         p = by[key]
         out.append(dict(task=task, base=base, k=k, l=l, layers=layers, n=n,
                         distinct=min(p["distinct"]) if p["distinct"] else None,
+                        distinct_measured=p["distinct_measured"],
                         **{name: {arm: dict(sorted(v.items())) for arm, v in d.items()}
-                           for name, d in p.items() if name != "distinct"}))
+                           for name, d in p.items()
+                           if name not in ("distinct", "distinct_measured")}))
     return out
 
 

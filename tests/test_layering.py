@@ -37,7 +37,8 @@ FLOORS = (
     ("experiments.report",),
     ("experiments.sweep",),
     ("experiments.configs",),
-    ("experiments.quant_study", "experiments.precision_probe"),
+    ("experiments.quant_study", "experiments.precision_probe", "experiments.recipe_search",
+     "experiments.gpu_numerics"),
     ("experiments.reproduce",),
     ("experiments.main",),
 )

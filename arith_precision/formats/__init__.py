@@ -7,14 +7,16 @@ Formats (frozen dataclasses, hashable, usable as static jit arguments):
   parse(str) / as_format(str | format | dtype), carrier_dtype(fmt), to_ml_dtype(fmt)
 
 Rounding:
-  quantize(x, fmt, rounding="nearest_even", key=None) -- nearest_even / toward_zero /
-      stochastic, exact (integer bit arithmetic), jit/vmap-able, straight-through gradient.
+  quantize(x, fmt, rounding="nearest_even", key=None, *, random_bits=None) -- exact (integer
+      bit arithmetic), jit/vmap-able, straight-through gradient.
 
   rounding modes: nearest_even, nearest_away, toward_zero, toward_positive, toward_negative,
-      stochastic; P3109 binary8 strings p3109_k8p1 .. p3109_k8p7.
+      to_odd, stochastic (exact probability, or with random_bits=r: r random bits, up with
+      probability floor(f 2^r) / 2^r); P3109 binary8 strings p3109_k8p1 .. p3109_k8p7.
 
 Block formats (OCP MX v1.0 and NVFP4; see `mx.py`):
-  quantize_mx(x, fmt, axis=-1, rounding="nearest_even", key=None) -> dequantized array
+  quantize_mx(x, fmt, axis=-1, rounding="nearest_even", key=None, *, random_bits=None,
+              scale_rule="floor") -> dequantized array   (scale rules: MX_SCALE_RULES)
   pack_mx(...) -> MXPacked (codes, scales, tensor scale); dequantize_mx(packed) -> array
       fmt in mxfp8_e4m3 mxfp8_e5m2 mxfp6_e3m2 mxfp6_e2m3 mxfp4_e2m1 mxint8 nvfp4
 
@@ -31,6 +33,7 @@ from arith_precision.formats.int_quant import IntQuantized, dequantize_int, quan
 from arith_precision.formats.ml_dtypes_compat import ML_DTYPE_FORMATS, to_ml_dtype
 from arith_precision.formats.mx import (
     BLOCK_FORMATS,
+    MX_SCALE_RULES,
     BlockFormat,
     MXPacked,
     dequantize_mx,
@@ -55,6 +58,7 @@ def dequantize(q):
 __all__ = [
     "ALIASES",
     "BLOCK_FORMATS",
+    "MX_SCALE_RULES",
     "BlockFormat",
     "MXPacked",
     "dequantize_mx",

@@ -1,6 +1,7 @@
 """Block-scaled formats: OCP MX v1.0 (mxfp8/mxfp6/mxfp4/mxint8) and NVIDIA NVFP4.
 
-`quantize_mx(x, fmt, axis=-1, rounding="nearest_even")` returns the dequantized array (float32,
+`quantize_mx(x, fmt, axis=-1, rounding="nearest_even", key=None, *, random_bits=None,
+scale_rule="floor")` returns the dequantized array (float32,
 same shape); `pack_mx` returns the storage form (`MXPacked`: element codes, block-scale codes, a
 per-tensor scale) and `dequantize_mx(pack_mx(...))` gives the same array bit for bit.
 
@@ -13,7 +14,26 @@ OCP MX (block of 32 consecutive values along `axis`, one E8M0 scale per block):
 amax = max_i |x_i| over the block and emax_elem = floor(log2(max of the element format)) (8 for
 E4M3, 15 for E5M2, 4 for E3M2, 2 for E2M3 and E2M1, 0 for INT8). MXINT8 elements are 8-bit two's
 complement with an implicit 2^-6: k / 64, k = -128..127. This is gfloat's `quantize_block` with
-`compute_scale_amax`, which the tests compare against bit for bit. Since X is a power of two the
+`compute_scale_amax`, which the tests compare against bit for bit.
+
+Scale rules (`scale_rule`; the clip to [-127, 127] and the all-zero block as above). Write
+amax = A * 2^e with 1 <= A < 2 (e = floor(log2 amax), exact also for float32 subnormals),
+max_elem = Mx * 2^emax_elem with 1 <= Mx < 2, and M_elem for the element's fraction bits in its
+top binade (its mantissa bits; 6 for MXINT8):
+
+    floor  s = e - emax_elem                             OCP MX v1.0 (default; gfloat, torchao
+           FLOOR). The largest scaled element amax / X = A * 2^emax_elem can exceed max_elem
+           (when A > Mx) and then saturates: up to a quarter of the top binade is clipped.
+    ceil   s = e - emax_elem + [A > Mx]: the smallest integer s with amax / 2^s <= max_elem, so
+           no element is ever clipped (beyond the [-127, 127] range of E8M0). This is NVIDIA's
+           cuBLAS rule for UE8M0 scales (torchao RCEIL), computed exactly: cuBLAS and torchao
+           round amax / max_elem to float32 before taking the power of two above it. (torchao's
+           CEIL, s = ceil(log2 amax) - emax_elem, is a different, coarser rule.)
+    even   s = e - emax_elem + [A >= 2 - 2^-(M_elem + 1)]: floor(log2) of amax rounded (half up)
+           to M_elem fraction bits (torchao EVEN). The scale steps up where amax, at element
+           precision, would round past the top binade, i.e. halfway between the largest element
+           values of two neighbouring scales (7 * 2^s for E2M1, whose grid ends 4, 6 | 8);
+           A in (Mx, 2 - 2^-(M_elem+1)) still saturates. Since X is a power of two the
 division is exact; we never compute it: x_i is rounded directly to the element grid scaled by X
 (quantum 2^(max(e_i, emin_elem + s) - M_elem)), on the float32 bit pattern with the integer
 rounding of `rounding.py`, so the result is exact for every float32 input, subnormals included.
@@ -35,6 +55,12 @@ E4M3 0x7F) and dequantizes to NaN throughout; the per-tensor amax of NVFP4 ignor
 0.5.2 turns an infinity into +-max * 2^127 instead, and a NaN into an error for element formats
 without NaN.) Zeros keep their sign except in MXINT8, which has one zero.
 
+NVFP4 has no power-of-two scale to choose: its E4M3 block scale is amax / 6 rounded to nearest
+(NVIDIA's recipe), so any `scale_rule` other than "floor" is refused for it.
+
+Stochastic rounding of the elements takes `random_bits` as `quantize` does (r random bits per
+element, up with probability floor(f 2^r) / 2^r; None: the exact rule).
+
 Gradient: straight-through (identity), as `quantize`. Only float32 inputs (the carrier the MX
 grids are built on); the axis length must be a multiple of the block size.
 """
@@ -43,7 +69,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -51,59 +76,24 @@ import numpy as np
 from jax import lax
 
 from arith_precision.formats import rounding as _rounding
+from arith_precision.formats.block_format import (  # noqa: F401 (re-exported)
+    BLOCK_FORMATS,
+    MX_SCALE_RULES,
+    NVFP4_TENSOR_RANGE,
+    BlockFormat,
+    block_format,
+    check_scale_rule,
+    is_block_format,
+)
 from arith_precision.formats.carrier import FLOAT32
 from arith_precision.formats.fixed_format import FixedFormat
 from arith_precision.formats.float_format import FloatFormat
-from arith_precision.formats.quantize import ROUNDING_MODES, quantize
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockFormat:
-    """A block-scaled format: `block_size` elements of `element` share one `scale` value."""
-
-    name: str
-    element: FloatFormat | FixedFormat
-    block_size: int
-    scale: FloatFormat
-
-    @property
-    def emax_element(self) -> int:
-        """floor(log2(largest element value)): OCP's emax_elem."""
-        return math.floor(math.log2(self.element.max_value))
-
-    @property
-    def element_bits(self) -> int:
-        e = self.element
-        return e.total_bits if isinstance(e, FloatFormat) else 1 + e.int_bits + e.frac_bits
-
-
-_E8M0 = FloatFormat(8, 0, variant="fnu")
-_E4M3 = FloatFormat(4, 3, variant="fn")
-BLOCK_FORMATS: dict[str, BlockFormat] = {
-    "mxfp8_e4m3": BlockFormat("mxfp8_e4m3", FloatFormat(4, 3, variant="fn"), 32, _E8M0),
-    "mxfp8_e5m2": BlockFormat("mxfp8_e5m2", FloatFormat(5, 2), 32, _E8M0),
-    "mxfp6_e3m2": BlockFormat("mxfp6_e3m2", FloatFormat(3, 2, variant="fn"), 32, _E8M0),
-    "mxfp6_e2m3": BlockFormat("mxfp6_e2m3", FloatFormat(2, 3, variant="fn"), 32, _E8M0),
-    "mxfp4_e2m1": BlockFormat("mxfp4_e2m1", FloatFormat(2, 1, variant="fn"), 32, _E8M0),
-    "mxint8": BlockFormat("mxint8", FixedFormat(1, 6), 32, _E8M0),
-    "nvfp4": BlockFormat("nvfp4", FloatFormat(2, 1, variant="fn"), 16, _E4M3),
-}
-NVFP4_TENSOR_RANGE = 6.0 * 448.0  # largest E2M1 value times largest E4M3 value
-
-
-def block_format(fmt) -> BlockFormat:
-    """The `BlockFormat` named `fmt` (or `fmt` itself); a ValueError lists the valid names."""
-    if isinstance(fmt, BlockFormat):
-        return fmt
-    if isinstance(fmt, str) and fmt.strip().lower() in BLOCK_FORMATS:
-        return BLOCK_FORMATS[fmt.strip().lower()]
-    raise ValueError(f"unknown block format {fmt!r}; expected one of {tuple(BLOCK_FORMATS)}")
-
-
-def is_block_format(fmt) -> bool:
-    return isinstance(fmt, BlockFormat) or (
-        isinstance(fmt, str) and fmt.strip().lower() in BLOCK_FORMATS)
-
+from arith_precision.formats.quantize import (
+    ROUNDING_MODES,
+    check_random_bits,
+    quantize,
+    random_words,
+)
 
 # ---- exact power-of-two scaling on float32 bit patterns ---------------------------------------
 _U = jnp.uint32
@@ -141,14 +131,27 @@ _NAN = np.uint32(0x7FC00000)  # NumPy, not jnp: no JAX computation (backend star
 
 
 # ---- OCP MX --------------------------------------------------------------------------------
-def _mx_blocks(bits, bf: BlockFormat, rounding: str, random_words):
+def _scale_exponent(amax, bf: BlockFormat, scale_rule: str):
+    """The E8M0 scale exponent s of blocks with largest magnitude `amax` (float32 bits)."""
+    amax_e, amax_m = _normalize(amax)  # amax = amax_m * 2^(amax_e - 23), 2^23 <= amax_m < 2^24
+    s = amax_e - bf.emax_element  # floor
+    if scale_rule == "ceil":
+        s = s + (amax_m > _U(bf.max_significand)).astype(jnp.int32)
+    elif scale_rule == "even":
+        threshold = 2**24 - 2 ** (22 - bf.element_fraction_bits)
+        s = s + (amax_m >= _U(threshold)).astype(jnp.int32)
+    elif scale_rule != "floor":
+        raise ValueError(f"unknown scale_rule {scale_rule!r}; expected one of {MX_SCALE_RULES}")
+    return jnp.where(amax == 0, -127, jnp.clip(s, -127, 127))
+
+
+def _mx_blocks(bits, bf: BlockFormat, rounding: str, random_words, random_bits=None,
+               scale_rule: str = "floor"):
     """Dequantized bits and the scale exponent s for bits shaped (..., blocks, block_size)."""
     negative, mag, field, finite = _rounding.decompose(bits, FLOAT32)
     bad_block = jnp.any(~finite, axis=-1, keepdims=True)
     amax = jnp.max(jnp.where(finite, mag, _U(0)), axis=-1, keepdims=True)  # |x| order = bits
-    amax_e = _rounding.binade_exponent(
-        amax, lax.shift_right_logical(amax, _U(23)).astype(jnp.int32), FLOAT32)
-    s = jnp.where(amax == 0, -127, jnp.clip(amax_e - bf.emax_element, -127, 127))
+    s = _scale_exponent(amax, bf, scale_rule)
     el = bf.element
     if isinstance(el, FloatFormat):
         e = _rounding.binade_exponent(mag, field, FLOAT32)
@@ -159,7 +162,8 @@ def _mx_blocks(bits, bf: BlockFormat, rounding: str, random_words):
         q = jnp.broadcast_to(s - el.frac_bits, mag.shape)
         limit = _scaled_bits(_U(_f32_bits(el.max_value)), s)
         limit_neg = _scaled_bits(_U(_f32_bits(-float(el.min_exact))), s)
-    rmag = _rounding.round_to_quantum(mag, field, q, FLOAT32, rounding, random_words, negative)
+    rmag = _rounding.round_to_quantum(mag, field, q, FLOAT32, rounding, random_words, negative,
+                                      random_bits=random_bits)
     lim = jnp.where(negative, limit_neg, limit)
     rmag = jnp.where(rmag > lim, lim, rmag)
     if isinstance(el, FixedFormat):
@@ -206,7 +210,7 @@ def _element_table(bf: BlockFormat) -> np.ndarray:
 
 
 # ---- NVFP4 ---------------------------------------------------------------------------------
-def _nvfp4_blocks(x, bf: BlockFormat, rounding: str, key):
+def _nvfp4_blocks(x, bf: BlockFormat, rounding: str, key, random_bits=None):
     """(dequantized, block scale b (E4M3 values), tensor scale g, bad_block) for blocked x."""
     finite = jnp.isfinite(x)
     bad_block = jnp.any(~finite, axis=-1, keepdims=True)
@@ -222,18 +226,21 @@ def _nvfp4_blocks(x, bf: BlockFormat, rounding: str, key):
     # (0, 0.25) rounds alike (to 0, or to 0.5 away from zero), so stand in the smallest normal.
     tiny = jnp.copysign(jnp.float32(2.0**-126), x)
     y = jnp.where((y == 0) & (x != 0) & jnp.isfinite(x), tiny, y)
-    y = quantize(y, "e2m1fn_sat", rounding, key, straight_through=False)
+    y = quantize(y, "e2m1fn_sat", rounding, key, random_bits=random_bits, straight_through=False)
     out = jnp.where(S > 0, safe_S * y, jnp.copysign(jnp.zeros_like(x), x))
     out = jnp.where(bad_block, jnp.float32(jnp.nan), out)
     return out, b, g, bad_block, y
 
 
 # ---- public API ----------------------------------------------------------------------------
-def _check(x, bf: BlockFormat, axis: int, rounding: str, key):
+def _check(x, bf: BlockFormat, axis: int, rounding: str, key, random_bits=None,
+           scale_rule: str = "floor"):
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
     if rounding == "stochastic" and key is None:
         raise ValueError("rounding='stochastic' needs a jax.random key; got key=None")
+    check_random_bits(random_bits, rounding, FLOAT32.width, "float32")
+    check_scale_rule(scale_rule, bf.name)
     x = jnp.asarray(x)
     if x.dtype != jnp.float32:
         raise ValueError(f"quantize_mx needs a float32 array, got dtype {x.dtype}")
@@ -259,36 +266,40 @@ def _from_blocks(blocks, axis: int):
     return jnp.moveaxis(flat, -1, axis)
 
 
-def _random_words(key, shape, rounding: str):
-    """Two uint32 words per element for stochastic rounding (None for the other modes)."""
+def _random_words(key, shape, rounding: str, random_bits=None):
+    """Random uint32 words for stochastic rounding (`quantize.random_words`; None otherwise)."""
     if rounding != "stochastic":
         return None
-    words = jax.random.bits(key, (2, *shape), jnp.uint32)
-    return words[0], words[1]
+    return random_words(key, shape, jnp.uint32, random_bits)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _quantize_mx_value(x, key, bf: BlockFormat, axis: int, rounding: str):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _quantize_mx_value(x, key, bf: BlockFormat, axis: int, rounding: str, random_bits=None,
+                       scale_rule: str = "floor"):
     blocks = _to_blocks(x, axis, bf.block_size)
     if bf.name == "nvfp4":
-        out = _nvfp4_blocks(blocks, bf, rounding, key if rounding == "stochastic" else None)[0]
+        out = _nvfp4_blocks(blocks, bf, rounding, key if rounding == "stochastic" else None,
+                            random_bits)[0]
         return _from_blocks(out, axis)
     bits = lax.bitcast_convert_type(blocks, jnp.uint32)
-    out, _, _ = _mx_blocks(bits, bf, rounding, _random_words(key, blocks.shape, rounding))
+    words = _random_words(key, blocks.shape, rounding, random_bits)
+    out, _, _ = _mx_blocks(bits, bf, rounding, words, random_bits, scale_rule)
     return _from_blocks(lax.bitcast_convert_type(out, jnp.float32), axis)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _quantize_mx_ste(x, key, bf, axis, rounding):
-    return _quantize_mx_value(x, key, bf, axis, rounding)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _quantize_mx_ste(x, key, bf, axis, rounding, random_bits, scale_rule):
+    return _quantize_mx_value(x, key, bf, axis, rounding, random_bits, scale_rule)
 
 
 @_quantize_mx_ste.defjvp
-def _quantize_mx_ste_jvp(bf, axis, rounding, primals, tangents):
-    return _quantize_mx_ste(primals[0], primals[1], bf, axis, rounding), tangents[0]
+def _quantize_mx_ste_jvp(bf, axis, rounding, random_bits, scale_rule, primals, tangents):
+    return (_quantize_mx_ste(primals[0], primals[1], bf, axis, rounding, random_bits,
+                             scale_rule), tangents[0])
 
 
-def quantize_mx(x, fmt, axis: int = -1, rounding: str = "nearest_even", key=None):
+def quantize_mx(x, fmt, axis: int = -1, rounding: str = "nearest_even", key=None, *,
+                random_bits: int | None = None, scale_rule: str = "floor"):
     """Round `x` (float32) to the block format `fmt` along `axis`; returns the dequantized array.
 
     Args:
@@ -300,17 +311,22 @@ def quantize_mx(x, fmt, axis: int = -1, rounding: str = "nearest_even", key=None
         rounding: the elements' rounding mode (any of `ROUNDING_MODES`); scales follow the rule
             of the format (module docstring).
         key: jax.random key, for (and only for) rounding="stochastic".
+        random_bits: r random bits per element for rounding="stochastic" (1..32), None for the
+            exact rule (as in `quantize`).
+        scale_rule: "floor" (OCP, default), "ceil" or "even": how the E8M0 block scale is
+            chosen (module docstring); nvfp4 takes only "floor".
 
-    Gradient: straight-through. Jit-able (`fmt`, `axis`, `rounding` static).
+    Gradient: straight-through. Jit-able (`fmt`, `axis`, `rounding`, `random_bits`,
+    `scale_rule` static).
     Raises:
-        ValueError: unknown format or rounding, a non-float32 input, or an axis length that is
-            not a multiple of the block size.
+        ValueError: unknown format, rounding or scale rule, a non-float32 input, an axis length
+            that is not a multiple of the block size, or a bad `random_bits`.
     """
     bf = block_format(fmt)
-    x, axis = _check(x, bf, axis, rounding, key)
+    x, axis = _check(x, bf, axis, rounding, key, random_bits, scale_rule)
     if key is None:
         key = jnp.zeros((), jnp.uint32)
-    return _quantize_mx_ste(x, key, bf, axis, rounding)
+    return _quantize_mx_ste(x, key, bf, axis, rounding, random_bits, scale_rule)
 
 
 @jax.tree_util.register_dataclass
@@ -338,18 +354,21 @@ class MXPacked:
         return self.codes.size * bf.element_bits + self.scales.size * 8 + extra
 
 
-def pack_mx(x, fmt, axis: int = -1, rounding: str = "nearest_even", key=None) -> MXPacked:
-    """The storage form of `quantize_mx(x, fmt, axis, rounding, key)` (same arguments)."""
+def pack_mx(x, fmt, axis: int = -1, rounding: str = "nearest_even", key=None, *,
+            random_bits: int | None = None, scale_rule: str = "floor") -> MXPacked:
+    """The storage form of `quantize_mx(x, fmt, axis, rounding, key, random_bits=...,
+    scale_rule=...)` (same arguments); the scale codes are s + 127 under every scale rule."""
     bf = block_format(fmt)
-    x, axis = _check(x, bf, axis, rounding, key)
-    return _pack(x, key, bf, axis, rounding)
+    x, axis = _check(x, bf, axis, rounding, key, random_bits, scale_rule)
+    return _pack(x, key, bf, axis, rounding, random_bits, scale_rule)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _pack(x, key, bf: BlockFormat, axis: int, rounding: str) -> MXPacked:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _pack(x, key, bf: BlockFormat, axis: int, rounding: str, random_bits=None,
+          scale_rule: str = "floor") -> MXPacked:
     blocks = _to_blocks(x, axis, bf.block_size)
     if bf.name == "nvfp4":
-        _, b, g, bad, y = _nvfp4_blocks(blocks, bf, rounding, key)
+        _, b, g, bad, y = _nvfp4_blocks(blocks, bf, rounding, key, random_bits)
         scale_codes = lax.bitcast_convert_type(b.astype(jnp.float8_e4m3fn), jnp.uint8)
         scale_codes = jnp.where(bad, jnp.uint8(0x7F), scale_codes)
         codes = _element_codes(lax.bitcast_convert_type(y, jnp.uint32), jnp.zeros_like(
@@ -359,7 +378,8 @@ def _pack(x, key, bf: BlockFormat, axis: int, rounding: str) -> MXPacked:
         tensor_scale = g
     else:
         bits = lax.bitcast_convert_type(blocks, jnp.uint32)
-        out, s, bad = _mx_blocks(bits, bf, rounding, _random_words(key, blocks.shape, rounding))
+        words = _random_words(key, blocks.shape, rounding, random_bits)
+        out, s, bad = _mx_blocks(bits, bf, rounding, words, random_bits, scale_rule)
         codes = jnp.where(bad, jnp.uint8(0), _element_codes(out, s, bf))
         scale_codes = jnp.where(bad, jnp.uint8(0xFF), (s + 127).astype(jnp.uint8))
         tensor_scale = jnp.float32(1.0)

@@ -1,4 +1,5 @@
-"""`quantize(x, fmt, rounding="nearest_even", key=None)`: round an array to a number format.
+"""`quantize(x, fmt, rounding="nearest_even", key=None, *, random_bits=None)`: round an array to a
+number format.
 
 The result is a carrier array (same dtype as `x`: float32 or float64) whose every element is a
 value of `fmt`, or inf / NaN where the format produces them. It is computed on the carrier's
@@ -23,12 +24,30 @@ Semantics (see `float_format.py` / `fixed_format.py` for the formats):
   * The P3109 formats (variant "p3109") with M = 0 break nearest_even ties between powers of two
     toward the even exponent field, as gfloat does; every other format's ties go to the even
     multiple of the quantum (with M = 0 that is the larger power of two, as ml_dtypes does).
+  * to_odd: round to odd, defined as truncation toward zero with the last kept bit forced to 1
+    when anything nonzero was dropped: x itself when it is on the grid, else whichever of its
+    two grid neighbours has an odd last bit (an odd multiple of the quantum). With M = 0 the
+    last kept bit of a nonzero value is its implicit leading 1, so round-to-odd is toward_zero
+    there, except in the P3109 formats, whose "odd" at M = 0 is an odd exponent field (as for
+    their nearest_even ties, and as gfloat's `RoundMode.ToOdd` does). Overflow: like
+    toward_zero, a finite x beyond the range gives +-max, never inf or NaN (IEEE 754 does not
+    define round-to-odd; this is Arm's FPRounding_ODD rule). gfloat's `ToOdd` (gfloat main, not
+    in 0.5.2) instead rounds on the unbounded grid and overflows: it gives inf / NaN for
+    |x| >= 2^(emax+1), and for e4m3fn, whose max 448 has an even significand (its all-ones
+    code is NaN), already for |x| in (448, 480); elsewhere the two agree bit for bit.
   * stochastic: one of the two grid neighbours of x, the upper (in magnitude) with probability
     proportional to the distance from the lower, so E[quantize(x)] = x for x within range
     (exactly for every x whose discarded part fits 2 * carrier-width random bits; see
     `rounding.stochastic_round_up`). Overflow as for nearest_even. Needs `key` (a jax.random
     key); the same key gives the same result. For "fnu" the grid below 2^(1-b) is the true one
     ({2^-b, 2^(1-b)}), values below 2^-b give 2^-b.
+    With `random_bits=r` (1 <= r <= carrier width) it uses r random bits per element, as
+    hardware does: for x a fraction f of the way from its lower neighbour to its upper one (in
+    magnitude), it rounds up with probability floor(f * 2^r) / 2^r (exactly floor(f * 2^r) of
+    the 2^r values of the r-bit random number R round up: those with R + floor(f 2^r) >= 2^r;
+    `rounding.stochastic_round_up_bits`). This is gfloat's `StochasticFastest` with
+    srnumbits = r; it is biased toward zero by less than 2^-r of a quantum. The r-bit numbers
+    come from a counter-based hash seeded by `key` (`random_words`), not from threefry.
   * Special inputs: NaN stays NaN (except the sub-byte "fn" formats, which have no NaN; see
     `float_format.py`); +-inf stays +-inf where the format has infinities ("ieee", "p3109"),
     becomes NaN where there is no infinity, and +-max in every saturating (`_sat`) format, in
@@ -49,6 +68,7 @@ follow JAX's weak typing and become the default float dtype.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -116,7 +136,8 @@ def _ieee_nearest_bits(bits, fmt: FloatFormat, carrier: Carrier):
     return rmag | (bits & sign_bit)
 
 
-def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_words):
+def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_words,
+                random_bits: int | None = None):
     """The quantized bit pattern for a FloatFormat (see the module docstring)."""
     if (rounding == "nearest_even" and fmt.variant == "ieee" and not fmt.saturate
             and 1 - fmt.bias + carrier.bias >= 1):
@@ -140,7 +161,7 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
         e = _rounding.binade_exponent(mag, field, carrier)
         q = jnp.maximum(e, emin) - fmt.mantissa_bits
         rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words,
-                                          negative, even_field_bias)
+                                          negative, even_field_bias, random_bits)
 
     max_mag = _u(carrier.bits_of(fmt.max_exact), carrier)
     overflow = rmag > max_mag
@@ -164,9 +185,9 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
     else:
         nan = _nan_bits(negative, carrier)
 
-    # Overflow of finite values. Rounding toward zero, and directed rounding toward the side
-    # opposite to the value's sign, never overflow (IEEE 754): they give +-max.
-    if fmt.saturate or not fmt.has_nan or rounding == "toward_zero":
+    # Overflow of finite values. Rounding toward zero (and to odd, its jammed form), and directed
+    # rounding toward the side opposite to the value's sign, never overflow (IEEE 754): +-max.
+    if fmt.saturate or not fmt.has_nan or rounding in ("toward_zero", "to_odd"):
         to_max = jnp.ones_like(negative)
     elif rounding == "toward_positive":
         to_max = negative
@@ -201,12 +222,14 @@ def _float_bits(bits, fmt: FloatFormat, carrier: Carrier, rounding: str, random_
     return out
 
 
-def _fixed_bits(bits, fmt: FixedFormat, carrier: Carrier, rounding: str, random_words):
+def _fixed_bits(bits, fmt: FixedFormat, carrier: Carrier, rounding: str, random_words,
+                random_bits: int | None = None):
     """The quantized bit pattern for a FixedFormat (uniform grid 2^-F, saturating)."""
     negative, mag, field, finite = _rounding.decompose(bits, carrier)
     is_nan = ~finite & ((mag & _u(2**carrier.mantissa_bits - 1, carrier)) != 0)
     q = jnp.asarray(-fmt.frac_bits, jnp.int32)
-    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words, negative)
+    rmag = _rounding.round_to_quantum(mag, field, q, carrier, rounding, random_words, negative,
+                                      random_bits=random_bits)
     # Two's complement: the negative end is one quantum further out than the positive end.
     limit_pos = _u(carrier.bits_of(fmt.max_exact), carrier)
     limit_neg = _u(carrier.bits_of(-fmt.min_exact), carrier)
@@ -234,8 +257,51 @@ def _bf16_round_trip(x):
         lax.shift_left(half.astype(jnp.uint32), jnp.uint32(16)), jnp.float32)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _quantize_value(x, key, fmt, rounding, values_only=False):
+def _fmix32(h):
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 with full avalanche."""
+    h = h ^ lax.shift_right_logical(h, jnp.uint32(16))
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ lax.shift_right_logical(h, jnp.uint32(13))
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ lax.shift_right_logical(h, jnp.uint32(16))
+
+
+def _hash_bits(index, k0, k1):
+    """32 random-looking bits per uint32 `index`: fmix32(fmix32(index * phi ^ k0) ^ k1). For
+    fixed (k0, k1) it is a bijection of the index, so no two elements share a word."""
+    return _fmix32(_fmix32(index * jnp.uint32(0x9E3779B9) ^ k0) ^ k1)
+
+
+def random_words(key, shape, uint_dtype, random_bits: int | None):
+    """The random words of stochastic rounding for an array of `shape`.
+
+    Exact rule (`random_bits` None): (hi, lo), two words of `uint_dtype` per element from
+    `jax.random.bits(key)` (threefry by default).
+    r random bits: (word,), one word per element whose low r bits are R. They come from a
+    counter-based hash, as hardware draws them from a cheap generator rather than a
+    cryptographic one: four seed words k = jax.random.bits(key, (4,)), then for the element
+    of row-major index i, word = fmix32(fmix32(i * 0x9E3779B9 ^ k0) ^ k1) (MurmurHash3's
+    finaliser; for r > 32, on float64, a second word from k2, k3 fills the high half). It is
+    fused into the rounding (no random array in memory), a fraction of threefry's cost.
+    Deterministic in the key; uniformity and independence of neighbours are tested."""
+    uint_dtype = jnp.dtype(uint_dtype)
+    if random_bits is None:
+        words = jax.random.bits(key, (2, *shape), uint_dtype)
+        return words[0], words[1]
+    size = math.prod(shape)
+    if size > 2**32:
+        raise ValueError(f"random_bits: at most 2^32 elements per call, got shape {shape}")
+    k = jax.random.bits(key, (4,), jnp.uint32)
+    index = lax.iota(jnp.uint32, size).reshape(shape) if size else jnp.zeros(shape, jnp.uint32)
+    word = _hash_bits(index, k[0], k[1]).astype(uint_dtype)
+    if random_bits > 32:
+        high = _hash_bits(index, k[2], k[3]).astype(uint_dtype)
+        word = lax.shift_left(high, jnp.asarray(32, uint_dtype)) | word
+    return (word,)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _quantize_value(x, key, fmt, rounding, values_only=False, random_bits=None):
     """The forward computation (no custom gradient). Jitted as a whole so that eager calls
     compile one small program per (format, rounding, shape) instead of dispatching op by op."""
     carrier = carrier_for(fmt, x.dtype, values_only)
@@ -251,28 +317,27 @@ def _quantize_value(x, key, fmt, rounding, values_only=False):
     if rounding == "nearest_even" and x.dtype == jnp.float32 and fmt == _BF16:
         return _bf16_round_trip(x)
     bits = lax.bitcast_convert_type(x, carrier.uint_dtype)
-    random_words = None
+    words = None
     if rounding == "stochastic":
-        words = jax.random.bits(key, (2, *x.shape), carrier.uint_dtype)
-        random_words = (words[0], words[1])
+        words = random_words(key, x.shape, carrier.uint_dtype, random_bits)
     if isinstance(fmt, FloatFormat):
-        out = _float_bits(bits, fmt, carrier, rounding, random_words)
+        out = _float_bits(bits, fmt, carrier, rounding, words, random_bits)
     else:
-        out = _fixed_bits(bits, fmt, carrier, rounding, random_words)
+        out = _fixed_bits(bits, fmt, carrier, rounding, words, random_bits)
     return lax.bitcast_convert_type(out, x.dtype)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _quantize_ste(x, key, fmt, rounding, values_only):
-    return _quantize_value(x, key, fmt, rounding, values_only)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _quantize_ste(x, key, fmt, rounding, values_only, random_bits):
+    return _quantize_value(x, key, fmt, rounding, values_only, random_bits)
 
 
 @_quantize_ste.defjvp
-def _quantize_ste_jvp(fmt, rounding, values_only, primals, tangents):
+def _quantize_ste_jvp(fmt, rounding, values_only, random_bits, primals, tangents):
     x, key = primals
     x_dot, _ = tangents
     # Straight-through estimator: d quantize(x) / dx := 1.
-    return _quantize_ste(x, key, fmt, rounding, values_only), x_dot
+    return _quantize_ste(x, key, fmt, rounding, values_only, random_bits), x_dot
 
 
 def _as_carrier_array(x):
@@ -293,16 +358,38 @@ def _as_carrier_array(x):
     return x
 
 
-def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_through: bool = True,
-             values_only: bool = False):
+def check_random_bits(random_bits, rounding: str, max_bits: int | None = None,
+                      carrier_name: str = "") -> None:
+    """ValueError naming `random_bits` unless it is None, or an int in [1, max_bits] given with
+    rounding="stochastic" (`max_bits`: the carrier width; None skips that bound)."""
+    if random_bits is None:
+        return
+    if isinstance(random_bits, bool) or not isinstance(random_bits, int):
+        raise ValueError(f"random_bits must be an integer number of random bits or None, got "
+                         f"{random_bits!r}")
+    if rounding != "stochastic":
+        raise ValueError(f"random_bits={random_bits} applies only to rounding='stochastic', got "
+                         f"rounding={rounding!r}")
+    if random_bits < 1:
+        raise ValueError(f"random_bits must be >= 1, got {random_bits}")
+    if max_bits is not None and random_bits > max_bits:
+        raise ValueError(f"random_bits={random_bits} exceeds the {max_bits} bits of a "
+                         f"{carrier_name} carrier word (use None for the exact rule)")
+
+
+def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, random_bits: int | None = None,
+             straight_through: bool = True, values_only: bool = False):
     """Round every element of `x` to the number format `fmt` (see the module docstring).
 
     Args:
         x: float32 or float64 array (the carrier), any shape; the result has its dtype.
         fmt: a format string ("bf16", "e4m3fn", "fixed8.8", ...), format object or dtype.
         rounding: one of ROUNDING_MODES: "nearest_even" (default), "nearest_away",
-            "toward_zero", "toward_positive", "toward_negative", "stochastic".
+            "toward_zero", "toward_positive", "toward_negative", "to_odd", "stochastic".
         key: a jax.random key; required for (and only used by) "stochastic".
+        random_bits: r, for "stochastic" only: round up with probability floor(f 2^r) / 2^r
+            using r random bits per element (1 <= r <= 32 on float32, 64 on float64); None
+            (default): the exact probability f (module docstring).
         straight_through: identity gradient (default); False gives the true, zero, derivative.
         values_only: admit any format whose values are carrier values (e.g. e8m13 on float32),
             for rounding a carrier value that is itself the quantity to round (an accumulator
@@ -311,7 +398,8 @@ def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_throu
 
     Raises:
         ValueError: unknown format or rounding mode; stochastic rounding without a key; an
-            input that is not float32/float64 or a format that does not fit its carrier.
+            input that is not float32/float64 or a format that does not fit its carrier; a bad
+            `random_bits` (not an int, < 1, wider than a carrier word, or without stochastic).
     """
     fmt = as_format(fmt)
     if rounding not in ROUNDING_MODES:
@@ -321,10 +409,12 @@ def quantize(x, fmt, rounding: str = "nearest_even", key=None, *, straight_throu
             "rounding='stochastic' needs a jax.random key, e.g. "
             "quantize(x, fmt, 'stochastic', key=jax.random.key(0)); got key=None"
         )
+    check_random_bits(random_bits, rounding)
     x = _as_carrier_array(x)
-    carrier_for(fmt, x.dtype, values_only)  # raise the carrier error before tracing anything
+    carrier = carrier_for(fmt, x.dtype, values_only)  # the carrier error before tracing anything
+    check_random_bits(random_bits, rounding, carrier.width, str(carrier.dtype))
     if rounding != "stochastic":
         key = jnp.zeros((), jnp.uint32)  # placeholder primal; never read
     if not straight_through:
-        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding, values_only)
-    return _quantize_ste(x, key, fmt, rounding, values_only)
+        return _quantize_value(lax.stop_gradient(x), key, fmt, rounding, values_only, random_bits)
+    return _quantize_ste(x, key, fmt, rounding, values_only, random_bits)

@@ -28,17 +28,25 @@ of 2^q is therefore rounding the integer sig to a multiple of 2^d with d = q - q
     toward_positive / toward_negative
                   add 2^d when the remainder is nonzero and the value is positive / negative (the
                   sign is passed in; magnitudes of the other sign are truncated);
+    to_odd        drop the remainder, then, if it was nonzero and the kept part is even, add 2^d:
+                  truncation toward zero with the last kept bit forced to 1 when anything nonzero
+                  was dropped ("jamming", von Neumann rounding). An inexact result is always odd,
+                  which is what makes rounding to odd at p + 2 bits followed by a nearest
+                  rounding to p bits equal one nearest rounding (Boldo and Melquiond 2008);
     stochastic    add 2^d with probability remainder / 2^d exactly, using 2 * width random bits
-                  (see `stochastic_round_up`).
+                  (see `stochastic_round_up`); or, with r random bits, with probability
+                  floor(remainder * 2^r / 2^d) / 2^r (see `stochastic_round_up_bits`).
 
 d <= 0 means the value is already on the grid. For d >= Mc + 2 the value is below half a
 quantum, so nearest and toward-zero give 0; d is clamped there to keep shifts in range (XLA does
 not define shifts by the full width on every backend), and a round-up there (stochastic or
-directed) gives the quantum 2^q, built directly (`pow2_bits`).
+directed, or to_odd: the kept part 0 is even) gives the quantum 2^q, built directly
+(`pow2_bits`).
 
 With M = 0 (grids of powers of two) "even" under nearest_even can instead mean an even exponent
 field (IEEE P3109 / gfloat for precision 1): `round_to_quantum(..., even_field_bias=b)` then breaks
-ties toward the power of two whose format exponent field q + b is even.
+ties toward the power of two whose format exponent field q + b is even, and to_odd rounds an
+inexact value up exactly when the lower neighbour is 0 or has an even exponent field.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ from arith_precision.formats.carrier import Carrier
 
 ROUNDING_MODES = (
     "nearest_even", "nearest_away", "toward_zero", "toward_positive", "toward_negative",
-    "stochastic",
+    "to_odd", "stochastic",
 )
 DIRECTED = ("toward_positive", "toward_negative")
 
@@ -121,18 +129,43 @@ def stochastic_round_up(rem, d, hi, lo, carrier: Carrier):
     return (hi < t_hi) | ((hi == t_hi) & (lo < t_lo))
 
 
+def stochastic_round_up_bits(rem, d, word, random_bits: int, carrier: Carrier):
+    """True for exactly floor(rem * 2^r / 2^d) of the 2^r values of the r-bit random number
+    R = word mod 2^r (r = `random_bits`, 1 <= r <= W), given 0 <= rem < 2^d.
+
+    This is the hardware rule "add r random bits below the kept last bit and truncate": with
+    t = floor(rem * 2^(r - d)), the top r bits of the discarded fraction f = rem / 2^d, the value
+    rounds up (in magnitude) iff t + R >= 2^r. So P(up) = floor(f * 2^r) / 2^r, which is f
+    exactly when f is a multiple of 2^-r and otherwise falls short of f by less than 2^-r (the
+    rounding is biased toward zero). It is gfloat's `RoundMode.StochasticFastest` with
+    srnumbits = r and srbits = R (IEEE P3109's stochastic rounding with a truncated fraction).
+    """
+    w = carrier.width
+    d = jnp.maximum(d, 0)
+    mask = _const(2**random_bits - 1, carrier)
+    # t = rem << (r - d) when d <= r (exact: rem < 2^d, so t < 2^r), else rem >> (d - r).
+    t = jnp.where(d <= random_bits, _shl(rem, random_bits - d, w), _shr(rem, d - random_bits, w))
+    # t + R >= 2^r  <=>  R > (2^r - 1) - t, written so that nothing overflows for r = W.
+    return (t != 0) & ((word & mask) > mask - t)
+
+
 def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_words=None,
-                     negative=None, even_field_bias: int | None = None):
+                     negative=None, even_field_bias: int | None = None,
+                     random_bits: int | None = None):
     """Round finite magnitudes `mag` (carrier bits) to multiples of 2^q; returns carrier bits.
 
     Args:
         mag, field: from `decompose` (entries that are not finite give garbage, mask them).
         q: int32 array (or scalar), the exponent of the target grid's spacing at each element.
         rounding: one of ROUNDING_MODES.
-        random_words: (hi, lo) uniform uint words shaped like `mag`, for "stochastic".
+        random_words: for "stochastic", uniform uint words shaped like `mag`: (hi, lo) for the
+            exact rule, (word,) with `random_bits`.
         negative: bool array (the sign), needed by "toward_positive" / "toward_negative".
         even_field_bias: for M = 0 grids under "nearest_even": a tie rounds up iff the lower
-            neighbour's exponent field q + even_field_bias is odd (None: kept-bit parity).
+            neighbour's exponent field q + even_field_bias is odd (None: kept-bit parity); the
+            same parity decides "to_odd".
+        random_bits: r for "stochastic" with r random bits (`stochastic_round_up_bits`); None:
+            the exact rule (`stochastic_round_up`).
 
     The result is the bit pattern of the rounded magnitude; it may be the carrier's inf pattern
     (or beyond the format's range), which callers handle as overflow.
@@ -149,11 +182,11 @@ def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_word
     unit = lax.shift_left(one, dcu)  # 2^dc, at most 2^(Mc+2) < 2^W
     rem = sig & (unit - one)
     base = sig - rem
+    kept_odd = (lax.shift_right_logical(sig, dcu) & one) == one
+    if even_field_bias is not None:
+        kept_odd = (((q + even_field_bias) & 1) == 1) & (sig >= unit)
     if rounding == "nearest_even":
         half = lax.shift_right_logical(unit, one)  # 2^(dc-1), or 0 when dc == 0
-        kept_odd = (lax.shift_right_logical(sig, dcu) & one) == one
-        if even_field_bias is not None:
-            kept_odd = (((q + even_field_bias) & 1) == 1) & (sig >= unit)
         up = (rem > half) | ((rem == half) & (half != 0) & kept_odd)
     elif rounding == "nearest_away":
         half = lax.shift_right_logical(unit, one)
@@ -165,19 +198,26 @@ def round_to_quantum(mag, field, q, carrier: Carrier, rounding: str, random_word
         up = (rem != 0) & toward_sign
     elif rounding == "toward_zero":
         up = jnp.zeros(sig.shape, dtype=bool)
+    elif rounding == "to_odd":
+        # For d >= Mc + 2 the kept part is 0 (even), so any nonzero value rounds up to 2^q.
+        up = (rem != 0) & ~kept_odd
     elif rounding == "stochastic":
-        hi, lo = random_words
         # rem = sig when d > Mc + 1 (clamping dc only ever keeps all of sig), so the exact
         # probability sig / 2^d is rem / 2^d with the unclamped d.
-        up = stochastic_round_up(rem, d, hi, lo, carrier) & (d > 0)
+        if random_bits is None:
+            hi, lo = random_words
+            up = stochastic_round_up(rem, d, hi, lo, carrier) & (d > 0)
+        else:
+            (word,) = random_words
+            up = stochastic_round_up_bits(rem, d, word, random_bits, carrier) & (d > 0)
     else:
         raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
     rounded_sig = base + jnp.where(up, unit, jnp.zeros_like(unit))
     # offset + sig encodes the value only for 0 < sig <= 2^(Mc+1) (offset alone would be a
     # nonzero number, and above 2^(Mc+1) the carrier's spacing doubles).
     out = jnp.where(rounded_sig == 0, jnp.zeros_like(mag), offset + rounded_sig)
-    if rounding == "stochastic" or rounding in DIRECTED:
-        # Only stochastic and directed rounding round up a value below half a quantum
+    if rounding in ("stochastic", "to_odd") or rounding in DIRECTED:
+        # Only stochastic, directed and to_odd rounding round up a value below half a quantum
         # (d >= Mc + 2, where dc is clamped): the result is the quantum 2^q itself.
         out = jnp.where(up & (d >= mc + 2), pow2_bits(q, carrier), out)
     return out

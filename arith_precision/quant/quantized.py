@@ -34,7 +34,8 @@ Schemes (strings; `parse_scheme`). Each kernel is quantized in its *matrix view*
   block formats          mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_e2m1, mxint8
                          (OCP MX: 32 inputs share an E8M0 scale) and nvfp4 (16 inputs share an
                          E4M3 scale, one float32 scale per tensor): Wq = formats.quantize_mx(W,
-                         fmt, axis=input axis), stored packed (`formats.MXPacked`)
+                         fmt, axis=input axis), stored packed (`formats.MXPacked`);
+                         `<mx format>@floor|ceil|even` picks the shared-scale rule
 
 Numerical assumptions: weights are finite float32; scales are float32 (the weight's dtype); the
 integer and NF4 error bounds are those of `formats.int_quant` / `formats.nf4` (|W - Wq| <= s/2
@@ -175,7 +176,8 @@ def quantize_array(w, scheme: str, *, split: int = 1, contract_axis: int = 0) ->
         q = formats.quantize_nf4(w_RxC, block_size=sch.group_size, axis=contract_axis)
         codes, scales = q.codes, q.absmax
     elif sch.kind == "block":
-        packed = formats.pack_mx(w_RxC.astype(jnp.float32), sch.fmt, axis=contract_axis)
+        packed = formats.pack_mx(w_RxC.astype(jnp.float32), sch.fmt, axis=contract_axis,
+                                 scale_rule=sch.scale_rule)
         codes, scales = packed.codes, (packed.scales, packed.tensor_scale)
     else:
         codes, scales = formats.quantize(w_RxC, sch.fmt), None

@@ -3,7 +3,8 @@
 See `quantized.py` for what each scheme does. Block formats (OCP MX and NVFP4, `formats.mx`)
 are schemes too: `mxfp8_e4m3`, `mxfp8_e5m2`, `mxfp6_e3m2`, `mxfp6_e2m3`, `mxfp4_e2m1`, `mxint8`,
 `nvfp4`, blocked along each kernel's contraction (input) axis, with 8-bit scales (E8M0 / E4M3)
-and, for NVFP4, one float32 scale per tensor.
+and, for NVFP4, one float32 scale per tensor. An MX scheme may name its shared-scale rule:
+`mxfp4_e2m1@ceil` (floor, the OCP rule, by default; `formats.MX_SCALE_RULES`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ SCHEME_FORMS = (
     "int8, int4, intB (per output channel, B in 2..8), intB_gG (groups of G inputs, e.g. "
     "int4_g64, int8_g32), intB_tensor (one scale), nf4 (= nf4_g64), nf4_gG, or a number format "
     "(bf16, fp16, e4m3, e4m3fn, e5m2, fixed8.8, ...), or a block format (mxfp8_e4m3, "
-    "mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_e2m1, mxint8, nvfp4)"
+    "mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4_e2m1, mxint8, nvfp4; an MX one may add its "
+    "scale rule: mxfp4_e2m1@ceil, @even, @floor)"
 )
 BLOCK_SCALE_BITS = 8  # E8M0 (MX) and E4M3 (NVFP4) block scales
 
@@ -44,6 +46,8 @@ class Scheme:
         group_size: inputs per scale group (int grouped, nf4, block), else None.
         per_tensor: one scale for the tensor ("intB_tensor").
         fmt: the number format ("format") or block format name ("block"), else None.
+        scale_rule: a block format's shared-scale rule (`formats.MX_SCALE_RULES`: floor, the
+            OCP rule, by default; "mxfp4_e2m1@ceil" picks ceil), else "floor".
     """
 
     name: str
@@ -52,6 +56,7 @@ class Scheme:
     group_size: int | None = None
     per_tensor: bool = False
     fmt: Any = None
+    scale_rule: str = "floor"
 
 
 @functools.lru_cache(maxsize=256)
@@ -75,9 +80,14 @@ def parse_scheme(scheme: str) -> Scheme:
     if match := _NF4_RE.fullmatch(s):
         group = _group_size(match.group(1), scheme)
         return Scheme(s, "nf4", 4, DEFAULT_NF4_BLOCK if group is None else group)
-    if formats.is_block_format(s):
-        bf = formats.BLOCK_FORMATS[s]
-        return Scheme(s, "block", bf.element_bits, bf.block_size, fmt=bf.name)
+    base, at, rule = s.partition("@")
+    if formats.is_block_format(base):
+        bf = formats.BLOCK_FORMATS[base]
+        rule = rule if at else "floor"
+        if rule not in formats.MX_SCALE_RULES or (rule != "floor" and base == "nvfp4"):
+            raise ValueError(f"invalid quantization scheme {scheme!r}: scale rule {rule!r}; "
+                             f"expected one of {formats.MX_SCALE_RULES} (nvfp4: floor only)")
+        return Scheme(s, "block", bf.element_bits, bf.block_size, fmt=bf.name, scale_rule=rule)
     try:
         fmt = formats.as_format(s)
     except ValueError as err:

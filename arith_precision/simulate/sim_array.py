@@ -38,9 +38,9 @@ from jaxtyping import ArrayLike
 from quax import _primitives as _quax_rules
 
 from arith_precision import formats
-from arith_precision.simulate import accumulate, tensor_core
+from arith_precision.simulate import accumulate, tensor_core, tensor_core_models
 from arith_precision.simulate import regions as regions_lib
-from arith_precision.simulate.policy import Policy
+from arith_precision.simulate.policy import Policy, reduction_mode
 from arith_precision.simulate.runtime_format import RuntimeMantissa, round_runtime
 
 CARRIERS = (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64))
@@ -78,33 +78,34 @@ def _key_for(x, rounding: str, seed: int):
     return jax.random.fold_in(jax.random.key(seed), digest.astype(jnp.uint32))
 
 
-def _quantize(x, fmt, rounding: str, seed: int, values_only: bool = False):
+def _quantize(x, fmt, rounding: str, seed: int, values_only: bool = False, random_bits=None):
     return formats.quantize(x, fmt, rounding, _key_for(x, rounding, seed),
-                            values_only=values_only)
+                            random_bits=random_bits, values_only=values_only)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
-def _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only):
-    return _quantize(x, fmt, rounding, seed, values_only)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
+def _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only, random_bits):
+    return _quantize(x, fmt, rounding, seed, values_only, random_bits)
 
 
-def _round_with_grad_fwd(x, fmt, grad_fmt, rounding, seed, values_only):
-    return _quantize(x, fmt, rounding, seed, values_only), None
+def _round_with_grad_fwd(x, fmt, grad_fmt, rounding, seed, values_only, random_bits):
+    return _quantize(x, fmt, rounding, seed, values_only, random_bits), None
 
 
-def _round_with_grad_bwd(fmt, grad_fmt, rounding, seed, values_only, _, g):
-    return (_quantize(g, grad_fmt, rounding, seed + 1),)
+def _round_with_grad_bwd(fmt, grad_fmt, rounding, seed, values_only, random_bits, _, g):
+    return (_quantize(g, grad_fmt, rounding, seed + 1, random_bits=random_bits),)
 
 
 _round_with_grad.defvjp(_round_with_grad_fwd, _round_with_grad_bwd)
 
 
 def round_array(x, fmt, grad_fmt=None, bits=None, rounding: str = "nearest_even", seed: int = 0,
-                values_only: bool = False):
+                values_only: bool = False, random_bits: int | None = None):
     """Round a carrier array to `fmt` (identity gradient, or cotangent rounded to `grad_fmt`).
 
     `bits`: the widths of `RuntimeMantissa` formats (`runtime_format.py`), carried as data.
-    `rounding`, `seed`: the policy's rounding mode (and the seed of stochastic rounding).
+    `rounding`, `seed`, `random_bits`: the policy's rounding mode (and the seed and random-bit
+    count of stochastic rounding).
     `values_only`: see `formats.quantize` (used for accumulator registers).
     """
     if not hasattr(x, "dtype") or jnp.dtype(x.dtype) not in CARRIERS:
@@ -114,10 +115,10 @@ def round_array(x, fmt, grad_fmt=None, bits=None, rounding: str = "nearest_even"
             raise ValueError(f"{fmt}: a rounded gradient format is not supported with it")
         return round_runtime(x, fmt, bits)
     if grad_fmt is not None:
-        return _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only)
+        return _round_with_grad(x, fmt, grad_fmt, rounding, seed, values_only, random_bits)
     if _identity_format(fmt, jnp.dtype(x.dtype)):
         return x
-    return _quantize(x, fmt, rounding, seed, values_only)
+    return _quantize(x, fmt, rounding, seed, values_only, random_bits)
 
 
 def is_carrier(x) -> bool:
@@ -165,7 +166,7 @@ class SimArray(quax.ArrayValue):
     def round(self, x, fmt, grad_fmt=None, values_only: bool = False):
         """Round to `fmt` with this value's policy's rounding mode (its region's policy)."""
         return round_array(x, fmt, grad_fmt, self.bits, self.policy.rounding, self.policy.seed,
-                           values_only)
+                           values_only, self.policy.random_bits)
 
 
 def _owner_of(values) -> SimArray:
@@ -211,12 +212,14 @@ def _rounders(owner: SimArray):
     def round_out(x):
         return owner.round(x, policy.compute, policy.grad)
 
+    mode = reduction_mode(policy.accumulation)
+
     def round_acc(x):
-        if policy.accum is None and policy.accumulation == "once":
+        if policy.accum is None and mode == "once":
             return x  # round_out follows at once: rounding twice to one format is once
         # Under once / chunked the register holds a carrier sum by definition: rounding that
         # value needs only the format's values in the carrier (accum="e8m13" on float32).
-        register = policy.accumulation == "once" or policy.accumulation.startswith("chunked:")
+        register = mode == "once" or mode.startswith("chunked:")
         return owner.round(x, policy.accum_format, policy.grad, values_only=register)
 
     return round_out, round_acc
@@ -227,13 +230,14 @@ def _reduce_sum(x, *, axes, **params):
     array = x.array
     if not is_carrier(array):
         return lax.reduce_sum_p.bind(array, axes=axes, **params)
-    out = accumulate.reduce_sum(array, axes, policy.accumulation, *_rounders(x))
+    out = accumulate.reduce_sum(array, axes, reduction_mode(policy.accumulation), *_rounders(x))
     return x.retag(out, policy, x.scope)
 
 
 def _cumsum(x, *, axis, reverse):
     policy = x.policy
-    out = accumulate.cumsum(x.array, axis, reverse, policy.accumulation, *_rounders(x))
+    out = accumulate.cumsum(x.array, axis, reverse, reduction_mode(policy.accumulation),
+                            *_rounders(x))
     return x.retag(out, policy, x.scope)
 
 
@@ -249,10 +253,17 @@ def _dot_general(lhs, rhs, *, dimension_numbers, **params):
             (policy.matmul_block, True, True),
             (policy.weight_block, _is_param(lhs), _is_param(rhs))):
         if block is not None and lhs_too:
-            a = _block_along(a, lc, block, (a.shape, b.shape, lc, rc))
+            a = _block_along(a, lc, block, (a.shape, b.shape, lc, rc), policy.block_scale_rule)
         if block is not None and rhs_too:
-            b = _block_along(b, rc, block, (a.shape, b.shape, lc, rc))
-    if tensor_core.applies(policy, a, b, params):
+            b = _block_along(b, rc, block, (a.shape, b.shape, lc, rc), policy.block_scale_rule)
+    if tensor_core_models.gpu_of(policy.accumulation) is not None:
+        model = tensor_core_models.model_for(policy.accumulation, policy.compute)
+        # The MMA takes inputs in its input format, the compute format: an operand held in
+        # another one (a parameter at `param`) is cast first (the identity when it already is).
+        a, b = owner.round(a, policy.compute), owner.round(b, policy.compute)
+        out = tensor_core_models.dot_general(a, b, dimension_numbers, model,
+                                             _rounders(owner)[0], **params)
+    elif tensor_core.applies(policy, a, b, params):
         out = tensor_core.dot_general(a, b, dimension_numbers, *_rounders(owner), **params)
     else:
         out = accumulate.dot_general(a, b, dimension_numbers, policy.accumulation,
@@ -284,7 +295,7 @@ def _is_param(v) -> bool:
     return isinstance(v, SimArray) and v.is_param
 
 
-def _block_along(x, axes, block_fmt: str, where):
+def _block_along(x, axes, block_fmt: str, where, scale_rule: str = "floor"):
     """x block-quantized along its contraction axes, flattened in the order given (so the k-th
     contraction index of both operands falls in the same block)."""
     axes = tuple(int(d) for d in axes)
@@ -299,7 +310,8 @@ def _block_along(x, axes, block_fmt: str, where):
     free = tuple(d for d in range(x.ndim) if d not in axes)
     moved = jnp.transpose(x, free + axes)
     flat = moved.reshape(moved.shape[:len(free)] + (k,)).astype(jnp.float32)
-    q = formats.quantize_mx(flat, block_fmt, axis=-1).astype(x.dtype).reshape(moved.shape)
+    q = formats.quantize_mx(flat, block_fmt, axis=-1, scale_rule=scale_rule)
+    q = q.astype(x.dtype).reshape(moved.shape)
     return jnp.transpose(q, tuple(int(i) for i in np.argsort(free + axes)))
 
 

@@ -66,7 +66,8 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
       fmt_or_policy: a format string or object (`"bf16"`, `"e4m3"`, `"fixed8.8"`, ...), a preset
         (`"pure_bf16"`), a `Policy`, or a `RegionPolicy` (a policy per named region of a Flax
         model or train step, see `regions.py`).
-      accumulation: `"once"`, `"sequential"` or `"pairwise"` (see `accumulate.py`); None keeps the
+      accumulation: `"once"`, `"sequential"`, `"pairwise"`, `"chunked:C"` (see `accumulate.py`)
+        or `"tensor_core:<gpu>"` (`tensor_core_models.py`); None keeps the
         policy's own (default `"once"`).
       param_argnums: positions of the arguments rounded to `policy.param_format` on entry.
     """
@@ -102,7 +103,7 @@ def simulate(fn, fmt_or_policy, accumulation: str | None = None, *, param_argnum
                 return x
             bits = runtime_format.current_bits()
             rounded = round_array(jnp.asarray(x), fmt, policy.grad, bits, policy.rounding,
-                                  policy.seed)
+                                  policy.seed, random_bits=policy.random_bits)
             return SimArray(rounded, policy, (), table, bits, is_param)
         return wrap
 

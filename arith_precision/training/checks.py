@@ -85,7 +85,7 @@ def validate(config) -> None:
         step_lib.precision_of(config)
     except ValueError as e:
         message = str(e)
-        for key in ("regions", "rounding"):
+        for key in ("regions", "rounding", "random_bits"):
             if message.startswith(f"{key}: "):
                 raise UsageError(f"precision.{key}", config.precision[key],
                                  message.split(": ", 2)[-1]) from None

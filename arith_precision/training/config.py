@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
         pos="learned", tied_embedding=False))
     c.precision = ml_collections.ConfigDict(dict(
         name="fp32", accumulation="once", native=False, param="", accum="", grad="",
-        tensor_core_dot="auto", regions="", rounding="nearest_even"))
+        tensor_core_dot="auto", regions="", rounding="nearest_even", random_bits=0))
     c.optim = ml_collections.ConfigDict(dict(
         learning_rate=1e-3, warmup_steps=200, final_lr_fraction=0.05, weight_decay=0.01,
         b1=0.9, b2=0.98, grad_clip=1.0))
@@ -86,7 +86,7 @@ KEYS = {
     "batch": ("train.batch_size", int), "lr": ("optim.learning_rate", float),
     "seed": ("seed", int), "data_seed": ("data_seed", int), "eval_ns": ("eval.ns", _eval_ns),
     "early_stop": ("early_stop.every", int), "rounding": ("precision.rounding", str),
-    "regions": ("precision.regions", str),
+    "regions": ("precision.regions", str), "random_bits": ("precision.random_bits", int),
 }
 
 

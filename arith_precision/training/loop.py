@@ -82,8 +82,7 @@ class _Replica:
         self.abstract = jax.eval_shape(init_state)
         self.state_sharding = jax.tree.map(lambda _: mesh.replicated, self.abstract)
         self.step_fn = ts.make_train_step(self.mcfg, self.spec, self.tx, self.precision)
-        self.eval_policy = None if self.precision.policy is None or \
-            self.precision.policy.native else self.precision.policy
+        self.eval_policy = self.precision.eval_policy
         self.stopper = early_stop_lib.from_config(config)
         self._loss_fn = None
         self.state, self.latest = self._restore_or_init(init_state)

@@ -46,6 +46,7 @@ import dataclasses
 import numpy as np
 
 from arith_precision.simulate import Policy, RegionPolicy
+from arith_precision.simulate.regions import STEP_REGIONS
 
 # name -> (the precision it starts from, its regions, keyword overrides of the base policy)
 REGION_ARMS = {
@@ -63,6 +64,19 @@ class StepPrecision:
 
     policy: Policy | RegionPolicy | None
     whole_step: bool
+
+    @property
+    def eval_policy(self) -> Policy | RegionPolicy | None:
+        """The policy evaluation decodes at: the step's, less the parts of a train step
+        (gradients, optimizer_update), which decoding does not run; None for fp32 and native
+        precisions (the model computes in the real dtype)."""
+        p = self.policy
+        if p is None or p.native:
+            return None
+        if isinstance(p, RegionPolicy):
+            kept = tuple((name, q) for name, q in p.regions if name not in STEP_REGIONS)
+            return RegionPolicy(p.base, kept) if kept else p.base
+        return p
 
     @property
     def description(self) -> str:
@@ -91,11 +105,13 @@ class StepPrecision:
 def step_precision(name: str, accumulation: str = "once", native: bool = False, param: str = "",
                    accum: str = "", grad: str = "", tensor_core_dot: str = "auto",
                    regions: str = "", rounding: str = "nearest_even",
-                   seed: int = 0) -> StepPrecision:
+                   seed: int = 0, random_bits: int | None = None) -> StepPrecision:
     """Resolve a precision preset, region arm or format name (see the module docstring).
 
     `regions`, `rounding`: precision by region and the rounding mode; `seed` keys stochastic
-    rounding. A ValueError names the argument (`regions: ...`, `rounding: ...`) it is about.
+    rounding and `random_bits` (None: the exact rule) sets its random bits per rounding
+    (`formats.quantize`). A ValueError names the argument (`regions: ...`, `rounding: ...`,
+    `random_bits: ...`) it is about.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"precision name must be a non-empty string, got {name!r}")
@@ -107,7 +123,8 @@ def step_precision(name: str, accumulation: str = "once", native: bool = False, 
         kwargs = dict(param=param, accum=accum, grad=grad)
         kwargs.update(overrides)
         return step_precision(base, accumulation, native, tensor_core_dot=tensor_core_dot,
-                              regions=arm_regions, rounding=rounding, seed=seed, **kwargs)
+                              regions=arm_regions, rounding=rounding, seed=seed,
+                              random_bits=random_bits, **kwargs)
     whole_step = name.startswith("pure_")
     fmt = name[len("pure_"):] if whole_step else name
     simulated_fp32 = fmt == "fp32_simulated"  # fp32 through the simulation (a region base)
@@ -133,10 +150,19 @@ def step_precision(name: str, accumulation: str = "once", native: bool = False, 
             policy = policy.replace(rounding=rounding, seed=seed)
         except ValueError as e:
             raise ValueError(f"rounding: {rounding!r}: {e}") from None
+    if random_bits is not None and rounding != "stochastic" and "stochastic" not in regions:
+        raise ValueError(f"random_bits: {random_bits!r}: only stochastic rounding draws random "
+                         f"bits (precision.rounding is {rounding!r} and no region rounds "
+                         f"stochastically)")
+    if random_bits is not None and rounding == "stochastic":
+        try:
+            policy = policy.replace(random_bits=random_bits)
+        except ValueError as e:
+            raise ValueError(f"random_bits: {random_bits!r}: {e}") from None
     if not policy.native:
         _check_carrier(name, policy)
     if regions:
-        policy = _region_policy(policy, regions, whole_step, seed)
+        policy = _region_policy(policy, regions, whole_step, seed, random_bits)
     return StepPrecision(policy, whole_step)
 
 
@@ -171,7 +197,8 @@ def parse_regions(text: str) -> list[tuple[str, str, str | None]]:
     return out
 
 
-def _region_policy(base: Policy, text: str, whole_step: bool, seed: int) -> RegionPolicy:
+def _region_policy(base: Policy, text: str, whole_step: bool, seed: int,
+                   random_bits: int | None = None) -> RegionPolicy:
     items = []
     for region, fmt, rounding in parse_regions(text):
         if region == "optimizer_update" and not whole_step:
@@ -180,7 +207,9 @@ def _region_policy(base: Policy, text: str, whole_step: bool, seed: int) -> Regi
         try:
             policy = base.replace(compute=fmt)
             if rounding is not None:
-                policy = policy.replace(rounding=rounding, seed=seed)
+                policy = policy.replace(rounding=rounding, seed=seed,
+                                        random_bits=random_bits if rounding == "stochastic"
+                                        else None)
         except ValueError as e:
             raise ValueError(f"regions: {text!r}: {region}: {e}") from None
         _check_carrier(f"{region}={fmt}", policy)

@@ -70,7 +70,8 @@ def precision_of(config) -> StepPrecision:
                           grad=p.get("grad", ""),
                           tensor_core_dot=p.get("tensor_core_dot", "auto"),
                           regions=p.get("regions", ""),
-                          rounding=p.get("rounding", "nearest_even"), seed=config.seed)
+                          rounding=p.get("rounding", "nearest_even"), seed=config.seed,
+                          random_bits=p.get("random_bits") or None)
 
 
 def optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:

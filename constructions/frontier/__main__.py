@@ -21,7 +21,7 @@ import sys
 
 from arith_precision.common import atomic, cli_errors
 from arith_precision.common.cli_errors import UsageError
-from arith_precision.simulate.policy import ACCUMULATIONS
+from arith_precision.simulate.policy import ACCUMULATION_FORMS, is_accumulation
 from constructions import build
 from constructions.check import inputs, sizes
 from constructions.check import log as check_log
@@ -53,10 +53,10 @@ def validate(args) -> tuple[dict, list[int], list[str]]:
     if len(set(ns)) != len(ns):
         raise UsageError("--n", args.n, "lists a size twice")
     accs = [a.strip() for a in args.accumulation.split(",")]
-    bad = [a for a in accs if a not in ACCUMULATIONS]
+    bad = [a for a in accs if not is_accumulation(a)]
     if bad:
         raise UsageError("--accumulation", args.accumulation,
-                         f"{bad[0]!r} is not one of {', '.join(ACCUMULATIONS)}")
+                         f"{bad[0]!r} is not one of {', '.join(ACCUMULATION_FORMS)}")
     if len(set(accs)) != len(accs):
         raise UsageError("--accumulation", args.accumulation, "lists a mode twice")
     kwargs = spec_kwargs(args)

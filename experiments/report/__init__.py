@@ -18,3 +18,4 @@ This file imports nothing so that the modules of the package can import each oth
 circle through it.
 """
 
+__all__: list[str] = []  # the modules are the face: plots, quant, probe, frontier, training

@@ -171,9 +171,40 @@ def plot_lora(rows: Sequence[Mapping], path: str, qlora_schemes: Sequence[str]) 
     plots.save(fig, path, dpi=110)
 
 
+def plot_lora_gap(rows: Sequence[Mapping], path: str, qlora_schemes: Sequence[str]) -> None:
+    """LoRA minus each QLoRA (exact match after the same fine-tuning) against n, on an axis
+    scaled to the gaps (on a 0-1 axis a gap of 0.01-0.1 is invisible), every run a marker and
+    the mean a line, with the zero line."""
+    comps = {q: c for q, c in ((q, comparison(rows, q)) for q in qlora_schemes) if c}
+    keys = sorted({_panel(c) for comp in comps.values() for c in comp})
+    fig, axes = plots.panel_grid(len(keys), size=(4.8, 3.6))
+    colors = ("tab:red", "tab:green", "tab:purple", "tab:orange", "tab:brown")
+    for ax, key in zip(axes, keys, strict=False):
+        series = []
+        for i, (q, comp) in enumerate(comps.items()):
+            gaps = [(c["n"], c["lora"] - c["qlora"]) for c in comp
+                    if _panel(c) == key and c["lora"] is not None and c["qlora"] is not None]
+            color = colors[i % len(colors)]
+            series.append(plots.Series(f"LoRA - QLoRA on {q}", _mean_by_n(gaps), color=color,
+                                       marker=plots.MARKERS[i % len(plots.MARKERS)]))
+            for n, gap in gaps:  # every run (seed) on its own
+                series.append(plots.Series(None, {n: gap}, color=color, marker="o",
+                                           linestyle="none", markersize=4, hollow=True))
+        values = [v for s_ in series for v in s_.points.values()]
+        span = max((abs(v) for v in values), default=0.05)
+        plots.metric_against_n(ax, series, title=_panel_title(key), legend=False,
+                               ylabel="exact match: LoRA - QLoRA", spread=0.03,
+                               ylim=(-1.2 * span - 0.005, 1.2 * span + 0.005))
+        ax.axhline(0.0, color="0.3", lw=0.8)
+    fig.tight_layout()
+    plots.shared_legend(fig, axes)
+    plots.save(fig, path, dpi=110)
+
+
 def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[str],
                   qlora_schemes: Sequence[str]) -> dict[str, Any]:
-    """quant_results.csv, quant_report.md, quant_exact_match.png and (if any) quant_lora.png."""
+    """quant_results.csv, quant_report.md, quant_exact_match.png and (if any fine-tuning)
+    quant_lora.png and quant_lora_gap.png."""
     out = {"csv": os.path.join(workdir, "quant_results.csv"),
            "report": os.path.join(workdir, "quant_report.md"), "plots": []}
     atomic.write_csv(out["csv"], COLUMNS, rows)
@@ -182,6 +213,8 @@ def write_outputs(workdir: str, rows: Sequence[Mapping], *, schemes: Sequence[st
     if any(comparison(rows, q) for q in qlora_schemes):
         plot_lora(rows, os.path.join(workdir, "quant_lora.png"), qlora_schemes)
         out["plots"].append(os.path.join(workdir, "quant_lora.png"))
+        plot_lora_gap(rows, os.path.join(workdir, "quant_lora_gap.png"), qlora_schemes)
+        out["plots"].append(os.path.join(workdir, "quant_lora_gap.png"))
     atomic.write_text(out["report"],
                       f"{TITLE}\n\n" + report_markdown(rows, schemes, qlora_schemes) + "\n")
     return out

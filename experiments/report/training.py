@@ -77,7 +77,9 @@ def _readings(p: Mapping, arm: str) -> str:
 
 def training_table(cells: Sequence[Mapping], protocol: str = "unseen") -> list[str]:
     """Markdown lines: per (task, n), each arm's exact match per seed under `protocol`, the
-    fewest distinct inputs a run of the point scored, and each run's curve reading."""
+    fewest distinct inputs a run of the point scored (marked * where the rows predate that
+    count: then the held-out inputs of the whole space, exact up to 2^22 inputs, else 1/16 of
+    it), and each run's curve reading."""
     pts = tv.points(cells, protocol)
     if not pts:
         return []
@@ -87,7 +89,8 @@ def training_table(cells: Sequence[Mapping], protocol: str = "unseen") -> list[s
         ["task", "n", "layers", f"distinct {protocol} inputs", *arms,
          *(f"curve: {a}" for a in arms)],
         ([tv.name(p).rsplit(" n=", 1)[0], p["n"], p["layers"],
-          "-" if p["distinct"] is None else p["distinct"],
+          "-" if p["distinct"] is None else p["distinct"] if p["distinct_measured"]
+          else f"{p['distinct']} held out*",
           *(_exact_matches(p, a) for a in arms), *(_readings(p, a) for a in arms)]
          for p in pts))
 

@@ -105,9 +105,9 @@ FRONTIER_GREW = ("In every task the bits grow with n, by about the fitted amount
 FRONTIER_FLAT = ("The bits grew monotonically with n in {grew} of {total} tasks; in {flat} they "
                  "did not grow over the n tested (too small a range of n to see the log n growth "
                  "there). ")
-FRONTIER_BF16_FAILS = ("bf16 (e8m7, 7 mantissa bits) is no longer enough for {fails}: a fixed "
-                       "format breaks the constructions once n is large enough. ")
-FRONTIER_BF16_HOLDS = "bf16 (e8m7) was still exact at every n tested here. "
+FRONTIER_BF16_FAILS = ("bf16 (e8m{bits}, {bits} mantissa bits) is no longer enough for {fails}: a "
+                       "fixed format breaks the constructions once n is large enough. ")
+FRONTIER_BF16_HOLDS = "bf16 (e8m{bits}) was still exact at every n tested here. "
 FRONTIER_CAVEAT = ("This is exactness on the checked inputs (exhaustive for small n, adversarial "
                    "carry chains plus random inputs otherwise), not a proof for all inputs.")
 
@@ -125,7 +125,8 @@ def _frontier_paragraph(v: Verdict) -> str:
     text += (FRONTIER_GREW if v.status == "shown" else
              FRONTIER_FLAT.format(grew=x["grew"], total=len(x["tasks"]), flat=x["flat"]))
     fails = ", ".join(f"{f['label']} from n={f['from_n']}" for f in x["bf16_fails"])
-    text += FRONTIER_BF16_FAILS.format(fails=fails) if fails else FRONTIER_BF16_HOLDS
+    text += FRONTIER_BF16_FAILS.format(fails=fails, bits=BF16_MANTISSA) if fails else \
+        FRONTIER_BF16_HOLDS.format(bits=BF16_MANTISSA)
     return text + FRONTIER_CAVEAT
 
 

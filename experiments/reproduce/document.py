@@ -23,7 +23,7 @@ from experiments.report.probe import to_markdown as probe_markdown
 from experiments.report.quant import report_markdown as quant_markdown
 from experiments.report.training import render_region, training_table
 from experiments.reproduce import claims as claims_lib
-from experiments.sweep.results import collect
+from experiments.sweep.results import collect, read_cells
 
 TITLE = "# Reproduction: How Numerical Precision Affects Arithmetical Reasoning of LLMs"
 PROTOCOLS_TEXT = (
@@ -33,6 +33,16 @@ PROTOCOLS_TEXT = (
     "fitting). **unseen**: held-out inputs only, never trained on (1/16 of the input space, "
     "chosen by a fixed hash of the input: the same inputs for every seed). A point whose "
     f"held-out set has fewer than {tv.MIN_UNSEEN_INPUTS} distinct inputs gets no unseen verdict.")
+DISTINCT_NOTE = ("\\* These rows predate the count of distinct inputs scored: the number is the "
+                 "held-out inputs of the whole input space (exact up to 2^22 inputs, else 1/16 "
+                 "of the space).")
+EARLIER_RULE_NOTE = ("Readings marked \"earlier rule\" come from rows written before the curve "
+                     "readings above: \"rising\" meant the last validation was at least 0.05 "
+                     "above the best of the first half, \"flat\" that it was not. The "
+                     "validation curves of this run were not kept, so today's rule cannot be "
+                     "applied to them.")
+IID_MISSING = ("Not measured in this run: its rows were written before every evaluation scored "
+               "both protocols, so they hold held-out (unseen) numbers only.")
 REGION_MEANING = {
     "bf16_except_attention": "bf16 everywhere except inside attention, the C-RASP setting",
     "bf16_attention_only": "bf16 only in attention",
@@ -66,9 +76,13 @@ def region_section(cells: Sequence[Mapping]) -> list[str]:
 
 
 def sweep_cells(workdir: str) -> list[dict]:
-    """The sweep's cell rows (`experiments.sweep.results.collect`), [] if none."""
+    """The sweep's cell rows (`experiments.sweep.results.collect`), [] if none; a committed run
+    kept without its cell directories is read back from its cells.csv."""
     sweep_dir = os.path.join(workdir, "sweep")
-    return collect(sweep_dir) if os.path.isdir(sweep_dir) else []
+    rows = collect(sweep_dir) if os.path.isdir(sweep_dir) else []
+    if not rows and os.path.exists(os.path.join(sweep_dir, "cells.csv")):
+        rows = read_cells(os.path.join(sweep_dir, "cells.csv"))
+    return rows
 
 
 def quant_rows(workdir: str) -> list[dict]:
@@ -172,8 +186,11 @@ def write_report(workdir: str, s: Settings, phase_times: Mapping[str, Mapping],
               PROTOCOLS_TEXT, ""]
     lines += recipe_section(workdir)
     for protocol in tv.PROTOCOLS:
-        lines += [f"### 2.{tv.PROTOCOLS.index(protocol) + 1} The {protocol} protocol", "",
-                  f"Rule, applied to the numbers below for each arm: {tv.RULE.text(protocol)}.",
+        lines += [f"### 2.{tv.PROTOCOLS.index(protocol) + 1} The {protocol} protocol", ""]
+        if cells and protocol == "iid" and all(c.get("exact_match_iid") is None for c in cells):
+            lines += [IID_MISSING, ""]
+            continue
+        lines += [f"Rule, applied to the numbers below for each arm: {tv.RULE.text(protocol)}.",
                   ""]
         lines += [claims_lib.paragraph(v) for v in training
                   if v.numbers.get("protocol") == protocol] + [""]
@@ -184,7 +201,12 @@ def write_report(workdir: str, s: Settings, phase_times: Mapping[str, Mapping],
             lines += [f"Exact match per seed (seed 0 / seed 1 ...) under the {protocol} "
                       "protocol, the fewest distinct inputs any run of the point scored, and "
                       f"each run's curve reading ({curve.RULE.text()}):", ""]
-            lines += training_table(cells, protocol) + [""]
+            table = training_table(cells, protocol)
+            lines += table + [""]
+            if any("held out*" in line for line in table):
+                lines += [DISTINCT_NOTE, ""]
+            if any("(earlier rule)" in line for line in table):
+                lines += [EARLIER_RULE_NOTE, ""]
     regions = region_section(cells)
     lines += regions
     if cells:

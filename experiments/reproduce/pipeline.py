@@ -263,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="sweep worker processes (default: 2; full mode: 4)")
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma-separated subset of {','.join(PHASES)}")
+    ap.add_argument("--rerender", action="store_true",
+                    help="render a committed run's tables, plots and REPORT.md from the rows it "
+                         "kept (runs nothing; `experiments/reproduce/rerender.py`)")
     args = ap.parse_args(argv)
     name = ("quick" if args.quick else "smoke" if args.smoke else "medium" if args.medium
             else "long" if args.long else "full")
@@ -282,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e.line()}", file=sys.stderr)
         return 2
     start = time.time()
+    if args.rerender:
+        from experiments.reproduce.rerender import rerender
+
+        print(f"[reproduce] re-rendered: {rerender(args.workdir, name)}", flush=True)
+        return 0
     reproduce(args.workdir, name, workers=args.workers, phases=phases, command=command)
     print(f"[reproduce] finished in {time.time() - start:.0f}s", flush=True)
     return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 import ml_collections
 
-from arith_precision.simulate.policy import ACCUMULATIONS
+from arith_precision.simulate.policy import ACCUMULATION_FORMS, is_accumulation
 from arith_precision.tasks.spec import TASKS
 
 COORDS = ("task", "base", "n", "k", "l", "precision", "accumulation", "layers", "seed")
@@ -92,8 +92,8 @@ def check_sweep_config(c) -> None:
             raise ValueError(f"grid.ns key {key!r} is not '<task>', '<task>_b<base>' or "
                              f"'default' (tasks: {TASKS})")
         _ints(f"ns.{key}", ns, 1)
-    if not g.accumulations or any(a not in ACCUMULATIONS for a in g.accumulations):
-        raise ValueError(f"grid.accumulations must be a non-empty tuple from {ACCUMULATIONS}, "
+    if not g.accumulations or any(not is_accumulation(a) for a in g.accumulations):
+        raise ValueError(f"grid.accumulations must be a non-empty tuple from {ACCUMULATION_FORMS}, "
                          f"got {g.accumulations!r}")
     if not g.precisions:
         raise ValueError("grid.precisions must be a non-empty tuple")
@@ -114,9 +114,9 @@ def _split_precision(entry) -> tuple[str, str | None]:
         raise ValueError(f"bad grid.precisions entry {entry!r}: expected 'name' or "
                          f"'name@accumulation'")
     name, sep, acc = entry.partition("@")
-    if not name or (acc and acc not in ACCUMULATIONS) or (sep and not acc):
+    if not name or (acc and not is_accumulation(acc)) or (sep and not acc):
         raise ValueError(f"bad grid.precisions entry {entry!r}: expected 'name' or "
-                         f"'name@accumulation' with accumulation in {ACCUMULATIONS}")
+                         f"'name@accumulation' with accumulation in {ACCUMULATION_FORMS}")
     return name, acc or None
 
 
@@ -180,7 +180,10 @@ def apply_grid_args(c, args: Mapping[str, str]) -> None:
     if "precisions" in args:
         g.precisions = _str_list("precisions", args["precisions"])
     if "accumulations" in args:
-        g.accumulations = _str_list("accumulations", args["accumulations"], ACCUMULATIONS)
+        g.accumulations = _str_list("accumulations", args["accumulations"])
+        bad = [a for a in g.accumulations if not is_accumulation(a)]
+        if bad:
+            raise ValueError(f"bad value for accumulations: {bad} not in {ACCUMULATION_FORMS}")
     if "seeds" in args:
         (count,) = _int_list("seeds", args["seeds"], 1)
         g.seeds = tuple(range(count))

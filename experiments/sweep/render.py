@@ -246,7 +246,13 @@ def aggregate(workdir: str) -> dict[str, str]:
     """
     if not os.path.isdir(workdir):
         raise ValueError(f"sweep directory {workdir!r} does not exist")
-    rows = collect(workdir)
+    return render_rows(workdir, collect(workdir))
+
+
+def render_rows(workdir: str, rows: Sequence[Mapping]) -> dict[str, str]:
+    """`aggregate`'s outputs from cell rows already collected (or read back from a committed
+    cells.csv: a run kept without its cell directories, whose learning curves, if it kept no
+    validation files, cannot be drawn)."""
     results = group(rows)
     out = {"cells": os.path.join(workdir, "cells.csv"),
            "results": os.path.join(workdir, "results.csv"),

@@ -7,6 +7,7 @@ renders them (CSV, plots, report.md).
 from __future__ import annotations
 
 import collections
+import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -131,3 +132,35 @@ def _convergence_summary(members: Sequence[Mapping[str, Any]]) -> str | None:
         return None
     return " ".join(r.get("convergence") or r["status"]
                     for r in sorted(members, key=lambda r: r["seed"]))
+
+
+_INTS = ("base", "n", "k", "l", "layers", "seed", "diverged_at_step", "steps",
+         "steps_to_converge", "distinct_iid", "distinct_unseen", "index")
+_FLOATS = ("exact_match", "digit_accuracy", "exact_match_iid", "exact_match_unseen",
+           "iid_in_training_split", "validation_last", "wall_time_s")
+
+
+def read_cells(path: str) -> list[dict]:
+    """cells.csv back into cell rows (numbers typed; missing columns None). A file written
+    before the curve readings existed has readings by an earlier rule ("rising" / "flat": the
+    last validation against the best of the first half + 0.05); they are marked as such."""
+    with open(path) as f:
+        reader = csv.DictReader(f)
+        raw, columns = list(reader), set(reader.fieldnames or ())
+    earlier_rule = "curve_unseen" not in columns  # written before `curve.reading` existed
+    rows = []
+    for i, r in enumerate(raw):
+        row = {k: (r.get(k) if r.get(k) not in ("", None) else None) for k in CELL_COLUMNS}
+        for key in _INTS:
+            if row.get(key) is not None:
+                row[key] = int(float(row[key]))
+        for key in _FLOATS:
+            if row.get(key) is not None:
+                row[key] = float(row[key])
+        row["index"] = i
+        if earlier_rule and row.get("convergence"):
+            row["convergence"] = (f"converged@{row['steps_to_converge']}"
+                                  if row["convergence"] == "converged"
+                                  else f"{row['convergence']} (earlier rule)")
+        rows.append(row)
+    return rows

@@ -186,7 +186,8 @@ def test_quantized_params_through_jitted_decoder_and_evaluate():
     metrics = quantized.evaluate_quantized(params_q, CFG, SPEC, **kw)
     assert metrics == evaluate_lib.evaluate(quantized.dequantize_params(params_q), CFG, SPEC,
                                             **kw)
-    assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples"}
+    assert set(metrics) == {"exact_match", "digit_accuracy", "num_examples", "distinct_inputs",
+                            "held_out_fraction"}
 
 
 def test_the_decoder_factory_refuses_options_that_do_not_combine():
@@ -225,3 +226,25 @@ def test_nvfp4_model_apply_equals_dequantized_apply_bit_exact():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
     report = quantized.memory_report(params_q)
     assert 4.5 < report["bits_per_quantized_weight"] < 4.6
+
+
+@pytest.mark.parametrize("rule", ["floor", "ceil", "even"])
+def test_mx_scheme_takes_the_scale_rule(rule):
+    from arith_precision import formats
+
+    w = jnp.asarray(np.random.default_rng(3).standard_t(3, size=(64, 24)).astype(np.float32))
+    sch = quant_scheme.parse_scheme(f"mxfp4_e2m1@{rule}")
+    assert (sch.kind, sch.fmt, sch.scale_rule) == ("block", "mxfp4_e2m1", rule)
+    got = quantized.dequantize_array(quantized.quantize_array(w, f"mxfp4_e2m1@{rule}"))
+    want = formats.quantize_mx(w, "mxfp4_e2m1", axis=0, scale_rule=rule)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_scale_rules_differ_and_bad_rules_are_named():
+    w = jnp.asarray(np.random.default_rng(3).standard_t(3, size=(64, 24)).astype(np.float32))
+    floor, ceil = (np.asarray(quantized.dequantize_array(quantized.quantize_array(w, s)))
+                   for s in ("mxfp4_e2m1", "mxfp4_e2m1@ceil"))
+    assert not np.array_equal(floor, ceil)
+    for bad in ("mxfp4_e2m1@up", "nvfp4@ceil"):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            quant_scheme.parse_scheme(bad)

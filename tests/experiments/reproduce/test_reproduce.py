@@ -51,7 +51,9 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
                                         document.eval_examples(workdir)),
                 claims.quant_claim(document.quant_rows(workdir), "int4")]
     assert [v.claim for v in verdicts] == [
-        "Bits a construction needs grow like log n", "bf16 training hurts IterADD / MUL, not ADD",
+        "Bits a construction needs grow like log n",
+        "bf16 training hurts IterADD / MUL, not ADD (iid protocol)",
+        "bf16 training hurts IterADD / MUL, not ADD (unseen protocol)",
         "int4 / QLoRA lose to fp32 / LoRA"]  # the smoke sweep has no pure_bf16 arm
     for v in verdicts:
         assert f"| {v.claim} | {v.status} |" in report
@@ -167,7 +169,7 @@ def test_quant_study_alone_writes_csv_report_and_lora_rows(smoke, tmp_path):
         assert os.path.getsize(path) > 0
 
 
-def test_quant_study_rejects_bad_input_by_name(smoke, tmp_path):
+def test_quant_study_rejects_bad_input_by_name(smoke, tmp_path, capsys):
     workdir, _, _ = smoke
     fp32 = os.path.join(workdir, "sweep", "add_b2_n3_fp32_L2_s0")
     bf16 = os.path.join(workdir, "sweep", "add_b2_n3_bf16_L2_s0")
@@ -183,8 +185,14 @@ def test_quant_study_rejects_bad_input_by_name(smoke, tmp_path):
         quant_study.run_quant_study(str(tmp_path), base_runs=[fp32], finetune_runs=["nope"])
     with pytest.raises(ValueError, match="base_runs is empty"):
         quant_study.run_quant_study(str(tmp_path), base_runs=[])
-    assert quant_study.main([f"--workdir={tmp_path}", "--runs", fp32, "--schemes=int3x"]) == 2
-    assert quant_study.main([f"--workdir={tmp_path}", "--runs=/no/such/run"]) == 2
+    for argv, flag in (([f"--workdir={tmp_path}", "--runs", fp32, "--schemes=int3x"], "--schemes"),
+                       ([f"--workdir={tmp_path}", "--runs=/no/such/run"], "--runs")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            quant_study.main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1, err
 
 
 def test_reproduce_cli_rejects_bad_arguments(tmp_path, capsys):
