@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.formats.test_formats_exact import floor_log2
-from tests.formats.test_formats_mx import MX, make_blocks
 
 from arith_precision import formats
 from arith_precision.formats import mx
 from arith_precision.simulate import Policy, simulate
+from tests.formats.test_formats_exact import floor_log2
+from tests.formats.test_formats_mx import MX, make_blocks
 from tests.gfloat_modes import MODES
 
 

@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from gfloat import RoundMode
-from tests.formats.test_formats_exact import float_probes, floor_log2, ref_float
-from tests.formats.test_formats_gfloat import GFLOAT_FORMATS, probes
 
 from arith_precision import formats as F
 from arith_precision.formats import mx
 from arith_precision.formats.carrier import FLOAT32, FLOAT64
 from arith_precision.simulate import Policy, simulate
+from tests.formats.test_formats_exact import float_probes, floor_log2, ref_float
+from tests.formats.test_formats_gfloat import GFLOAT_FORMATS, probes
 
 # P3109 is checked against gfloat below (the Fraction helpers here know the ml_dtypes variants).
 quantize_mod = importlib.import_module("arith_precision.formats.quantize")

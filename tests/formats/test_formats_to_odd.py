@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 from gfloat import RoundMode
 from gfloat import formats as gf
-from tests.formats.test_formats_exact import assert_same_bits, floor_log2
 
 from arith_precision import formats as F
+from tests.formats.test_formats_exact import assert_same_bits, floor_log2
 
 _quantize = jax.jit(F.quantize, static_argnames=("fmt", "rounding"))
 
