@@ -1,4 +1,4 @@
-"""Sweep cells on disk and how they run: state files, the worker pool, progress lines.
+"""Sweep cells on disk and how one program of them runs: state files, logs, progress lines.
 
 Files of a cell directory:
     cell.json     coordinates and the resolved training config (written before the run; a later
@@ -6,13 +6,11 @@ Files of a cell directory:
     summary.json  written by training: status "completed" or "diverged" -> the cell is done
     error.json    the run raised: status "error", the message and traceback (retried on re-run)
     log.txt       the run's stdout/stderr
+    worker.json   the process that ran it last (pid, start, CUDA_VISIBLE_DEVICES)
+    job.json      with `--launcher=submitit`: the job that holds it (`launch.py`)
     checkpoints/, metrics.jsonl   training's own (an interrupted cell resumes from them)
 
-Parallelism: `workers > 1` runs each cell in a fresh process of a "spawn" pool (nothing leaks
-between cells: JAX state, compilation caches, memory). Workers set
-XLA_PYTHON_CLIENT_PREALLOCATE=false (several share one GPU; these models are far too small to
-fill one) and, on CPU, one XLA thread each. Workers exit when the sweep process dies, so a killed
-sweep leaves no orphans.
+Several cells at once: `pool.py` (worker processes), `runner.py` (on this machine).
 """
 
 from __future__ import annotations
@@ -21,15 +19,12 @@ import collections
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from arith_precision.common import atomic
@@ -137,7 +132,8 @@ def run_cells(job: Mapping[str, Any]) -> list[dict[str, Any]]:
         error_path = os.path.join(cell["dir"], "error.json")
         if os.path.exists(error_path):
             os.remove(error_path)  # a retry
-        marker = {"pid": os.getpid(), "start": start}
+        marker = {"pid": os.getpid(), "start": start,
+                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         if len(cells) > 1:
             marker["group"] = job["name"]
         write_json(os.path.join(cell["dir"], "worker.json"), marker)
@@ -170,93 +166,30 @@ def run_cells(job: Mapping[str, Any]) -> list[dict[str, Any]]:
     return records
 
 
+def record_from_disk(job: Mapping[str, Any], error: str | None = None) -> dict[str, Any]:
+    """The progress record of a cell job from its files (a cell finished in an earlier run, or
+    in a job that ended without returning its records): status, exact match, no time."""
+    status = cell_status(job["dir"])
+    record = {"name": job["name"], "status": status, "exact_match": None, "error": None,
+              "wall_time_s": 0.0}
+    if status in DONE:
+        summary = read_json(os.path.join(job["dir"], "summary.json"))
+        record.update(exact_match=summary["exact_match"].get(str(job["config"].task.n)),
+                      diverged_at_step=summary.get("diverged_at_step"))
+    elif status == "error":
+        record["error"] = read_json(os.path.join(job["dir"], "error.json")).get("error")
+    if error is not None and status not in DONE:
+        record.update(status="error", error=error)
+    return record
+
+
 def run_cell(job: Mapping[str, Any]) -> dict[str, Any]:
     """Train and evaluate one cell job {"name", "dir", "config"}: `run_cells`' one-cell case."""
     return run_cells(job)[0]
 
 
-def _worker_env(workers: int) -> dict[str, str]:
-    """Environment for worker processes sharing one machine (set before JAX loads)."""
-    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # several processes share one GPU
-           "TF_CPP_MIN_LOG_LEVEL": "1"}
-    flags = os.environ.get("XLA_FLAGS", "")
-    if workers > 1 and "xla_cpu_multi_thread_eigen" not in flags:
-        # On CPU, W workers each using every core would oversubscribe: one thread each.
-        flags = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    env["XLA_FLAGS"] = flags.strip()
-    return env
-
-
-def _init_worker(parent_pid: int, env: Mapping[str, str]) -> None:
-    for key, value in env.items():
-        if key == "XLA_FLAGS" or key not in os.environ:
-            os.environ[key] = value
-
-    def watch():  # a killed sweep must not leave orphans training into its cell directories
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            time.sleep(1.0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def job(cell: Cell, workdir: str) -> dict[str, Any]:
     return {"name": cell.name, "dir": os.path.join(workdir, cell.name), "config": cell.config}
-
-
-def run_parallel(jobs: list[dict], workers: int, on_record: Callable[[dict], None],
-                 runner: Callable[[Mapping[str, Any]], Any] = run_cells) -> None:
-    """Run jobs in `workers` spawned processes, one fresh process per job (no state leaks).
-
-    `runner(job)` returns one record, or a list of records for a job of several cells (a replica
-    batch, `run_cells`; such a job has "members", the cell jobs). If a worker dies
-    (killed, out of memory, segfault) the pool breaks and every unfinished future fails; cells
-    that had started in that pool are charged one death and re-queued, one cell per job, with
-    the rest in a fresh pool. A cell charged twice is recorded as an error.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    deaths: collections.Counter = collections.Counter()
-    queue = list(jobs)
-    while queue:
-        round_start = time.time()
-        with ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx,
-                                 initializer=_init_worker,
-                                 initargs=(os.getpid(), _worker_env(workers)),
-                                 max_tasks_per_child=1) as pool:
-            futures = {pool.submit(runner, job): job for job in queue}
-            queue = []
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                    for record in result if isinstance(result, list) else [result]:
-                        on_record(record)
-                    continue
-                except BrokenProcessPool:
-                    pass
-                for job in futures[future].get("members", [futures[future]]):
-                    _after_death(job, round_start, deaths, on_record, queue)
-
-
-def _after_death(job: Mapping[str, Any], round_start: float, deaths: collections.Counter,
-                 on_record: Callable[[dict], None], queue: list) -> None:
-    """One cell of a job whose worker died: charge it, record it, or queue it again."""
-    marker = os.path.join(job["dir"], "worker.json")
-    started = os.path.exists(marker) and read_json(marker)["start"] >= round_start
-    if started and cell_status(job["dir"]) not in DONE:
-        deaths[job["name"]] += 1
-    if deaths[job["name"]] >= 2:
-        message = ("the worker process running this cell died twice (killed, out of "
-                   "memory or crashed); see log.txt")
-        write_json(os.path.join(job["dir"], "error.json"),
-                   {"status": "error", "error": message, "time": time.time()})
-        on_record({"name": job["name"], "status": "error", "error": message,
-                   "exact_match": None, "wall_time_s": 0.0})
-    elif cell_status(job["dir"]) in DONE:  # finished before the pool broke
-        on_record({"name": job["name"], "status": cell_status(job["dir"]),
-                   "exact_match": None, "wall_time_s": 0.0})
-    else:
-        queue.append(job)
 
 
 def duration(seconds: float) -> str:

@@ -27,6 +27,7 @@ machine's rate, not GPU-hours); without a measurement the hours say "not measure
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -142,6 +143,7 @@ def estimate(cells: Sequence, measurement: Mapping[str, Any] | None = None,
     hours = {r: 0.0 for r in replica_counts}
     hours_es = {r: 0.0 for r in replica_counts}
     missing = {r: set() for r in replica_counts}
+    per_cell = []
     for cell in cells:
         cfg = cell.config
         arm = arm_of(cfg) or f"unmeasured:{cfg.precision.name}-{cfg.precision.accumulation}"
@@ -159,6 +161,9 @@ def estimate(cells: Sequence, measurement: Mapping[str, Any] | None = None,
         total["steps"] += steps
         total["flops"] += flops
         total["flops_es"] += flops * frac
+        cost = {"name": cell.name, "dir": None, "config": cfg,  # job-shaped: `wall_clock`
+                "flops": flops, "flops_es": flops * frac, "hours": {}, "hours_es": {}}
+        per_cell.append(cost)
         for r in replica_counts:
             rate = _rate_for(rates, arm, cfg.model.num_layers, r)
             if rate is None:
@@ -167,11 +172,13 @@ def estimate(cells: Sequence, measurement: Mapping[str, Any] | None = None,
             row[f"hours_R{r}"] = row.get(f"hours_R{r}", 0.0) + flops / rate / 3600
             hours[r] += flops / rate / 3600
             hours_es[r] += flops * frac / rate / 3600
+            cost["hours"][r] = flops / rate / 3600
+            cost["hours_es"][r] = flops * frac / rate / 3600
     return {"arms": list(arms.values()), "total": total, "replicas": replica_counts,
             "hours": {r: (None if missing[r] or not rates else hours[r]) for r in replica_counts},
             "hours_es": {r: (None if missing[r] or not rates or not fractions else hours_es[r])
                          for r in replica_counts},
-            "missing": {r: sorted(m) for r, m in missing.items()}}
+            "missing": {r: sorted(m) for r, m in missing.items()}, "per_cell": per_cell}
 
 
 def _h(x: float | None) -> str:
@@ -222,10 +229,91 @@ def render(name: str, result: Mapping[str, Any], measurement, fractions,
     return "\n".join(lines)
 
 
+# ---- wall clock on several GPUs ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How cells spread over GPUs: `jobs_at_once` jobs of `gpus_per_job` GPUs each, every job
+    holding up to `cells_per_job` cells (None: one job of every cell: the local pool, with
+    `gpus_per_job` workers). `how` says it in words."""
+
+    gpus_per_job: int
+    jobs_at_once: int = 1
+    cells_per_job: int | None = None
+    how: str = ""
+
+    @property
+    def gpus(self) -> int:
+        return max(1, self.gpus_per_job) * max(1, self.jobs_at_once)
+
+
+def makespan(durations: Sequence[float], machines: int) -> float:
+    """When the last of some indivisible tasks ends on `machines` machines, longest first, each
+    to the least loaded machine (list scheduling; within 4/3 of the best schedule)."""
+    loads = [0.0] * max(1, machines)
+    for d in sorted(durations, reverse=True):
+        loads[loads.index(min(loads))] += d
+    return max(loads)
+
+
+def wall_clock(costs: Sequence[Mapping[str, Any]], layout: Layout, replicas: int = 1) -> float:
+    """Wall-clock time of cells with costs `costs[i]["t"]` (hours, or any unit) on `layout`:
+    jobs as the submitit launcher packs them (`launch.plan_jobs`), replica batches of up to
+    `replicas` inside each (a batch's time: its cells' times added, as the measured rate at R
+    replicas is all R together), batches over the job's GPUs, jobs over the jobs running at
+    once. Queue waits and the steps redone after a requeue are not counted."""
+    from experiments.sweep import groups, launch
+
+    jobs = ([list(costs)] if layout.cells_per_job is None else
+            launch.plan_jobs(costs, layout.cells_per_job))
+    job_times = []
+    for cells in jobs:
+        batches = groups.group_jobs(cells, replicas)
+        job_times.append(makespan([sum(c["t"] for c in groups.members(b)) for b in batches],
+                                  max(1, layout.gpus_per_job)))
+    return makespan(job_times, layout.jobs_at_once)
+
+
+def render_wall_clock(result: Mapping[str, Any], layout: Layout) -> list[str]:
+    """`--estimate`'s wall-clock lines: one GPU next to `layout`'s GPUs, per measured replica
+    count; without a measurement, the speed-up the cells' FLOPs allow."""
+    cells, lines = result["per_cell"], []
+    where = f"{layout.gpus} GPU(s) ({layout.how})" if layout.how else f"{layout.gpus} GPU(s)"
+    if not any(result["hours"][r] is not None for r in result["replicas"]):
+        flops = [dict(c, t=c["flops"]) for c in cells]
+        speedup = sum(c["t"] for c in flops) / max(wall_clock(flops, layout), 1e-300)
+        return [f"wall clock: not measured (give --from=gpu_check.json); on {where} the "
+                f"cells' FLOPs schedule to {speedup:.1f}x the speed of one GPU"]
+    for r in result["replicas"]:
+        if result["hours"][r] is None:
+            continue
+        tag = "one run at a time" if r == 1 else f"{r} replicas per program"
+        if r > 1 and layout.cells_per_job is not None and layout.cells_per_job < r:
+            lines.append(f"wall clock ({tag}): needs --cells_per_job >= {r} (a job batches only "
+                         "its own cells)")
+            continue
+        one, many, longest = [], [], []
+        for key in ("hours", "hours_es"):
+            if result[key][r] is None:
+                one.append(None)
+                many.append(None)
+                continue
+            timed = [dict(c, t=c[key][r]) for c in cells]
+            one.append(result[key][r])
+            many.append(wall_clock(timed, layout, r))
+            longest.append(max(c["t"] for c in timed))
+        lines.append(f"wall clock ({tag}): one GPU {_h(one[0])} without early stopping, "
+                     f"{_h(one[1])} with; {where}: {_h(many[0])} without, {_h(many[1])} with "
+                     f"(longest cell {_h(longest[0])}; queue waits and steps redone after a "
+                     "requeue not counted)")
+    return lines
+
+
 def run(sweep_config, measurement_path: str | None = None,
-        converged_from: str | None = None) -> str:
+        converged_from: str | None = None, layout: Layout | None = None) -> str:
     """The text `--estimate` prints (a UsageError naming --from / --converged_from for a bad
-    measurement file or workdir)."""
+    measurement file or workdir); with `layout`, the wall clock on its GPUs too."""
     from arith_precision.common.cli_errors import UsageError
     from experiments.sweep import grid
 
@@ -241,5 +329,7 @@ def run(sweep_config, measurement_path: str | None = None,
         fractions = converged_fractions(converged_from) or None
     result = estimate(cells, measurement, fractions)
     text = render(sweep_config.name, result, measurement, fractions, converged_from)
+    if layout is not None:
+        text = "\n".join([text, *render_wall_clock(result, layout)])
     assert math.isfinite(result["total"]["flops"])
     return text

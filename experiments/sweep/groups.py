@@ -37,11 +37,13 @@ def _probe_backend() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def resolve_replicas(value: int | str, workers: int = 1) -> tuple[int, str]:
+def resolve_replicas(value: int | str, workers: int = 1, *,
+                     in_process: bool | None = None) -> tuple[int, str]:
     """(R, why) for `replicas` = an integer >= 1 (or its string), "off" (= 1) or "auto".
 
-    auto: AUTO_REPLICAS on an accelerator backend, 1 on CPU. With workers = 1 cells train in this
-    process, which may look at the backend itself; with workers > 1 a child process looks.
+    auto: AUTO_REPLICAS on an accelerator backend, 1 on CPU. When cells train in this process
+    (`in_process`; by default when workers = 1) it may look at the backend itself; otherwise a
+    child process looks.
     """
     if isinstance(value, str) and value not in ("auto", "off"):
         try:
@@ -52,7 +54,7 @@ def resolve_replicas(value: int | str, workers: int = 1) -> tuple[int, str]:
     if value == "off":
         return 1, "off"
     if value == "auto":
-        if workers == 1:
+        if (workers == 1) if in_process is None else in_process:
             import jax
 
             backend = jax.default_backend()

@@ -1,6 +1,7 @@
 """`experiments/sweep/cost.py`: FLOPs counted by hand, hours from a measurement, labels."""
 
 import json
+import re
 
 import pytest
 
@@ -78,3 +79,47 @@ def test_bad_measurement_file_names_the_flag(tmp_path):
         cost_estimate.run(paper_fig2.get_config("smoke"), str(bad))
     with pytest.raises(UsageError, match="--converged_from"):
         cost_estimate.run(paper_fig2.get_config("smoke"), None, str(tmp_path / "missing"))
+
+
+def test_makespan_is_a_longest_first_list_schedule():
+    assert cost_estimate.makespan([3, 3, 2, 2, 2], 2) == 7  # the best is 6: within 4/3
+    assert cost_estimate.makespan([5, 1, 1], 4) == 5  # never below the longest task
+    assert cost_estimate.makespan([1] * 10, 3) == 4
+    assert cost_estimate.makespan([], 2) == 0
+
+
+def test_wall_clock_follows_the_launchers_layout():
+    cells = [{"name": c.name, "dir": None, "config": c.config, "t": 1.0} for c in _cells()]
+    Layout = cost_estimate.Layout
+    # The local pool: every cell in one job over W workers.
+    assert cost_estimate.wall_clock(cells, Layout(gpus_per_job=1)) == 6
+    assert cost_estimate.wall_clock(cells, Layout(gpus_per_job=4)) == 2
+    # submitit: one cell per job, two jobs at once; or two sibling cells per job (the fp32 and
+    # bf16 arms of one task), trained one after another, or in one program with R = 2 (whose
+    # measured rate is for both together, so a batch takes its cells' times added).
+    assert cost_estimate.wall_clock(cells, Layout(1, jobs_at_once=2, cells_per_job=1)) == 3
+    assert cost_estimate.wall_clock(cells, Layout(1, jobs_at_once=3, cells_per_job=2)) == 2
+    assert cost_estimate.wall_clock(cells, Layout(2, jobs_at_once=3, cells_per_job=2)) == 1
+    assert cost_estimate.wall_clock(cells, Layout(2, jobs_at_once=3, cells_per_job=2), 2) == 2
+    assert Layout(2, jobs_at_once=3).gpus == 6 and Layout(0, jobs_at_once=5).gpus == 5
+
+
+def test_estimate_prints_the_wall_clock_on_n_gpus_next_to_one():
+    layout = cost_estimate.Layout(gpus_per_job=1, jobs_at_once=3, cells_per_job=1,
+                                  how="three jobs at once")
+    result = cost_estimate.estimate(_cells(), _measurement("gpu"))
+    one = result["hours"][1]
+    many = cost_estimate.wall_clock([dict(c, t=c["hours"][1]) for c in result["per_cell"]],
+                                    layout)
+    assert one / 3 <= many < one  # three GPUs: at best a third of one GPU's time
+    lines = cost_estimate.render_wall_clock(result, layout)
+    assert lines[0].startswith(f"wall clock (one run at a time): one GPU {one:.1f} h without "
+                               f"early stopping, not measured with; 3 GPU(s) (three jobs at "
+                               f"once): {many:.1f} h without")
+    assert lines[1] == ("wall clock (8 replicas per program): needs --cells_per_job >= 8 (a job "
+                        "batches only its own cells)")
+    unmeasured = cost_estimate.render_wall_clock(cost_estimate.estimate(_cells(), None), layout)
+    assert len(unmeasured) == 1 and "not measured (give --from=gpu_check.json)" in unmeasured[0]
+    assert re.search(r"schedule to (2\.\d|3\.0)x the speed of one GPU", unmeasured[0])
+    text = cost_estimate.run(paper_fig2.get_config("smoke"), None, None, layout)
+    assert text.splitlines()[-1] == unmeasured[0]
