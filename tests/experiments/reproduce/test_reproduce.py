@@ -61,12 +61,12 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
     frontier_bits = verdicts[0].numbers["tasks"][0]["bits"]
     assert frontier_bits == [[e["n"], e["float_mantissa_bits"]["once"]]
                              for e in out["frontiers"][0]["entries"]]
-    assert [(r["n"], r["fp32"]) for r in verdicts[2].numbers["runs"]] == [(3, pytest.approx(
+    assert [(r["n"], r["fp32"]) for r in verdicts[-1].numbers["runs"]] == [(3, pytest.approx(
         float(_csv(os.path.join(workdir, "quant", "quant_results.csv"))[0]["exact_match"])))]
     assert "LoRA (fp32 base)" in report and "QLoRA (int4 base)" in report
     # Tables: frontier, the arms per seed, quantization schemes.
     assert "| n | log2 n | mantissa bits (e8mM) |" in report
-    assert "| task | n | layers | fp32 | bf16 | steps to converge: fp32 |" in report
+    assert "| task | n | layers | distinct unseen inputs | fp32 | bf16 | curve: fp32 |" in report
     assert re.search(r"\| run \| n \| fp32 \(32 b\) \| int8 \([\d.]+ b\) \| int4", report)
     # Every image link is relative and points at a file that exists.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
@@ -230,19 +230,20 @@ def _cells(task, n, fp32, bf16):
 def test_training_claims_give_the_verdict_its_numbers_and_the_small_held_out_sets():
     cells = (_cells("add", 8, 0.312, 0.281) + _cells("iter_add", 4, 1.0, 0.973)
              + _cells("mul", 4, 0.695, 0.484))
-    [v] = claims.training_claims(cells, num_examples=256)
-    assert (v.claim, v.status) == ("bf16 training hurts IterADD / MUL, not ADD", "not shown")
+    iid, v = claims.training_claims(cells, num_examples=256)
+    # Cells without the iid columns (rows of an earlier rule) give the iid claim nothing to judge.
+    assert (iid.claim, iid.status) == ("bf16 training hurts IterADD / MUL, not ADD (iid protocol)",
+                                       "not run")
+    assert (v.claim, v.status) == ("bf16 training hurts IterADD / MUL, not ADD (unseen protocol)",
+                                   "not shown")
     assert v.rule == training_verdict.RULE.text()
     x = v.numbers
     assert x["arm"] == "bf16" and x["collapses"] == [] and x["matches"] == []
     assert x["control"] == [{"point": "ADD base 2 n=8", "pairs": [[0, 0.312, 0.281]]}]
-    # Fewer distinct held-out inputs than examples: MUL base 2 n=4 has 2**8 inputs, 1/16 held
-    # out; IterADD k=3 n=4 has 2**12 / 16 = 256, not fewer than the 256 examples.
-    assert x["small_held_out"] == [{"point": "MUL base 2 n=4", "inputs": 16}]
-    assert (x["num_examples"], x["seeds"]) == (256, 1)
-    # The paragraph is rendered from those numbers.
+    assert (x["num_examples"], x["seeds"], x["protocol"]) == (256, 1, "unseen")
+    # The unseen verdict leaves out MUL base 2 n=4: 14 distinct held-out inputs (< 200).
     text = claims.paragraph(v)
-    assert "MUL base 2 n=4 has only ~16 distinct held-out inputs" in text
+    assert "fewer than 200 distinct held-out inputs: MUL base 2 n=4 (14)" in text
     assert "up to 0.031 at 256 examples" in text  # 0.5 / sqrt(256)
 
 
