@@ -70,7 +70,8 @@ def test_smoke_run_writes_report_with_every_section_table_and_plot(smoke):
     assert re.search(r"\| run \| n \| fp32 \(32 b\) \| int8 \([\d.]+ b\) \| int4", report)
     # Every image link is relative and points at a file that exists.
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
-    assert {"frontier/frontier.png", "sweep/exact_match.png", "quant/quant_exact_match.png",
+    assert {"frontier/frontier.png", "sweep/exact_match_iid.png",
+            "sweep/exact_match_unseen.png", "quant/quant_exact_match.png",
             "quant/quant_lora.png", "probe/probe.png"} <= set(images)
     for rel in images + ["sweep/report.md"]:
         assert not os.path.isabs(rel)
