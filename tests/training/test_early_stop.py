@@ -9,6 +9,7 @@ import pytest
 from arith_precision import training as train
 from arith_precision.training import config as train_config
 from arith_precision.training import early_stop
+from tests import killed_run
 
 
 def _rows(*values, every=10):
@@ -68,15 +69,10 @@ def test_stops_at_the_first_streak_and_not_before(converged_run):
 
 def test_resume_from_a_mid_run_checkpoint_is_bit_identical(converged_run, tmp_path):
     workdir, summary = converged_run
-    copy = str(tmp_path / "killed")
-    shutil.copytree(workdir, copy)
     # What a kill right after the checkpoint of step 100 leaves: later checkpoints never
     # written, no summary, validation and metric lines past 100 (written before the kill is
     # simulated as lost too: the resumed run must rewrite them identically).
-    for name in os.listdir(os.path.join(copy, "checkpoints")):
-        if name.isdigit() and int(name) > 100:
-            shutil.rmtree(os.path.join(copy, "checkpoints", name))
-    os.remove(os.path.join(copy, "summary.json"))
+    copy = killed_run.killed_copy(workdir, str(tmp_path / "killed"), after_step=100)
     early_stop.rewrite_history(copy, early_stop.read_history(copy, up_to=80))  # 100's lost
     resumed = train.train_and_evaluate(_config(keep=50), copy)
     assert resumed["resumed_from_step"] == 100

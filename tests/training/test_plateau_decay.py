@@ -3,7 +3,6 @@ default, and that a resumed run falls at the same steps with bit-identical param
 
 import json
 import os
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +12,7 @@ from arith_precision import training as train
 from arith_precision.common.cli_errors import UsageError
 from arith_precision.training import checks
 from arith_precision.training import config as train_config
+from tests import killed_run
 
 
 def _config(steps=120, factor=0.5, window=5, patience=1, lr=3e-3):
@@ -78,12 +78,7 @@ def test_a_run_logs_the_fallen_rate(plateau_run):
 
 def test_resume_is_bit_identical_with_the_decay(plateau_run, tmp_path):
     workdir, summary = plateau_run
-    copy = str(tmp_path / "killed")
-    shutil.copytree(workdir, copy)
-    for name in os.listdir(os.path.join(copy, "checkpoints")):
-        if name.isdigit() and int(name) > 60:
-            shutil.rmtree(os.path.join(copy, "checkpoints", name))
-    os.remove(os.path.join(copy, "summary.json"))
+    copy = killed_run.killed_copy(workdir, str(tmp_path / "killed"), after_step=60)
     resumed = train.train_and_evaluate(_config(), copy)
     assert resumed["resumed_from_step"] == 60
     assert resumed["params_sha256"] == summary["params_sha256"]
