@@ -48,7 +48,14 @@ def test_there_are_notebooks():
         assert name in names
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# The training and constructions notebooks take 40-70 s each: slow checks (their APIs have
+# their own tests); the formats and quantization notebooks run by default.
+SLOW_NOTEBOOKS = ("02_constructions", "03_precision_training")
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_NOTEBOOKS else p
+    for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
     monkeypatch.setenv("SMOKE", "1")
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(

@@ -60,6 +60,7 @@ def add_b2_n2():
     return build(spec), operands
 
 
+@pytest.mark.slow  # ~35 s: a sweep over every mantissa width
 def test_add_base2_n2_is_not_monotonic_in_the_mantissa(add_b2_n2):
     """e8m2 is exact on all 16 inputs, e8m3 and e8m4 are not, every width from 5 to 24 is."""
     construction, operands = add_b2_n2
@@ -93,7 +94,7 @@ def _runtime_decoders(construction, accumulation):
     return out
 
 
-@pytest.mark.parametrize("m", [2, 3, 12])
+@pytest.mark.parametrize("m", [2, 3, pytest.param(12, marks=pytest.mark.slow)])
 def test_runtime_width_decoder_equals_the_static_format(add_b2_n2, m):
     """Answers of the one-compile decoder (float32 for M <= 10, float64 above) equal the static
     e8mM decoder's, token for token, including where they are wrong."""

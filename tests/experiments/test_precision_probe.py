@@ -54,7 +54,10 @@ def test_runtime_width_23_is_the_identity_and_errors():
         RuntimeMantissa(slot=-1)
 
 
-@pytest.mark.parametrize("region_set", ["all", "mlp", "attention_scores", "all_but_attention"])
+@pytest.mark.parametrize("region_set", [
+    "all",  # the other region sets compile the same program with other masks: slow checks
+    *(pytest.param(r, marks=pytest.mark.slow)
+      for r in ("mlp", "attention_scores", "all_but_attention"))])
 def test_one_program_for_every_width_equals_the_static_policies(region_set):
     """Logits of the tiny model: the runtime-width region policy vs the static one, bitwise."""
     params, tokens = tiny_model.params(), tiny_model.tokens()
@@ -75,6 +78,9 @@ def test_one_program_for_every_width_equals_the_static_policies(region_set):
         np.testing.assert_array_equal(got, want)
 
 
+# ~30 s; tests/constructions/test_frontier.py checks the runtime-width decoder against the
+# static format by default.
+@pytest.mark.slow
 def test_runtime_decoder_matches_static_decoder_inside_the_decode_loop():
     params = tiny_model.params()
     spec = tiny_model.SPEC

@@ -59,6 +59,9 @@ def test_smoke_run_learns_and_writes_outputs(tmp_path):
     assert _summary(tmp_path)["params_sha256"] == summary["params_sha256"]
 
 
+# ~50 s (three subprocess runs); the early-stopping and plateau-decay tests kill and resume
+# in-process runs by default.
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path):
     args = "smoke,task=add,base=3,n=3,steps=150,batch=32"
     extra = ["--config.train.checkpoint_every=10", "--config.train.log_every=10"]
@@ -84,6 +87,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
         [m["loss"] for m in _metrics(tmp_path / "killed")]
 
 
+# ~35 s (two subprocess runs); multi-device training is not the default anywhere here.
+@pytest.mark.slow
 def test_four_devices_match_one(tmp_path):
     args = "smoke,task=add,base=10,n=3,steps=30,batch=32"
     one = _run_main(tmp_path / "one", args)

@@ -54,6 +54,9 @@ def _shas(workdir):
     return out
 
 
+# ~60 s (four worker processes); tests/training/test_train_group.py checks grouped runs
+# against separate runs by default.
+@pytest.mark.slow
 def test_a_grouped_sweep_gives_the_ungrouped_numbers(tmp_path):
     config = _config(ns={"default": (3,)}, precisions=("fp32",))  # 2 cells: seeds 0 and 1
     alone, grouped = str(tmp_path / "alone"), str(tmp_path / "grouped")
