@@ -43,15 +43,27 @@ def gpus_for(fmt: str, gpus: Sequence[str]) -> list[str]:
 
 
 def parse_constructions(text: str) -> list[dict]:
-    """'add:10:4;8,iter_add:2:4;8:3' -> [{task, base, ns, k}]."""
+    """'add:10:4;8,iter_add:2:4;8:3' -> [{task, base, ns, k}]; a ValueError naming the item
+    for a malformed one or one that is not a valid task (`tasks.TaskSpec` decides)."""
+    from arith_precision import tasks
+
     out = []
     for item in (t for t in text.split(",") if t.strip()):
         parts = item.split(":")
         if len(parts) not in (3, 4):
             raise ValueError(f"{item!r}: expected TASK:BASE:N1;N2[:K]")
-        out.append({"task": parts[0], "base": int(parts[1]),
-                    "ns": [int(n) for n in parts[2].split(";")],
-                    "k": int(parts[3]) if len(parts) == 4 else 2})
+        try:
+            entry = {"task": parts[0], "base": int(parts[1]),
+                     "ns": [int(n) for n in parts[2].split(";")],
+                     "k": int(parts[3]) if len(parts) == 4 else 2}
+            for n in entry["ns"]:
+                tasks.TaskSpec(entry["task"], base=entry["base"], n=n,
+                               k=entry["k"] if entry["task"] == "iter_add" else 2)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{item!r}: {e}") from None
+        out.append(entry)
+    if not out:
+        raise ValueError("no construction given")
     return out
 
 
@@ -69,12 +81,14 @@ def construction_rows(items: Sequence[dict], fmts: Sequence[str], gpus: Sequence
                 for acc in ["once"] + [f"tensor_core:{g}" for g in gpus_for(fmt, gpus)]:
                     t0 = time.time()
                     r = verify.verify(spec, fmt, acc, num_random=num_random)
-                    rows.append({"kind": "construction", "what": str(spec), "task": spec.task,
+                    rows.append({"kind": "construction",
+                                 "what": f"{tasks.task_title(spec.task, spec.base, spec.k)}, "
+                                         f"n = {n}", "task": spec.task,
                                  "base": spec.base, "n": n, "k": spec.num_operands,
                                  "format": fmt, "accumulation": acc,
                                  "exact_match": r["exact_match"], "checked": r["checked"],
                                  "failures": r["failures"], "seconds": time.time() - t0})
-                    log(f"[gpu] {spec} {fmt} {acc}: {r['failures']} failures of "
+                    log(f"[gpu] {rows[-1]['what']} {fmt} {acc}: {r['failures']} failures of "
                         f"{r['checked']} ({time.time() - t0:.0f}s)")
     return rows
 

@@ -41,7 +41,7 @@ from arith_precision.tasks.scoring import (
     exact_match,
     score,
 )
-from arith_precision.tasks.spec import SPECIAL_TOKENS, TASKS, TaskSpec, ceil_log
+from arith_precision.tasks.spec import SPECIAL_TOKENS, TASKS, TaskSpec, ceil_log, task_title
 
 __all__ = [
     "HELD_OUT_SPLITS",
@@ -58,6 +58,7 @@ __all__ = [
     "batch_from_operand_digits",
     "batch_from_operands",
     "ceil_log",
+    "task_title",
     "decode_answer",
     "decode_answers",
     "digit_accuracy",

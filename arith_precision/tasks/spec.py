@@ -37,6 +37,12 @@ def ceil_log(k: int, p: int) -> int:
     return e
 
 
+def task_title(task: str, base: int, k: int | None = None) -> str:
+    """The name tables and plots give a task: "ADD, base 10", "IterADD (k=3), base 2"."""
+    name = {"add": "ADD", "iter_add": f"IterADD (k={k})", "mul": "MUL"}[task]
+    return f"{name}, base {base}"
+
+
 def _check_int(name: str, value, lo: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")

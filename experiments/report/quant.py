@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from arith_precision.common import atomic, markdown
-from arith_precision.tasks.spec import TASKS
+from arith_precision.tasks.spec import TASKS, task_title
 from experiments.report import plots
 
 COLUMNS = ("run", "task", "base", "k", "n", "layers", "d_model", "stage", "scheme",
@@ -27,9 +27,7 @@ def _panel(row) -> tuple:
 
 
 def _panel_title(key) -> str:
-    task, base, k = TASKS[key[0]], key[1], key[2]
-    name = {"add": "ADD", "iter_add": f"IterADD (k={k})", "mul": "MUL"}[task]
-    return f"{name}, base {base}"
+    return task_title(TASKS[key[0]], key[1], key[2])
 
 
 def _mean_by_n(values: Iterable[tuple[Any, Any]]) -> dict[int, float]:

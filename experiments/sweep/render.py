@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from arith_precision.common import atomic, markdown
-from arith_precision.tasks.spec import TASKS
+from arith_precision.tasks.spec import TASKS, task_title
 from experiments.report import plots
 from experiments.sweep.cells import DONE, read_json
 from experiments.sweep.results import CELL_COLUMNS, RESULT_COLUMNS, STATUSES, collect, group
@@ -39,10 +39,10 @@ def _panel_order(key: tuple) -> tuple:
 
 def _panel_title(key: tuple) -> str:
     task, base, k, l, layers = key
-    name = {"add": "ADD", "iter_add": f"IterADD (k={k})", "mul": "MUL"}[task]
+    name = task_title(task, base, k)
     if task == "mul":
-        name += f" (l={l})" if l else " (full product)"
-    return f"{name}, base {base}, {layers} layers"
+        name = name.replace("MUL", f"MUL (l={l})" if l else "MUL (full product)")
+    return f"{name}, {layers} layers"
 
 
 METRICS = {"exact_match": "exact match (held-out inputs)",

@@ -192,6 +192,16 @@ CASES = {
         (f"{FIG2} --estimate --launcher=submitit --gpus_per_job=2 --gpus=3",
          "--gpus: 3: is not a multiple of --gpus_per_job (2)"),
     ]),
+    "experiments.gpu_numerics": ("", [
+        ("--out={tmp}/g --constructions=add:10", "--constructions: add:10"),
+        ("--out={tmp}/g --constructions=sub:10:4", "--constructions: sub:10:4"),
+        ("--out={tmp}/g --constructions=add:1:4", "--constructions: add:1:4"),
+        ("--out={tmp}/g --formats=fp64", "--formats: fp64"),
+        ("--out={tmp}/g --gpus=a200", "--gpus: a200"),
+        ("--out={tmp}/g --random=-1", "--random: -1"),
+        ("--out={tmp}/g --runs={tmp}/nope", "--runs: {tmp}/nope"),
+        ("--out={tmp}/a_file", "--out: {tmp}/a_file"),
+    ]),
     "experiments.reproduce": ("", [
         ("--workdir={tmp}/a_file --smoke", "--workdir: {tmp}/a_file"),
         ("--workdir={tmp}/r --smoke --workers=0", "--workers: 0"),
