@@ -16,16 +16,18 @@ out of that format's columns.
 Constructions are checked exactly (`constructions.verify`: the verifier's set, adversarial carry
 chains plus `--random` random inputs, against Python integers); a trained fp32 model (`--runs`)
 is evaluated on `--examples` examples of both test protocols and reported beside its fp32 exact
-match. Rows go to OUT/gpu_numerics.json, the table to OUT/gpu_numerics.md.
+match. Rows go to OUT/gpu_numerics.json as each one finishes (the same command, re-run, reuses
+the construction rows it finds there: a stopped run goes on), the table to OUT/gpu_numerics.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from arith_precision.common import atomic, cli_errors, markdown
 from arith_precision.simulate import tensor_core_models as tcm
@@ -67,29 +69,49 @@ def parse_constructions(text: str) -> list[dict]:
     return out
 
 
+def row_key(row: Mapping) -> tuple:
+    """What identifies a row: a finished row with this key is reused by a re-run."""
+    return (row["kind"], row["what"], row["format"], row["accumulation"],
+            row.get("num_random"))
+
+
 def construction_rows(items: Sequence[dict], fmts: Sequence[str], gpus: Sequence[str],
-                      num_random: int, log=print) -> list[dict]:
+                      num_random: int, log=print, done: Sequence[dict] = (),
+                      on_row=lambda rows: None) -> list[dict]:
+    """One row per (construction size, format, accumulation): `once` and each GPU's model.
+    Rows of `done` with the same key are reused; `on_row(rows so far)` after each row (so a
+    stopped run keeps what it finished); each log line gives the ETA of the rest."""
     from arith_precision import tasks
     from constructions import verify
 
-    rows = []
+    reuse = {row_key(r): r for r in done}
+    plan = []
     for item in items:
         for n in item["ns"]:
             spec = tasks.TaskSpec(item["task"], base=item["base"], n=n,
                                   k=item["k"] if item["task"] == "iter_add" else 2)
             for fmt in fmts:
                 for acc in ["once"] + [f"tensor_core:{g}" for g in gpus_for(fmt, gpus)]:
-                    t0 = time.time()
-                    r = verify.verify(spec, fmt, acc, num_random=num_random)
-                    rows.append({"kind": "construction",
-                                 "what": f"{tasks.task_title(spec.task, spec.base, spec.k)}, "
-                                         f"n = {n}", "task": spec.task,
-                                 "base": spec.base, "n": n, "k": spec.num_operands,
-                                 "format": fmt, "accumulation": acc,
-                                 "exact_match": r["exact_match"], "checked": r["checked"],
-                                 "failures": r["failures"], "seconds": time.time() - t0})
-                    log(f"[gpu] {rows[-1]['what']} {fmt} {acc}: {r['failures']} failures of "
-                        f"{r['checked']} ({time.time() - t0:.0f}s)")
+                    plan.append((spec, fmt, acc))
+    rows, spent, computed = [], 0.0, 0
+    for i, (spec, fmt, acc) in enumerate(plan):
+        what = f"{tasks.task_title(spec.task, spec.base, spec.k)}, n = {spec.n}"
+        key = ("construction", what, fmt, acc, num_random)
+        if key in reuse:
+            rows.append(reuse[key])
+            continue
+        t0 = time.time()
+        r = verify.verify(spec, fmt, acc, num_random=num_random)
+        rows.append({"kind": "construction", "what": what, "task": spec.task,
+                     "base": spec.base, "n": spec.n, "k": spec.num_operands,
+                     "format": fmt, "accumulation": acc, "num_random": num_random,
+                     "exact_match": r["exact_match"], "checked": r["checked"],
+                     "failures": r["failures"], "seconds": time.time() - t0})
+        on_row(rows)
+        spent, computed = spent + time.time() - t0, computed + 1
+        eta = spent / computed * (len(plan) - i - 1)
+        log(f"[gpu] {i + 1}/{len(plan)} {what} {fmt} {acc}: {r['failures']} failures of "
+                        f"{r['checked']} ({time.time() - t0:.0f}s; ETA at most {eta / 60:.0f} min)")
     return rows
 
 
@@ -177,9 +199,15 @@ def _main(argv) -> int:
     if missing:
         raise cli_errors.UsageError("--runs", args.runs, f"not a directory: {missing[0]}")
     cli_errors.check_writable_dir("--out", args.out)
-    rows = construction_rows(items, fmts, gpus, args.random)
+    path = os.path.join(args.out, "gpu_numerics.json")
+    done = []
+    if os.path.exists(path):
+        with open(path) as f:
+            done = json.load(f)
+    rows = construction_rows(items, fmts, gpus, args.random, done=done,
+                             on_row=lambda rows: atomic.write_json(path, rows, indent=1))
     rows += run_rows(runs, fmts, gpus, args.examples)
-    atomic.write_json(os.path.join(args.out, "gpu_numerics.json"), rows, indent=1)
+    atomic.write_json(path, rows, indent=1)
     text = to_markdown(rows, fmts, gpus)
     atomic.write_text(os.path.join(args.out, "gpu_numerics.md"), text + "\n")
     print(text)

@@ -53,3 +53,31 @@ def test_a_construction_row_under_a_tensor_core_model():
     for r in rows:
         assert r["checked"] > 0 and r["failures"] == 0  # bf16 is enough at n = 2 (frontier)
         assert r["what"] == "ADD, base 2, n = 2"
+
+
+def test_finished_rows_are_reused_and_each_new_row_is_handed_on(monkeypatch):
+    from constructions import verify
+
+    calls = []
+
+    def fake_verify(spec, fmt, acc, num_random):
+        calls.append((spec.n, fmt, acc))
+        return {"exact_match": 1.0, "checked": 7, "failures": 0}
+
+    monkeypatch.setattr(verify, "verify", fake_verify)
+    items = gpu_numerics.parse_constructions("add:2:2;3")
+    seen = []
+    first = gpu_numerics.construction_rows(items, ["e4m3fn"], ["h100"], 0, log=lambda s: None,
+                                           on_row=lambda rows: seen.append(len(rows)))
+    assert len(first) == 4 and seen == [1, 2, 3, 4] and len(calls) == 4
+    calls.clear()
+    again = gpu_numerics.construction_rows(items, ["e4m3fn"], ["h100"], 0, log=lambda s: None,
+                                           done=first[:3])
+    assert calls == [(3, "e4m3fn", "tensor_core:h100")]
+    assert again[:3] == first[:3]  # the very rows given
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in first]
+    calls.clear()
+    gpu_numerics.construction_rows(items, ["e4m3fn"], ["h100"], 5, log=lambda s: None,
+                                   done=first)
+    assert len(calls) == 4  # another --random: another verification set, nothing reused
