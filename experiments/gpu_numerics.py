@@ -1,4 +1,5 @@
-"""Which constructions and trained models stay exact on which GPU, in which input format.
+"""Which constructions and trained models stay exact on which GPU, in which input format
+(the table and what it shows: docs/hardware_numerics.md, results/gpu_numerics).
 
     python -m experiments.gpu_numerics --out=results/gpu_numerics \
         [--constructions=add:10:4;8;16,iter_add:2:4;8;16:3,mul:2:2;4;8] \
