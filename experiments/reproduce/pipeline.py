@@ -65,7 +65,8 @@ Modes:
            and 1; IterADD base 10 n=3-5; the ADD control; n=8's seed 2; MUL under the iid
            protocol; the region arms; longer ADD and IterADD n=10), each fp32 first and then
            pure_bf16 and bf16 with twice fp32's steps to converge; the learning rate decays only
-           on a plateau, early stopping, both test protocols, learning curves kept. Kill it any time; the same command continues.
+           on a plateau, early stopping, both test protocols, learning curves kept. Kill it
+           any time; the same command continues.
   full     Frontiers with `constructions.frontier.run_frontier` (float and fixed point, bf16 /
            fp16 / e4m3 / e5m2, accumulation once and sequential, 200 random inputs): ADD base 10
            n=4..128, IterADD base 2 k=3 n=4..64, MUL base 2 n=2..16. The sweep is
