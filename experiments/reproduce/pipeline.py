@@ -62,7 +62,7 @@ Modes:
            same command: finished cells are kept, a running cell resumes from its checkpoint.
   --long   The training claim decided on a CPU (`experiments/configs/long_study.py`): the quick
            frontiers, then groups of cells in order of importance (IterADD base 2 n=8, seeds 0
-           and 1; IterADD base 10 n=3-5; the ADD control; n=8's seed 2; MUL under the iid
+           and 1; the ADD control; IterADD base 10 n=3-5; n=8's seed 2; MUL under the iid
            protocol; the region arms; longer ADD and IterADD n=10), each fp32 first and then
            pure_bf16 and bf16 with twice fp32's steps to converge; the learning rate decays only
            on a plateau, early stopping, both test protocols, learning curves kept. Kill it
