@@ -97,7 +97,8 @@ def construction_rows(items: Sequence[dict], fmts: Sequence[str], gpus: Sequence
     rows, spent, computed = [], 0.0, 0
     for i, (spec, fmt, acc) in enumerate(plan):
         what = f"{tasks.task_title(spec.task, spec.base, spec.k)}, n = {spec.n}"
-        key = ("construction", what, fmt, acc, num_random)
+        key = row_key({"kind": "construction", "what": what, "format": fmt,
+                       "accumulation": acc, "num_random": num_random})
         if key in reuse:
             rows.append(reuse[key])
             continue
