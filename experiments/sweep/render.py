@@ -39,9 +39,10 @@ def _panel_order(key: tuple) -> tuple:
 
 def _panel_title(key: tuple) -> str:
     task, base, k, l, layers = key
-    name = task_title(task, base, k)
-    if task == "mul":
-        name = name.replace("MUL", f"MUL (l={l})" if l else "MUL (full product)")
+    if task == "mul":  # the answer length belongs to the task's name
+        name = f"MUL ({f'l={l}' if l else 'full product'}), base {base}"
+    else:
+        name = task_title(task, base, k)
     return f"{name}, {layers} layers"
 
 
